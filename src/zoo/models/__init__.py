@@ -1,0 +1,15 @@
+"""Model families, one file each.
+
+Importing this package imports every module in it, so a new family is registered by
+adding its file: no list to keep in sync.
+"""
+
+import importlib
+import pkgutil
+
+from zoo.models.base import ImageModel
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["ImageModel"]

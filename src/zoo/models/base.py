@@ -1,0 +1,71 @@
+"""The contract every image model in the zoo keeps.
+
+Tasks, fine-tuning, benchmarks and tests rely only on this interface, never on a
+family's internals:
+
+- ``num_classes``, ``in_channels`` and ``num_features`` (width of the pooled features);
+- ``forward(x) -> logits`` = ``forward_head(forward_features(x))``;
+- ``reset_classifier(num_classes)`` swaps the head for a freshly initialised one;
+- ``stages()`` -> ordered ``(name, module)`` groups from stem to head, for freezing;
+- ``default_image_size`` (the canonical input) and the input-size rule the family has:
+  ``fixed_image_size`` when the architecture only takes one size, otherwise
+  ``min_image_size``. Inputs are checked and a wrong shape raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ImageModel(nn.Module):
+    """Base class for image classifiers; subclasses fill in the abstract parts."""
+
+    num_classes: int
+    in_channels: int
+    num_features: int
+    default_image_size: int = 224
+    fixed_image_size: int | None = None
+    min_image_size: int = 1
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, num_features)."""
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) from pooled features."""
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classification head with a new one for ``num_classes``."""
+        raise NotImplementedError
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Ordered groups of modules from input to output: stem, stage 1..N, head."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the expected shape when ``x`` cannot be taken."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (B, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if self.fixed_image_size is not None:
+            s = self.fixed_image_size
+            if (h, w) != (s, s):
+                raise ValueError(
+                    f"{type(self).__name__} expects {s}x{s} images "
+                    f"(input shape (B, {self.in_channels}, {s}, {s})), got {h}x{w}"
+                )
+        elif min(h, w) < self.min_image_size:
+            s = self.min_image_size
+            raise ValueError(
+                f"{type(self).__name__} expects images of at least {s}x{s} "
+                f"(input shape (B, {self.in_channels}, >={s}, >={s})), got {h}x{w}"
+            )

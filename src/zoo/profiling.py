@@ -1,0 +1,43 @@
+"""Model size and cost: parameter counts and multiply-accumulates (MACs).
+
+MACs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (which counts a
+multiply-add as two FLOPs, so MACs = FLOPs / 2), on the ``meta`` device by default so
+that even the largest models cost no memory or time to measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_on_meta(builder: Callable[..., nn.Module], **kwargs) -> nn.Module:
+    """Build a model on the ``meta`` device: shapes without storage or initialisation cost."""
+    with torch.device("meta"):
+        return builder(**kwargs)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass in eval mode on an input of ``input_shape``.
+
+    The input is made on the model's own device; build the model with
+    :func:`build_on_meta` to count without computing anything.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(input_shape, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
