@@ -67,6 +67,7 @@ class PartialConv2d(nn.Module):
         if max(in_idx) >= in_channels:
             raise ValueError(f"connection table refers to input map {max(in_idx)} of {in_channels}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, len(table), kernel_size
+        self.fan_in = [len(inputs) * kernel_size**2 for inputs in table]
         self.register_buffer("out_idx", torch.tensor(out_idx), persistent=False)
         self.register_buffer("in_idx", torch.tensor(in_idx), persistent=False)
         self.weight = nn.Parameter(torch.empty(len(out_idx), kernel_size, kernel_size))
@@ -75,8 +76,7 @@ class PartialConv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         # Same rule as nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in per map.
-        fan_in = torch.bincount(self.out_idx).float() * self.kernel_size**2
-        bound = fan_in.rsqrt()
+        bound = torch.tensor(self.fan_in, dtype=torch.float32, device=self.bias.device).rsqrt()
         with torch.no_grad():
             self.weight.uniform_(-1, 1).mul_(bound[self.out_idx].view(-1, 1, 1))
             self.bias.uniform_(-1, 1).mul_(bound)

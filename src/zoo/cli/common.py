@@ -1,0 +1,155 @@
+"""What the entry points share: where the configs are, config -> objects, error reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch import callbacks as cb
+from lightning.pytorch import loggers as pl_loggers
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.data import ImageDataModule
+from zoo.errors import ConfigError, ZooError
+from zoo.models import ImageModel
+
+log = logging.getLogger("zoo")
+
+
+def config_dir() -> str:
+    """The Hydra config folder: inside the installed package, else the repository's."""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "configs"
+    return str(packaged if packaged.is_dir() else here.parents[3] / "configs")
+
+
+def quiet_known_warnings() -> None:
+    """Silence warnings that are expected for this project's setups and help nobody."""
+    # The bundled digits live in memory: worker processes would only add start-up cost.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+
+
+def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a :class:`ZooError` into its message and exit code 1 (traceback with HYDRA_FULL_ERROR=1)."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except ZooError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def config_errors(what: str) -> Iterator[None]:
+    """Report a constructor's ``TypeError``/``ValueError`` as a config error about ``what``."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
+def plain(node: Any) -> Any:
+    """A resolved config node as plain Python containers (what checkpoints may hold)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+DATA_FACTS = ("num_classes", "in_channels", "image_size")
+
+
+def fit_model_to_data(model_cfg: dict[str, Any], datamodule: ImageDataModule, data_name: str) -> dict[str, Any]:
+    """Fill the model's ``null`` data-dependent options from the data; refuse contradictions."""
+    model_cfg = dict(model_cfg)
+    for key in DATA_FACTS:
+        if key not in model_cfg:
+            continue
+        value = getattr(datamodule, key)
+        if model_cfg[key] is None:
+            model_cfg[key] = value
+        elif model_cfg[key] != value:
+            raise ConfigError(
+                f"model.{key}={model_cfg[key]} but the data '{data_name}' has {key}={value}; "
+                f"set model.{key}=null to take it from the data"
+            )
+    return model_cfg
+
+
+def check_model_takes_data(net: ImageModel, datamodule: ImageDataModule, model_cfg: dict[str, Any]) -> None:
+    """Refuse, before training, data whose images the model cannot take."""
+    c, s = datamodule.in_channels, datamodule.image_size
+    try:
+        net.check_input(torch.empty(1, c, s, s, device="meta"))
+    except ValueError as err:
+        hint = " or model.small_input=true" if "small_input" in model_cfg else ""
+        raise ConfigError(f"{err}. The data gives {c}x{s}x{s} images: set data.image_size=<size>{hint}") from None
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.Callback]:
+    callbacks: list[L.Callback] = []
+    if cfg.get("checkpoint"):
+        c = cfg.checkpoint
+        callbacks.append(
+            cb.ModelCheckpoint(
+                dirpath=run_dir / "checkpoints", filename="best", monitor=c.monitor,
+                mode=c.mode, save_last=c.save_last, save_top_k=1, auto_insert_metric_name=False,
+            )
+        )  # fmt: skip
+    if cfg.get("early_stopping"):
+        callbacks.append(cb.EarlyStopping(**plain(cfg.early_stopping)))
+    bar = cfg.get("progress_bar", "rich")
+    if bar == "rich":
+        callbacks.append(cb.RichProgressBar(leave=True))
+    elif bar == "tqdm":
+        callbacks.append(cb.TQDMProgressBar())
+    elif bar not in (None, "none"):
+        raise ConfigError(f"callbacks.progress_bar must be rich, tqdm or none, got {bar!r}")
+    if cfg.get("lr_monitor") and has_logger:
+        callbacks.append(cb.LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig | None, run_dir: Path) -> list:
+    """Loggers writing under the run folder: ``csv/metrics.csv`` and ``tensorboard/``."""
+    loggers = []
+    for name, options in (plain(cfg) or {}).items():
+        if name == "csv":
+            loggers.append(pl_loggers.CSVLogger(save_dir=run_dir, name="csv", version="", **(options or {})))
+        elif name == "tensorboard":
+            loggers.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", **(options or {})))
+        else:
+            raise ConfigError(f"unknown logger '{name}'; available: csv, tensorboard")
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    loggers = build_loggers(cfg.get("logger"), run_dir)
+    callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers))
+    with config_errors("trainer"):
+        return L.Trainer(
+            **plain(cfg.trainer), callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir
+        )
+
+
+def write_metrics(path: Path, metrics: dict[str, Any], **info: Any) -> None:
+    record = {"test": {k: float(v) for k, v in metrics.items()}, **info}
+    path.write_text(json.dumps(record, indent=2) + "\n")

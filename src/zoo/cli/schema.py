@@ -1,0 +1,86 @@
+"""Typed schemas for the top of the Hydra configs, so that Hydra itself rejects an
+override of the wrong type (``trainer.max_epochs=ten``) or an unknown key, with its own
+message, before anything runs.
+
+The groups whose options depend on the choice (``model``, ``data``, ``optim``, ...) are
+open dictionaries here; their keys are checked by the constructor they are passed to.
+Unions (``devices: 2`` or ``devices: [0, 1]``) are typed ``Any``, as OmegaConf has no
+union types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional  # noqa: UP035  (OmegaConf reads typing generics)
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrainerConf:
+    """``lightning.Trainer`` arguments (see its documentation for their meaning)."""
+
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = None
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    max_time: Optional[str] = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    enable_model_summary: Optional[bool] = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None
+    deterministic: Any = None
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    profiler: Optional[str] = None
+    detect_anomaly: bool = False
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class TaskConf:
+    label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3
+
+
+@dataclass
+class TrainConf:
+    model: Dict[str, Any] = field(default_factory=dict)
+    data: Dict[str, Any] = field(default_factory=dict)
+    optim: Dict[str, Any] = field(default_factory=dict)
+    sched: Dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: Optional[Dict[str, Any]] = None
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    task: TaskConf = field(default_factory=TaskConf)
+    seed: int = 42
+    ckpt_path: Optional[str] = None
+
+
+@dataclass
+class EvalConf:
+    ckpt_path: str = "???"
+    data: Dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+
+
+def register_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConf)
+    store.store(name="eval_schema", node=EvalConf)
+
+
+register_schemas()

@@ -1,0 +1,72 @@
+"""``zoo-train``: compose the config, build data + task + trainer, fit, test, write the run folder.
+
+Run folder (``hydra.run.dir``, by default ``outputs/<date>/<time>``):
+``config.yaml`` (resolved), ``.hydra/`` (composed config and overrides), ``train.log``,
+``checkpoints/{best,last}.ckpt``, ``csv/metrics.csv``, ``tensorboard/`` (with
+``logger=[csv,tensorboard]``), ``metrics.json`` (final test metrics) and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.cli import schema  # noqa: F401  (registers the config schemas)
+from zoo.cli.common import (
+    build_trainer, check_model_takes_data, config_dir, config_errors, fit_model_to_data,
+    plain, quiet_known_warnings, reports_user_errors, write_metrics,
+)  # fmt: skip
+from zoo.data import build_datamodule
+from zoo.plotting import plot_curves
+from zoo.tasks import ImageClassifier
+
+log = logging.getLogger("zoo")
+
+
+def train(cfg: DictConfig) -> float:
+    """Train and test as ``cfg`` says; returns the final test top-1 accuracy."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    quiet_known_warnings()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    data_cfg = plain(cfg.data)
+    with config_errors(f"data '{data_cfg.get('name')}'"):
+        datamodule = build_datamodule(**data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    model_cfg = fit_model_to_data(plain(cfg.model), datamodule, data_cfg["name"])
+    with config_errors(f"model '{model_cfg.get('name')}'"):
+        module = ImageClassifier(model=model_cfg, optim=plain(cfg.optim), sched=plain(cfg.sched), **plain(cfg.task))
+    check_model_takes_data(module.net, datamodule, model_cfg)
+
+    trainer = build_trainer(cfg, run_dir)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
+    write_metrics(
+        run_dir / "metrics.json", results, model=model_cfg["name"], data=data_cfg["name"],
+        checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed,
+    )  # fmt: skip
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    if metrics_csv.is_file():
+        plot_curves(metrics_csv, run_dir / "curves.png")
+    log.info("run folder: %s", run_dir)
+    return float(results["test/acc"])
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@reports_user_errors
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""scikit-learn's bundled handwritten digits: the default dataset, no download needed.
+
+1,797 grayscale 8x8 images of the digits 0-9 (UCI "Optical Recognition of Handwritten
+Digits", test part), pixel values 0..16. They are upsampled (bilinear) to
+``image_size`` x ``image_size`` (32 by default, LeNet-5's input), scaled to [0, 1] and
+normalised with the training split's mean and std.
+
+The split is fixed and stratified by class, independent of the training seed:
+``test_fraction`` (20%, 360 images) and ``val_fraction`` (10%, 180 images) of the whole
+set are drawn with ``split_seed`` (0), the rest (1,257 images) is the training set.
+
+The whole set lives in memory as tensors, so no worker processes are needed; the
+training-time augmentation (random shifts of up to ``max_shift`` pixels, edge pixels
+repeated) runs on whole batches after they reach the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from zoo.data.base import DATASETS, ImageDataModule
+
+
+def split_indices(
+    labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Stratified train/val/test indices; the same arguments always give the same split."""
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(labels)))
+    rest, test = train_test_split(
+        indices, test_size=test_fraction, stratify=labels, random_state=seed
+    )
+    val_share = val_fraction / (1.0 - test_fraction)
+    train, val = train_test_split(
+        rest, test_size=val_share, stratify=labels[rest], random_state=seed
+    )
+    return sorted(train), sorted(val), sorted(test)
+
+
+def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image of a (B, C, H, W) batch by its own random offset in pixels."""
+    if max_shift <= 0:
+        return images
+    b, c, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")  # (B, C, H+2s, W+2s)
+    dy = torch.randint(0, 2 * max_shift + 1, (b, 1), device=images.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (b, 1), device=images.device)
+    rows = (dy + torch.arange(h, device=images.device)).view(b, 1, h, 1)
+    cols = (dx + torch.arange(w, device=images.device)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)
+    channel = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn digits, upsampled and held in memory."""
+
+    num_classes = 10
+    in_channels = 1
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        image_size: int = 32,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        max_shift: int = 2,
+        drop_last: bool = False,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=0, drop_last=drop_last)
+        self.image_size = image_size
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.max_shift = max_shift
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+        labels = torch.tensor(digits.target, dtype=torch.long)
+        size = self.image_size
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        train, val, test = split_indices(labels, self.val_fraction, self.test_fraction, self.split_seed)
+        mean, std = images[train].mean().item(), images[train].std().item()
+        self.mean, self.std = (mean,), (std,)
+        images = (images - mean) / std
+        self.train_set = TensorDataset(images[train], labels[train])
+        self.val_set = TensorDataset(images[val], labels[val])
+        self.test_set = TensorDataset(images[test], labels[test])
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            batch = random_shift(images, self.max_shift), labels
+        return batch
+
+
+@DATASETS.register("digits")
+def digits(**kwargs: Any) -> DigitsDataModule:
+    return DigitsDataModule(**kwargs)

@@ -1,0 +1,238 @@
+"""Image datasets in their standard on-disk formats, read through torchvision.
+
+- ``mnist``, ``fashion_mnist``: IDX files under ``<root>/MNIST/raw`` and
+  ``<root>/FashionMNIST/raw`` (LeCun et al., 1998; Xiao et al., 2017).
+- ``cifar10``, ``cifar100``: the pickled python batches under
+  ``<root>/cifar-10-batches-py`` and ``<root>/cifar-100-python`` (Krizhevsky, 2009),
+  checked against their published MD5 sums by torchvision.
+- ``imagefolder``: your own images, one folder per class, under ``<root>/train``
+  (required), ``<root>/val`` and ``<root>/test`` (optional; a missing ``val`` is split off
+  ``train``, a missing ``test`` falls back to the validation set).
+
+Nothing is downloaded unless ``download=true``. The validation set of the fixed
+train/test datasets is a seeded ``val_fraction`` of the official training set, so the
+official test set stays untouched. Standard augmentation (``augment=true``): random
+crops with padding, plus horizontal flips for natural images; ImageNet-style random
+resized crops for ``imagefolder``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from zoo.data.base import DATASETS, ImageDataModule
+from zoo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """Facts about one torchvision dataset; mean/std are those of its training set."""
+
+    dataset: type
+    folder: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool  # horizontal flips preserve the label (natural images, not digits)
+
+
+SPECS: dict[str, VisionSpec] = {
+    "mnist": VisionSpec(datasets.MNIST, "MNIST/raw", 10, 1, 28, (0.1307,), (0.3081,), False),
+    "fashion_mnist": VisionSpec(
+        datasets.FashionMNIST, "FashionMNIST/raw", 10, 1, 28, (0.2860,), (0.3530,), False
+    ),
+    "cifar10": VisionSpec(
+        datasets.CIFAR10, "cifar-10-batches-py", 10, 3, 32,
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+    ),
+    "cifar100": VisionSpec(
+        datasets.CIFAR100, "cifar-100-python", 100, 3, 32,
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+    ),
+}  # fmt: skip
+
+
+def _to_tensor() -> list:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+
+
+def split_off(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded (rest, held-out) split of ``range(n)`` with ``fraction`` held out."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = int(round(n * fraction))
+    return sorted(perm[n_held:]), sorted(perm[:n_held])
+
+
+class TorchvisionDataModule(ImageDataModule):
+    """MNIST, Fashion-MNIST, CIFAR-10/100 from their official files."""
+
+    def __init__(
+        self,
+        spec: VisionSpec,
+        root: str = "data",
+        download: bool = False,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        image_size: int | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: bool = True,
+        drop_last: bool = False,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        self.spec, self.root, self.download = spec, Path(root), download
+        self.num_classes, self.in_channels = spec.num_classes, spec.in_channels
+        self.image_size = image_size or spec.image_size
+        self.mean, self.std = spec.mean, spec.std
+        self.val_fraction, self.split_seed, self.augment = val_fraction, split_seed, augment
+
+    def _transform(self, train: bool) -> v2.Compose:
+        size, steps = self.image_size, _to_tensor()
+        if size != self.spec.image_size:
+            steps.append(v2.Resize(size, antialias=True))
+        if train and self.augment:
+            steps.append(v2.RandomCrop(size, padding=size // 8))
+            if self.spec.flip:
+                steps.append(v2.RandomHorizontalFlip())
+        steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
+
+    def _open(self, train: bool, transform: v2.Compose | None = None, download: bool = False) -> Dataset:
+        try:
+            return self.spec.dataset(str(self.root), train=train, transform=transform, download=download)
+        except RuntimeError as err:
+            if "download=True" not in str(err):
+                raise
+            where = (self.root / self.spec.folder).resolve()
+            raise DataError(
+                f"{self.spec.dataset.__name__} not found or corrupted at {where}. "
+                f"Set data.download=true to fetch it, or data.root=<dir> to point at a copy."
+            ) from None
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._open(train=True, download=True)
+            self._open(train=False, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_full = self._open(train=True, transform=self._transform(train=True))
+        eval_full = self._open(train=True, transform=self._transform(train=False))
+        train_idx, val_idx = split_off(len(train_full), self.val_fraction, self.split_seed)
+        self.train_set = Subset(train_full, train_idx)
+        self.val_set = Subset(eval_full, val_idx)
+        self.test_set = self._open(train=False, transform=self._transform(train=False))
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Your own images: ``<root>/{train,val,test}/<class name>/<image file>``."""
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        image_size: int = 224,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        grayscale: bool = False,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: bool = True,
+        drop_last: bool = False,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        self.root, self.image_size = Path(root), image_size
+        self.in_channels = 1 if grayscale else 3
+        self.mean, self.std = tuple(mean), tuple(std)
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise DataError(f"data.mean and data.std need {self.in_channels} values for {self.in_channels}-channel images")
+        self.grayscale = grayscale
+        self.val_fraction, self.split_seed, self.augment = val_fraction, split_seed, augment
+        self._classes: list[str] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None:
+            train_dir = self.root / "train"
+            if not train_dir.is_dir():
+                raise DataError(f"image folder not found: {train_dir.resolve()} (expected <root>/train/<class>/<image>)")
+            try:
+                self._classes, _ = datasets.folder.find_classes(str(train_dir))
+            except FileNotFoundError:
+                raise DataError(f"no class folders in {train_dir.resolve()} (expected <root>/train/<class>/<image>)") from None
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        return len(self.classes)
+
+    def _transform(self, train: bool) -> v2.Compose:
+        size = self.image_size
+        steps = [v2.Grayscale()] if self.grayscale else []
+        steps += _to_tensor()
+        if train and self.augment:
+            steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        else:  # the usual eval crop: resize to size/0.875, keep the central size x size
+            steps += [v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size)]
+        steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
+
+    def _folder(self, split: str, train: bool) -> datasets.ImageFolder:
+        path = self.root / split
+        try:
+            folder = datasets.ImageFolder(str(path), transform=self._transform(train))
+        except FileNotFoundError as err:
+            raise DataError(f"{path.resolve()}: {err}") from None
+        if folder.classes != self.classes:
+            raise DataError(
+                f"{path.resolve()} has classes {folder.classes}, but train/ has {self.classes}"
+            )
+        return folder
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = self._folder("train", train=True)
+        if (self.root / "val").is_dir():
+            self.train_set, self.val_set = train, self._folder("val", train=False)
+        else:
+            train_idx, val_idx = split_off(len(train), self.val_fraction, self.split_seed)
+            self.train_set = Subset(train, train_idx)
+            self.val_set = Subset(self._folder("train", train=False), val_idx)
+        if (self.root / "test").is_dir():
+            self.test_set = self._folder("test", train=False)
+        else:
+            log.warning("no %s: testing on the validation set", (self.root / "test").resolve())
+            self.test_set = self.val_set
+
+
+def _register(name: str, spec: VisionSpec) -> None:
+    @DATASETS.register(name)
+    def build(**kwargs: Any) -> TorchvisionDataModule:
+        return TorchvisionDataModule(spec, **kwargs)
+
+
+for _name, _spec in SPECS.items():
+    _register(_name, _spec)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(**kwargs: Any) -> ImageFolderDataModule:
+    return ImageFolderDataModule(**kwargs)

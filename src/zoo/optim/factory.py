@@ -1,0 +1,138 @@
+"""Build ``torch.optim`` optimizers and schedulers from plain config dictionaries.
+
+Optimizer config: ``{name, lr, weight_decay, decay_norm_and_bias, **options}`` where the
+options are the optimizer's own keyword arguments (``momentum``, ``nesterov``, ``betas``,
+...). With ``decay_norm_and_bias: false`` (the usual practice since Goyal et al., 2017),
+one-dimensional parameters, i.e. biases and the scales/shifts of normalisation layers,
+get no weight decay.
+
+Scheduler config: ``{name, **options}``; see :func:`build_scheduler`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from zoo.errors import ConfigError
+from zoo.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("sgd")(torch.optim.SGD)
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
+OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
+
+SCHEDULERS = Registry("scheduler")
+
+
+def param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, decay_norm_and_bias: bool
+) -> list[dict[str, Any]]:
+    """Split trainable parameters into a decayed group and, optionally, a no-decay group."""
+    decay, no_decay = [], []
+    for _, p in named_params:
+        if not p.requires_grad:
+            continue
+        (decay if decay_norm_and_bias or p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    name: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    decay_norm_and_bias: bool = False,
+    **options: Any,
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``named_params`` (e.g. ``model.named_parameters()``)."""
+    cls = OPTIMIZERS.get(name)
+    groups = param_groups(named_params, weight_decay, decay_norm_and_bias)
+    try:
+        return cls(groups, lr=lr, **options)
+    except TypeError as err:
+        raise ConfigError(f"optimizer '{name}': {err}") from None
+
+
+def _steps(value: float, steps_per_epoch: int) -> int:
+    """Scheduler lengths are given in epochs (may be fractional); convert to steps."""
+    return int(round(value * steps_per_epoch))
+
+
+@SCHEDULERS.register("none")
+def _none(optimizer, total_steps, steps_per_epoch):
+    return None
+
+
+@SCHEDULERS.register("step")
+def _step(optimizer, total_steps, steps_per_epoch, step_size: int = 30, gamma: float = 0.1):
+    """Multiply the LR by ``gamma`` every ``step_size`` epochs (He et al., 2015)."""
+    return {"scheduler": lr_scheduler.StepLR(optimizer, step_size, gamma), "interval": "epoch"}
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(
+    optimizer, total_steps, steps_per_epoch,
+    warmup_epochs: float = 0.0, warmup_start_factor: float = 0.01, min_lr: float = 0.0,
+):  # fmt: skip
+    """Linear warmup, then cosine decay to ``min_lr`` (Loshchilov & Hutter, 2017), per step."""
+    warmup = min(_steps(warmup_epochs, steps_per_epoch), max(total_steps - 1, 0))
+    cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup, 1), eta_min=min_lr)
+    if warmup == 0:
+        return {"scheduler": cosine, "interval": "step"}
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=warmup_start_factor, total_iters=warmup)
+    return {
+        "scheduler": lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup]),
+        "interval": "step",
+    }
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(
+    optimizer, total_steps, steps_per_epoch,
+    pct_start: float = 0.25, div_factor: float = 25.0, final_div_factor: float = 1e4,
+    anneal_strategy: str = "cos", cycle_momentum: bool = True,
+):  # fmt: skip
+    """One-cycle policy (Smith & Topin, 2018): LR up to ``optim.lr``, then annealed, per step."""
+    defaults = optimizer.defaults
+    has_momentum = defaults.get("momentum", 0) > 0 or "betas" in defaults
+    scheduler = lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=max(total_steps, 2),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        anneal_strategy=anneal_strategy,
+        cycle_momentum=cycle_momentum and has_momentum,
+    )
+    return {"scheduler": scheduler, "interval": "step"}
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(
+    optimizer, total_steps, steps_per_epoch,
+    monitor: str = "val/loss", mode: str = "min", factor: float = 0.1, patience: int = 10,
+):  # fmt: skip
+    """Divide the LR by 1/``factor`` when ``monitor`` stops improving for ``patience`` epochs."""
+    scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)
+    return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, steps_per_epoch: int, **options: Any
+) -> dict[str, Any] | None:
+    """A Lightning ``lr_scheduler`` config dict for the schedule ``name``, or ``None``."""
+    builder = SCHEDULERS.get(name)
+    try:
+        return builder(optimizer, total_steps, steps_per_epoch, **options)
+    except TypeError as err:
+        raise ConfigError(f"scheduler '{name}': {err}") from None

@@ -1,0 +1,106 @@
+"""Image classification: one LightningModule for every image model in the registry.
+
+The loss is the cross-entropy ``L = -sum_k y_k log softmax(z)_k`` with optional label
+smoothing (Szegedy et al., 2016). Models with auxiliary classifiers (GoogLeNet) return
+``(logits, *aux_logits)`` in training; their losses are added with weight
+``aux_loss_weight`` (0.3 in Szegedy et al., 2014).
+
+All constructor arguments are plain values (dicts, numbers, strings), so
+``save_hyperparameters()`` writes checkpoints that load with ``weights_only=True`` and
+rebuild the network by its registry name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from zoo.optim import build_optimizer, build_scheduler
+from zoo.registry import get_model
+
+
+class ImageClassifier(L.LightningModule):
+    """Train, validate and test any registered image model.
+
+    Args:
+        model: ``{"name": <registry name>, **constructor kwargs}``.
+        optim: optimizer config, see :func:`zoo.optim.build_optimizer`.
+        sched: scheduler config ``{"name": ..., **options}``, or ``None`` for a constant LR.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        aux_loss_weight: weight of each auxiliary classifier's loss.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        sched: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        aux_loss_weight: float = 0.3,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        kwargs = dict(model)
+        self.net = get_model(kwargs.pop("name"), **kwargs)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.aux_loss_weight = aux_loss_weight
+        n = self.net.num_classes
+        metrics = {"acc": MulticlassAccuracy(n, top_k=1, average="micro")}
+        if n > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro")
+        metrics = MetricCollection(metrics)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor):
+        if isinstance(outputs, tuple):
+            logits, *aux = outputs
+            loss = self.criterion(logits, y) + self.aux_loss_weight * sum(self.criterion(a, y) for a in aux)
+            return loss, logits
+        return self.criterion(outputs, y), outputs
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss, logits = self._loss(self.net(x), y)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def _eval_step(self, batch, metrics: MetricCollection, stage: str) -> None:
+        x, y = batch
+        loss, logits = self._loss(self.net(x), y)
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y))
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim)
+        if not self.hparams.sched:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1, math.ceil(total / epochs))
+        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.hparams.sched)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

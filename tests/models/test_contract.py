@@ -1,0 +1,63 @@
+"""The model contract (src/zoo/models/base.py), checked for every registered model."""
+
+import pytest
+import torch
+
+from zoo import get_model, list_models
+from zoo.profiling import build_on_meta
+from zoo.registry import MODELS
+
+
+def _input_size(model) -> int:
+    return model.fixed_image_size or max(model.min_image_size, 32)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_keeps_the_contract(name):
+    model = get_model(name, num_classes=7, in_channels=1)
+    assert (model.num_classes, model.in_channels) == (7, 1)
+    size = _input_size(model)
+    x = torch.randn(2, 1, size, size)
+
+    # Training: logits (plus auxiliary logits for some models), finite, and every
+    # parameter receives a gradient.
+    model.train()
+    out = model(x)
+    outputs = out if isinstance(out, tuple) else (out,)
+    for logits in outputs:
+        assert logits.shape == (2, 7)
+        assert torch.isfinite(logits).all()
+    sum(o.square().mean() for o in outputs).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
+
+    # Evaluation: one tensor, equal to head(features).
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_features(x)
+        assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)
+        assert features.shape == (2, model.num_features)
+        torch.testing.assert_close(model.forward_head(features), logits)
+
+        model.reset_classifier(5)
+        assert model.num_classes == 5 and model(x).shape == (2, 5)
+
+    # Stages run from input to head and hold every parameter exactly once.
+    stages = model.stages()
+    names = [n for n, _ in stages]
+    assert len(set(names)) == len(names) and names[-1] == "head"
+    in_stages = [id(p) for _, module in stages for p in module.parameters()]
+    assert len(in_stages) == len(set(in_stages))
+    assert set(in_stages) == {id(p) for p in model.parameters()}
+
+    # The wrong channel count is refused with the expected shape in the message.
+    with pytest.raises(ValueError, match=r"\(B, 1, "):
+        model(torch.randn(2, 3, size, size))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_builds_on_meta_with_its_defaults(name):
+    model = build_on_meta(MODELS.get(name))
+    assert model.num_classes >= 1 and model.default_image_size >= 1
+    assert all(p.device.type == "meta" for p in model.parameters())
