@@ -1,0 +1,36 @@
+"""Composing the real Hydra configs in-process, as the command line does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from zoo.cli import schema  # noqa: F401  (registers the config schemas)
+from zoo.cli.common import config_dir
+
+CONFIGS = Path(config_dir())
+QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]
+
+
+def compose_config(name: str, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The config ``zoo-<name>`` would run with, with ``run_dir`` as its output folder."""
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_cli(command: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a console script of this package as a user would, in a fresh process."""
+    script = Path(sys.executable).parent / command
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)

@@ -1,0 +1,117 @@
+"""zoo-train, zoo-eval and zoo-models through the real configs."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+import zoo
+from zoo.cli.train import train
+from zoo.cli.models import model_rows
+
+from helpers import CONFIGS, QUIET, compose_config, run_cli
+
+MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+
+
+def test_every_model_config_names_a_registered_model_and_vice_versa():
+    names = {yaml.safe_load((CONFIGS / "model" / f"{m}.yaml").read_text())["name"] for m in MODEL_CONFIGS}
+    assert names == set(MODEL_CONFIGS)
+    assert set(zoo.list_models()) == names
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_fast_dev_run_on_digits_for_every_model_config(tmp_path, model):
+    options = yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
+    overrides = [f"model={model}", "trainer.fast_dev_run=true", "data.batch_size=4", *QUIET]
+    if "small_input" in options:  # 32 px digits through an ImageNet stem
+        overrides.append("model.small_input=true")
+    cfg = compose_config("train", tmp_path, overrides)
+    accuracy = train(cfg)
+    assert 0.0 <= accuracy <= 1.0
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["model"] == model and set(record["test"]) >= {"test/acc", "test/loss"}
+
+
+def test_multirun_sweeps_write_one_folder_per_job(tmp_path):
+    result = run_cli(
+        "zoo-train", "-m", "optim=sgd,adamw", "model=mlp", "trainer.fast_dev_run=true",
+        f"hydra.sweep.dir={tmp_path}", *QUIET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for job in ("0", "1"):
+        assert (tmp_path / job / "metrics.json").is_file()
+    assert "adamw" in (tmp_path / "1" / "config.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train")
+    result = run_cli("zoo-train", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}", *QUIET)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_short_training_run_learns_and_writes_the_run_folder(trained_run):
+    run_dir, result = trained_run
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["test"]["test/acc"] > 0.8  # chance is 0.1
+    assert record["epochs"] == 3 and record["model"] == "lenet5" and record["data"] == "digits"
+    for path in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "csv/metrics.csv", "curves.png"):
+        assert (run_dir / path).is_file(), path
+    assert "test/acc" in result.stdout  # the final metrics table
+
+
+def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    result = run_cli("zoo-eval", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())["test"]
+    assert evaluated.keys() == trained.keys()
+    for key in trained:
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+BAD_INPUT = {
+    "unknown model config": (["model=resnt"], "Could not find 'model/resnt'", "lenet5"),
+    "unknown model name": (["model.name=lenet"], "Unknown model 'lenet'. Did you mean: lenet5", "mlp"),
+    "unknown dataset": (["data.name=digitz"], "Unknown dataset 'digitz'", "cifar10"),
+    "unknown optimizer": (["optim.name=adamm"], "Unknown optimizer 'adamm'", "rmsprop"),
+    "unknown scheduler": (["sched.name=cosin"], "Unknown scheduler 'cosin'", "onecycle"),
+    "wrong type": (["trainer.max_epochs=ten"], "max_epochs", "ten"),
+    "unknown key": (["trainer.max_epoch=3"], "max_epoch", "not in"),
+    "num_classes mismatch": (["model.num_classes=5"], "model.num_classes=5 but the data 'digits' has num_classes=10", ""),
+    "image size mismatch": (["model=mlp", "model.image_size=16"], "image_size=16", "image_size=32"),
+    "image the model cannot take": (["data.image_size=28"], "expects 32x32 images", "set data.image_size"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_exits_1_with_a_clear_message(tmp_path, case):
+    overrides, *expected = BAD_INPUT[case]
+    result = run_cli("zoo-train", *overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    for text in expected:
+        assert text in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()  # refused before training
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    result = run_cli("zoo-train", "model.name=lenet", f"hydra.run.dir={tmp_path}", env=env)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_eval_of_a_missing_checkpoint_names_the_path(tmp_path):
+    result = run_cli("zoo-eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1 and str(tmp_path / "nope.ckpt") in result.stderr
+
+
+def test_zoo_models_lists_parameters_and_macs(capsys):
+    rows = {name: (params, macs) for name, params, macs, _ in model_rows("lenet5")}
+    assert rows == {"lenet5": (60806, rows["lenet5"][1])} and rows["lenet5"][1] > 0
+    result = run_cli("zoo-models", "mlp")
+    assert result.returncode == 0 and "mlp" in result.stdout and "lenet5" not in result.stdout
