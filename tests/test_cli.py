@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 import yaml
 
 import zoo
@@ -115,3 +116,23 @@ def test_zoo_models_lists_parameters_and_macs(capsys):
     assert rows == {"lenet5": (60806, rows["lenet5"][1])} and rows["lenet5"][1] > 0
     result = run_cli("zoo-models", "mlp")
     assert result.returncode == 0 and "mlp" in result.stdout and "lenet5" not in result.stdout
+
+
+def test_checkpoints_load_with_weights_only_and_hold_plain_hyperparameters(trained_run):
+    run_dir, _ = trained_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["model"]["name"] == "lenet5"
+    assert ckpt["datamodule_hyper_parameters"]["name"] == "digits"
+
+
+def test_tensorboard_logger_and_early_stopping(tmp_path):
+    cfg = compose_config(
+        "train", tmp_path,
+        ["model=mlp", "logger=[csv,tensorboard]", "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
+         "trainer.max_epochs=30", "optim.lr=1e-9", *QUIET],
+    )  # fmt: skip
+    train(cfg)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "curves.png").is_file()
+    # With a learning rate of 1e-9 nothing improves: early stopping ends the run early.
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] < 30

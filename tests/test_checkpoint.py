@@ -1,0 +1,56 @@
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoo.checkpoint import CheckpointError, load_file, load_lightning_checkpoint
+
+
+class _CreatesAFile:
+    """A pickle payload that would run code when unpickled without restriction."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _CreatesAFile(marker)}, f)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_file(path)
+    assert not marker.exists()
+
+
+def test_truncated_and_missing_files_name_the_path(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.randn(100, 100)}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_file(path)
+    with pytest.raises(CheckpointError, match=f"not found: {tmp_path / 'missing.ckpt'}"):
+        load_file(tmp_path / "missing.ckpt")
+
+
+def test_state_dicts_and_safetensors_round_trip(tmp_path):
+    weights = {"w": torch.randn(3, 4), "b": torch.arange(3)}
+    torch.save(weights, tmp_path / "w.pth")
+    save_file(weights, tmp_path / "w.safetensors")
+    for name in ("w.pth", "w.safetensors"):
+        loaded = load_file(tmp_path / name)
+        assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_file(tmp_path / "bad.safetensors")
+
+
+def test_a_plain_state_dict_is_not_a_training_checkpoint(tmp_path):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match="not a zoo training checkpoint"):
+        load_lightning_checkpoint(tmp_path / "w.pth")
