@@ -1,0 +1,184 @@
+"""EfficientNet B0-B7: torchvision parity, size and cost, stochastic depth, SE, small inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from zoo.layers.squeeze_excitation import SqueezeExcitation
+from zoo.layers.stochastic_depth import stochastic_depth
+from zoo.models.efficientnet import MBConv, round_filters
+from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.registry import get_model, list_models
+
+VARIANTS = list_models("efficientnet_b*")
+RESOLUTIONS = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+
+
+def _reference(name: str, **kwargs) -> nn.Module:
+    return getattr(torchvision.models, name)(weights=None, **kwargs)
+
+
+def _randomize_batch_norms(model: nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+
+
+def _batch_norm_settings(model: nn.Module) -> list[tuple[float, float]]:
+    return [(m.eps, m.momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_all_variants_registered():
+    assert VARIANTS == [f"efficientnet_b{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_param_count_matches_torchvision(name: str):
+    ours = count_params(build_on_meta(get_model, name=name))
+    assert ours == count_params(build_on_meta(_reference, name=name))
+    assert ours == torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["num_params"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_default_image_size_is_the_paper_resolution(name: str):
+    model = build_on_meta(get_model, name=name)
+    assert model.default_image_size == RESOLUTIONS[name.removeprefix("efficientnet_")]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_eval_outputs_match_torchvision(name: str):
+    # B0 at its full resolution; the larger variants at a small size to keep this cheap.
+    size, batch = (224, 2) if name == "efficientnet_b0" else (48, 1)
+    ref = _reference(name)
+    _randomize_batch_norms(ref)
+    ours = get_model(name)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert _batch_norm_settings(ours) == _batch_norm_settings(ref)
+    ours.eval()
+    ref.eval()
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_b0_macs_match_published_gflops():
+    # torchvision's table shows 0.39 "GFLOPS" (really GMACs): meta["_ops"] = 0.386 rounded
+    # to two decimals. 0.3858 is 1.1% below 0.39, so compare with the unrounded figure.
+    published_ops = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["_ops"]
+    assert round(published_ops, 2) == 0.39
+    macs = count_macs(build_on_meta(get_model, name="efficientnet_b0"), (1, 3, 224, 224))
+    assert macs / 1e9 == pytest.approx(published_ops, rel=0.01)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_macs_match_torchvision_ops_at_its_crop_size(name: str):
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    crop = weights.transforms.keywords["crop_size"]  # torchvision's B2 uses 288, not 260
+    macs = count_macs(build_on_meta(get_model, name=name), (1, 3, crop, crop))
+    assert macs / 1e9 == pytest.approx(weights.meta["_ops"], rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("channels", "width_mult", "expected"),
+    [(32, 1.0, 32), (32, 1.1, 32), (16, 1.1, 16), (40, 1.1, 48), (112, 1.1, 120), (1280, 1.1, 1408), (24, 1.4, 32)],
+)
+def test_round_filters(channels: int, width_mult: float, expected: int):
+    assert round_filters(channels, width_mult) == expected
+    assert expected % 8 == 0
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_stochastic_depth_rate_grows_linearly(name: str):
+    model = build_on_meta(get_model, name=name)
+    rates = [m.stochastic_depth.p for m in model.modules() if isinstance(m, MBConv)]
+    n = len(rates)
+    assert rates == pytest.approx([0.2 * i / n for i in range(n)])
+
+
+def test_stochastic_depth_zeroes_or_rescales_whole_rows_in_training_only():
+    block = MBConv(16, 16, expand_ratio=6, kernel_size=3, stride=1, drop_prob=0.5).train()
+    x = torch.randn(32, 16, 6, 6)
+    with torch.no_grad():
+        branch = block.block(x)  # training-mode BN: the same batch gives the same branch
+        delta = block(x) - x
+    dropped = delta.flatten(1).abs().amax(1) == 0
+    kept = ~dropped
+    assert 0 < dropped.sum() < len(x)  # both outcomes occur
+    torch.testing.assert_close(delta[kept], branch[kept] / 0.5)
+
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x + block.block(x))
+        torch.testing.assert_close(block(x), block(x))
+
+
+def test_stochastic_depth_function_keeps_the_expectation():
+    x = torch.ones(20_000, 3)
+    y = stochastic_depth(x, p=0.3, mode="row")
+    assert y[:, 0].unique().tolist() == pytest.approx([0.0, 1 / 0.7])  # rows dropped or rescaled
+    assert torch.equal(y, y[:, :1].expand_as(y))  # one draw per row
+    assert y.mean().item() == pytest.approx(1.0, abs=0.03)
+    assert torch.equal(stochastic_depth(x, p=0.3, training=False), x)
+
+
+def test_model_is_stochastic_in_training_and_deterministic_in_eval():
+    model = get_model("efficientnet_b0", num_classes=10, dropout=0.0, small_input=True)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        model.train()
+        assert not torch.allclose(model(x), model(x))  # only stochastic depth is random here
+        model.eval()
+        torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+
+
+def test_squeeze_excitation_gate():
+    se = SqueezeExcitation(24, 6)
+    x = torch.randn(2, 24, 5, 7)
+    gate = se.gate(x)
+    assert gate.shape == (2, 24, 1, 1)
+    assert ((gate > 0) & (gate < 1)).all()
+    torch.testing.assert_close(se(x), gate * x)
+
+
+def test_mbconv_squeezes_to_a_quarter_of_its_input_channels():
+    model = build_on_meta(get_model, name="efficientnet_b0")
+    block = model.features[2][0]  # MBConv6 24 <- 16: hidden 96, SE to 16 / 4 = 4
+    se = next(m for m in block.modules() if isinstance(m, SqueezeExcitation))
+    assert (se.fc1.in_channels, se.fc1.out_channels) == (96, 4)
+    gate = se.gate(torch.empty(2, 96, 56, 56, device="meta"))
+    assert gate.shape == (2, 96, 1, 1)
+
+
+def test_small_input_single_channel():
+    model = get_model("efficientnet_b0", num_classes=10, in_channels=1, small_input=True).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+        assert model.features(x).shape[-2:] == (2, 2)  # a stride-2 stem would leave 1x1
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b7"])
+def test_small_input_keeps_state_dict_layout(name: str):
+    ours = build_on_meta(get_model, name=name, small_input=True)
+    ref = build_on_meta(_reference, name=name)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
+def test_input_size_checks():
+    # Every layer is "same"-padded, so any size >= 1 is accepted (torchvision: min_size (1, 1)).
+    model = get_model("efficientnet_b0").eval()
+    assert model.min_image_size == 1
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 1, 1)).shape == (1, 1000)
+    with pytest.raises(ValueError, match=r"\(B, 3, >=1, >=1\)"):
+        model(torch.randn(1, 3, 0, 0))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(torch.randn(1, 1, 32, 32))
