@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("model", "params", "GMACs", "input"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, params, macs, size in model_rows(args.pattern, macs=not args.no_macs):
-        table.add_row(name, f"{params:,}", "-" if macs is None else f"{macs / 1e9:.3f}", f"{size}x{size}")
+        table.add_row(name, f"{params:,}", "-" if macs is None else f"{macs / 1e9:.4g}", f"{size}x{size}")
     Console().print(table)
 
 
