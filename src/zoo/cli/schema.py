@@ -52,6 +52,7 @@ class TrainerConf:
 
 @dataclass
 class TaskConf:
+    loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     aux_loss_weight: float = 0.3
 

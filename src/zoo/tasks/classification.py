@@ -1,7 +1,8 @@
 """Image classification: one LightningModule for every image model in the registry.
 
 The loss is the cross-entropy ``L = -sum_k y_k log softmax(z)_k`` with optional label
-smoothing (Szegedy et al., 2016). Models with auxiliary classifiers (GoogLeNet) return
+smoothing (Szegedy et al., 2016), or another loss of :data:`zoo.nn.LOSSES` chosen by name
+(``task.loss=hinge_ref``). Models with auxiliary classifiers (GoogLeNet) return
 ``(logits, *aux_logits)`` in training; their losses are added with weight
 ``aux_loss_weight`` (0.3 in Szegedy et al., 2014).
 
@@ -17,10 +18,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.nn import LOSSES
 from zoo.optim import build_optimizer, build_scheduler
 from zoo.registry import get_model
 
@@ -33,6 +34,7 @@ class ImageClassifier(L.LightningModule):
         optim: optimizer config, see :func:`zoo.optim.build_optimizer`.
         sched: scheduler config ``{"name": ..., **options}``, or ``None`` for a constant LR.
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        loss: name of the loss in :data:`zoo.nn.LOSSES` (``"cross_entropy"``: PyTorch's).
         aux_loss_weight: weight of each auxiliary classifier's loss.
     """
 
@@ -43,12 +45,13 @@ class ImageClassifier(L.LightningModule):
         sched: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         aux_loss_weight: float = 0.3,
+        loss: str = "cross_entropy",
     ):
         super().__init__()
         self.save_hyperparameters()
         kwargs = dict(model)
         self.net = get_model(kwargs.pop("name"), **kwargs)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
         self.aux_loss_weight = aux_loss_weight
         n = self.net.num_classes
         metrics = {"acc": MulticlassAccuracy(n, top_k=1, average="micro")}

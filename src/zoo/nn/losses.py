@@ -1,0 +1,181 @@
+"""Loss functions written from their equations, and the registry of classification losses.
+
+With predictions ``y_hat``, targets ``y`` and ``n`` terms in the mean:
+
+    MSE              (1/n) sum (y - y_hat)^2
+    MAE              (1/n) sum |y - y_hat|
+    binary CE        -(y log p + (1 - y) log(1 - p))                 p = sigmoid(z), y in {0, 1}
+    ... from logits  max(z, 0) - z y + log(1 + e^{-|z|})             (the same, never overflows)
+    categorical CE   -sum_k y_k log softmax(z)_k = -sum_k y_k log_softmax(z)_k
+    multi-class hinge  (1/K) sum_{j != c} max(0, margin - z_c + z_j)   (c = the true class)
+    binary hinge     max(0, 1 - y z)                                 y in {-1, 1}
+    KL divergence    KL(P || Q) = sum_x P(x) log(P(x) / Q(x))
+
+Every loss is averaged over the batch. Notes on where the code and the lecture differ:
+
+- binary CE from logits: ``log(1 + e^z) = max(z, 0) + log(1 + e^{-|z|})``, so
+  ``-(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))) = max(z, 0) - z y + log(1 + e^{-|z|})``:
+  no ``e^z`` for large ``z``, and no ``log 0`` when the sigmoid rounds to 0 or 1;
+- binary CE from probabilities clamps each log at -100, as PyTorch does, so that ``p = 0``
+  or ``p = 1`` gives a large finite loss instead of ``inf``/``nan``;
+- categorical CE takes logits and uses the stable ``log_softmax``; with
+  ``label_smoothing = eps`` the target is ``(1 - eps) one_hot(c) + eps / K`` (Szegedy et al., 2016);
+- the multi-class hinge (Weston & Watkins, 1999) is divided by the number of classes
+  ``K``, as ``nn.MultiMarginLoss`` does; the lecture writes the
+  hinge as ``sum max(theta, 1 - y_i y_hat_i)``, where ``theta`` is 0;
+- KL takes ``log Q`` as input and ``P`` as target (the argument order of ``F.kl_div``),
+  uses ``0 log 0 = 0`` and divides by the batch size ("batchmean").
+
+:data:`LOSSES` names the losses a classifier of ``K`` logits can be trained with
+(``task.loss=...``); each builder takes ``label_smoothing`` and refuses a non-zero value
+when the loss has no such notion.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from zoo.nn.activations import log_softmax, softmax
+from zoo.registry import Registry
+
+_LOG_FLOOR = -100.0  # PyTorch's clamp for log(0) in binary_cross_entropy
+
+
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error ``(1/n) sum (y - y_hat)^2`` over all elements."""
+    return ((target - pred) ** 2).mean()
+
+
+def mae(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error ``(1/n) sum |y - y_hat|`` over all elements."""
+    return (target - pred).abs().mean()
+
+
+def binary_cross_entropy(prob: Tensor, target: Tensor) -> Tensor:
+    """``-(y log p + (1 - y) log(1 - p))`` averaged, for probabilities ``p`` and ``y`` in [0, 1]."""
+    log_p = torch.log(prob).clamp(min=_LOG_FLOOR)
+    log_not_p = torch.log(1 - prob).clamp(min=_LOG_FLOOR)
+    return -(target * log_p + (1 - target) * log_not_p).mean()
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of ``sigmoid(z)``: ``max(z, 0) - z y + log(1 + e^{-|z|})`` averaged."""
+    return (logits.clamp(min=0) - logits * target + torch.log1p(torch.exp(-logits.abs()))).mean()
+
+
+def cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Categorical cross-entropy ``-sum_k y_k log softmax(z)_k`` averaged over the batch.
+
+    Args:
+        logits: ``z`` (B, K).
+        target: class indices (B,) or class probabilities (B, K).
+        label_smoothing: ``eps``; the target becomes ``(1 - eps) y + eps / K``.
+    """
+    log_p = log_softmax(logits, dim=1)  # (B, K)
+    num_classes = logits.shape[1]
+    if not target.is_floating_point():
+        target = torch.zeros_like(logits).scatter_(1, target.long().unsqueeze(1), 1.0)  # one-hot (B, K)
+    target = (1 - label_smoothing) * target + label_smoothing / num_classes
+    return -(target * log_p).sum(1).mean()
+
+
+def multi_margin(logits: Tensor, target: Tensor, margin: float = 1.0) -> Tensor:
+    """Multi-class hinge ``(1/K) sum_{j != c} max(0, margin - z_c + z_j)`` averaged over the batch.
+
+    Args:
+        logits: ``z`` (B, K).
+        target: true classes ``c`` (B,).
+        margin: the margin by which the true class should win.
+    """
+    true = logits.gather(1, target.unsqueeze(1))  # z_c (B, 1)
+    violations = (margin - true + logits).clamp(min=0)  # (B, K); the j = c term is max(0, margin)
+    others = torch.ones_like(logits).scatter_(1, target.unsqueeze(1), 0.0)
+    return (violations * others).sum(1).div(logits.shape[1]).mean()
+
+
+def hinge(scores: Tensor, target: Tensor) -> Tensor:
+    """Binary hinge ``mean(max(0, 1 - y z))`` for labels ``y`` in {-1, 1} and scores ``z``."""
+    return (1 - target * scores).clamp(min=0).mean()
+
+
+def kl_divergence(log_q: Tensor, p: Tensor) -> Tensor:
+    """``KL(P || Q) = sum P log(P / Q)``, summed over classes and averaged over the batch.
+
+    Args:
+        log_q: ``log Q`` (B, K), e.g. a log-softmax.
+        p: the target distribution ``P`` (B, K); zero entries contribute 0.
+    """
+    p_log_p = torch.where(p > 0, p * torch.log(p.clamp(min=torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
+    return (p_log_p - p * log_q).sum() / log_q.shape[0]
+
+
+class CrossEntropyLoss(nn.Module):
+    """Module form of :func:`cross_entropy` (targets are class indices)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy(logits, target, self.label_smoothing)
+
+
+class MultiMarginLoss(nn.Module):
+    """Module form of :func:`multi_margin`."""
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return multi_margin(logits, target, self.margin)
+
+
+class MSEOneHotLoss(nn.Module):
+    """MSE between ``softmax(z)`` and the one-hot target, as the lecture trains a classifier with MSE."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        one_hot = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), 1.0)
+        return mse(softmax(logits, dim=1), one_hot)
+
+
+LOSSES = Registry("loss")
+
+
+def _refuse_smoothing(name: str, label_smoothing: float) -> None:
+    if label_smoothing:
+        raise ValueError(f"loss '{name}' has no label smoothing; set task.label_smoothing=0")
+
+
+@LOSSES.register("cross_entropy")
+def _cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
+    """PyTorch's cross-entropy."""
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+@LOSSES.register("cross_entropy_ref")
+def _cross_entropy_ref(label_smoothing: float = 0.0) -> nn.Module:
+    """:func:`cross_entropy` from log-softmax."""
+    return CrossEntropyLoss(label_smoothing)
+
+
+@LOSSES.register("multi_margin")
+def _multi_margin(label_smoothing: float = 0.0) -> nn.Module:
+    """PyTorch's multi-class hinge."""
+    _refuse_smoothing("multi_margin", label_smoothing)
+    return nn.MultiMarginLoss()
+
+
+@LOSSES.register("hinge_ref")
+def _hinge_ref(label_smoothing: float = 0.0) -> nn.Module:
+    """:func:`multi_margin` written out."""
+    _refuse_smoothing("hinge_ref", label_smoothing)
+    return MultiMarginLoss()
+
+
+@LOSSES.register("mse_onehot")
+def _mse_onehot(label_smoothing: float = 0.0) -> nn.Module:
+    """MSE on the softmax against one-hot targets."""
+    _refuse_smoothing("mse_onehot", label_smoothing)
+    return MSEOneHotLoss()
