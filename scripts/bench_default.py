@@ -61,23 +61,22 @@ class EpochTimer(L.Callback):
 def overhead(epochs: int) -> None:
     from helpers import compose_config
 
-    from zoo.cli.common import build_trainer, fit_model_to_data, plain
+    from zoo.cli.common import build_task, build_trainer, fit_model_to_data, plain
     from zoo.data import build_datamodule
     from zoo.data.digits import random_shift
     from zoo.optim import build_optimizer, build_scheduler
     from zoo.registry import get_model
-    from zoo.tasks import ImageClassifier
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config("train", Path(tmp), [f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0"])
         dm = build_datamodule(**plain(cfg.data))
         dm.setup("fit")
-        model_cfg = fit_model_to_data(plain(cfg.model), dm, cfg.data.name)
+        model_cfg = fit_model_to_data(plain(cfg.model), dm.model_facts(), cfg.data.name)
         steps = len(dm.train_dataloader())
 
         # Lightning: the default run's module, callbacks and loggers.
         L.seed_everything(0, verbose=False)
-        module = ImageClassifier(model=model_cfg, optim=plain(cfg.optim), sched=plain(cfg.sched), **plain(cfg.task))
+        module = build_task(cfg, dm)
         timer = EpochTimer()
         trainer = build_trainer(cfg, Path(tmp))
         trainer.callbacks.append(timer)

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 import zoo
+from zoo.errors import ConfigError
 from zoo.cli.train import train
 from zoo.cli.models import model_rows
 
@@ -136,3 +137,9 @@ def test_tensorboard_logger_and_early_stopping(tmp_path):
     assert (tmp_path / "curves.png").is_file()
     # With a learning rate of 1e-9 nothing improves: early stopping ends the run early.
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] < 30
+
+
+def test_a_task_the_data_does_not_serve_is_refused(tmp_path):
+    cfg = compose_config("train", tmp_path, ["task.name=seq2seq", *QUIET])
+    with pytest.raises(ConfigError, match="data 'digits' is for the classification task, but task=seq2seq"):
+        train(cfg)

@@ -41,3 +41,18 @@ def test_top5_accuracy_only_when_there_are_more_than_five_classes():
     many = ImageClassifier(model={"name": "mlp", "num_classes": 10, "image_size": 8}, optim=SGD)
     assert set(few.val_metrics.keys()) == {"val/acc"}
     assert set(many.val_metrics.keys()) == {"val/acc", "val/acc_top5"}
+
+
+def test_l1_penalty_is_added_to_the_training_loss_on_weights_only():
+    model = {"name": "mlp", "num_classes": 3, "image_size": 4, "hidden_sizes": [5]}
+    plain_module = ImageClassifier(model=model, optim=SGD)
+    l1_module = ImageClassifier(model=model, optim=SGD, l1=0.01)
+    l1_module.load_state_dict(plain_module.state_dict())
+    for module in (plain_module, l1_module):
+        module.log = lambda *args, **kwargs: None  # no trainer attached
+    batch = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    weights = sum(p.abs().sum() for p in plain_module.net.parameters() if p.ndim > 1)
+    torch.manual_seed(0)
+    base = plain_module.training_step(batch, 0)
+    torch.manual_seed(0)
+    torch.testing.assert_close(l1_module.training_step(batch, 0), base + 0.01 * weights)

@@ -19,9 +19,9 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.data import ImageDataModule
+from zoo.data import DataModule
 from zoo.errors import ConfigError, ZooError
-from zoo.models import ImageModel
+from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
 
@@ -74,16 +74,15 @@ def plain(node: Any) -> Any:
     return node
 
 
-DATA_FACTS = ("num_classes", "in_channels", "image_size")
+def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_name: str) -> dict[str, Any]:
+    """Fill the model's ``null`` data-dependent options from ``facts``; refuse contradictions.
 
-
-def fit_model_to_data(model_cfg: dict[str, Any], datamodule: ImageDataModule, data_name: str) -> dict[str, Any]:
-    """Fill the model's ``null`` data-dependent options from the data; refuse contradictions."""
+    Only options the model config has are filled (an MLP has ``image_size``, a ResNet not).
+    """
     model_cfg = dict(model_cfg)
-    for key in DATA_FACTS:
+    for key, value in facts.items():
         if key not in model_cfg:
             continue
-        value = getattr(datamodule, key)
         if model_cfg[key] is None:
             model_cfg[key] = value
         elif model_cfg[key] != value:
@@ -94,24 +93,34 @@ def fit_model_to_data(model_cfg: dict[str, Any], datamodule: ImageDataModule, da
     return model_cfg
 
 
-def check_model_takes_data(net: ImageModel, datamodule: ImageDataModule, model_cfg: dict[str, Any]) -> None:
-    """Refuse, before training, data whose images the model cannot take."""
-    c, s = datamodule.in_channels, datamodule.image_size
-    try:
-        net.check_input(torch.empty(1, c, s, s, device="meta"))
-    except ValueError as err:
-        hint = " or model.small_input=true" if "small_input" in model_cfg else ""
-        raise ConfigError(f"{err}. The data gives {c}x{s}x{s} images: set data.image_size=<size>{hint}") from None
+def build_task(cfg: DictConfig, datamodule: DataModule) -> L.LightningModule:
+    """The task module for ``cfg.task`` with a network fitted to the data."""
+    task_cfg, data_name = plain(cfg.task), cfg.data.name
+    task_name = task_cfg.pop("name")
+    if datamodule.task != task_name:
+        raise ConfigError(
+            f"data '{data_name}' is for the {datamodule.task} task, but task={task_name}; "
+            f"choose a {task_name} dataset or task={datamodule.task} with a matching model"
+        )
+    model_cfg = fit_model_to_data(plain(cfg.model), datamodule.model_facts(), data_name)
+    with config_errors(f"model '{model_cfg.get('name')}'"):
+        module = TASKS.get(task_name)(model=model_cfg, optim=plain(cfg.optim), sched=plain(cfg.sched), **task_cfg)
+    datamodule.check_model(module.net, model_cfg)
+    return module
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type[L.LightningModule]) -> list[L.Callback]:
+    """Checkpoints (best by the task's validation metric unless set, and last), early
+    stopping, progress bar and LR monitor, as ``cfg`` (the ``callbacks`` group) asks."""
     callbacks: list[L.Callback] = []
     if cfg.get("checkpoint"):
         c = cfg.checkpoint
+        monitor = c.get("monitor") or task.monitor
+        mode = c.get("mode") or (task.monitor_mode if monitor == task.monitor else "max")
         callbacks.append(
             cb.ModelCheckpoint(
-                dirpath=run_dir / "checkpoints", filename="best", monitor=c.monitor,
-                mode=c.mode, save_last=c.save_last, save_top_k=1, auto_insert_metric_name=False,
+                dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
+                mode=mode, save_last=c.save_last, save_top_k=1, auto_insert_metric_name=False,
             )
         )  # fmt: skip
     if cfg.get("early_stopping"):
@@ -143,7 +152,8 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path) -> list:
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = build_loggers(cfg.get("logger"), run_dir)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers))
+    task = TASKS.get(cfg.task.name)
+    callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     with config_errors("trainer"):
         return L.Trainer(
             **plain(cfg.trainer), callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir

@@ -12,14 +12,14 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from zoo.checkpoint import CheckpointError, load_lightning_checkpoint
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import config_dir, config_errors, plain, quiet_known_warnings, reports_user_errors, write_metrics
 from zoo.data import build_datamodule
-from zoo.tasks import ImageClassifier
-from lightning.pytorch.callbacks import RichProgressBar
+from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
 
@@ -36,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = build_datamodule(**data_cfg)
     datamodule.setup("test")
     with config_errors(f"checkpoint {cfg.ckpt_path}"):
-        module = ImageClassifier(**ckpt["hyper_parameters"])
+        module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     with config_errors("trainer"):
         trainer = L.Trainer(**plain(cfg.trainer), logger=False, callbacks=[RichProgressBar(leave=True)])

@@ -51,13 +51,6 @@ class TrainerConf:
 
 
 @dataclass
-class TaskConf:
-    loss: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    aux_loss_weight: float = 0.3
-
-
-@dataclass
 class TrainConf:
     model: Dict[str, Any] = field(default_factory=dict)
     data: Dict[str, Any] = field(default_factory=dict)
@@ -66,7 +59,7 @@ class TrainConf:
     trainer: TrainerConf = field(default_factory=TrainerConf)
     logger: Optional[Dict[str, Any]] = None
     callbacks: Dict[str, Any] = field(default_factory=dict)
-    task: TaskConf = field(default_factory=TaskConf)
+    task: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
     ckpt_path: Optional[str] = None
 

@@ -18,18 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import (
-    build_trainer, check_model_takes_data, config_dir, config_errors, fit_model_to_data,
-    plain, quiet_known_warnings, reports_user_errors, write_metrics,
+    build_task, build_trainer, config_dir, config_errors, plain, quiet_known_warnings,
+    reports_user_errors, write_metrics,
 )  # fmt: skip
 from zoo.data import build_datamodule
 from zoo.plotting import plot_curves
-from zoo.tasks import ImageClassifier
 
 log = logging.getLogger("zoo")
 
 
 def train(cfg: DictConfig) -> float:
-    """Train and test as ``cfg`` says; returns the final test top-1 accuracy."""
+    """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -40,26 +39,25 @@ def train(cfg: DictConfig) -> float:
     datamodule.prepare_data()
     datamodule.setup("fit")
 
-    model_cfg = fit_model_to_data(plain(cfg.model), datamodule, data_cfg["name"])
-    with config_errors(f"model '{model_cfg.get('name')}'"):
-        module = ImageClassifier(model=model_cfg, optim=plain(cfg.optim), sched=plain(cfg.sched), **plain(cfg.task))
-    check_model_takes_data(module.net, datamodule, model_cfg)
+    module = build_task(cfg, datamodule)
 
     trainer = build_trainer(cfg, run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint else ""
+    score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
     write_metrics(
-        run_dir / "metrics.json", results, model=model_cfg["name"], data=data_cfg["name"],
+        run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
         checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed,
     )  # fmt: skip
     metrics_csv = run_dir / "csv" / "metrics.csv"
     if metrics_csv.is_file():
         plot_curves(metrics_csv, run_dir / "curves.png")
     log.info("run folder: %s", run_dir)
-    return float(results["test/acc"])
+    return float(score) if score is not None else float("nan")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

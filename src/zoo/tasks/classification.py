@@ -4,7 +4,9 @@ The loss is the cross-entropy ``L = -sum_k y_k log softmax(z)_k`` with optional 
 smoothing (Szegedy et al., 2016), or another loss of :data:`zoo.nn.LOSSES` chosen by name
 (``task.loss=hinge_ref``). Models with auxiliary classifiers (GoogLeNet) return
 ``(logits, *aux_logits)`` in training; their losses are added with weight
-``aux_loss_weight`` (0.3 in Szegedy et al., 2014).
+``aux_loss_weight`` (0.3 in Szegedy et al., 2014). ``l1 > 0`` adds the penalty
+``l1 * sum |w|`` over the weight matrices and kernels (not biases or norm parameters);
+the L2 penalty is the optimizer's ``weight_decay``.
 
 All constructor arguments are plain values (dicts, numbers, strings), so
 ``save_hyperparameters()`` writes checkpoints that load with ``weights_only=True`` and
@@ -22,10 +24,13 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.nn import LOSSES
+from zoo.nn.regularization import l1_penalty
 from zoo.optim import build_optimizer, build_scheduler
 from zoo.registry import get_model
+from zoo.tasks import TASKS
 
 
+@TASKS.register("classification")
 class ImageClassifier(L.LightningModule):
     """Train, validate and test any registered image model.
 
@@ -36,7 +41,10 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing in [0, 1).
         loss: name of the loss in :data:`zoo.nn.LOSSES` (``"cross_entropy"``: PyTorch's).
         aux_loss_weight: weight of each auxiliary classifier's loss.
+        l1: weight of the L1 penalty on weights (0: none).
     """
+
+    monitor, monitor_mode = "val/acc", "max"  # the metric that picks the best checkpoint
 
     def __init__(
         self,
@@ -46,6 +54,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         aux_loss_weight: float = 0.3,
         loss: str = "cross_entropy",
+        l1: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +84,8 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss, logits = self._loss(self.net(x), y)
+        if self.hparams.l1:
+            loss = loss + l1_penalty((p for p in self.net.parameters() if p.ndim > 1), self.hparams.l1)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
