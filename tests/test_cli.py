@@ -11,6 +11,9 @@ import zoo
 from zoo.errors import ConfigError
 from zoo.cli.train import train
 from zoo.cli.models import model_rows
+from zoo.models import ImageModel
+from zoo.profiling import build_on_meta
+from zoo.registry import MODELS
 
 from helpers import CONFIGS, QUIET, compose_config, run_cli
 
@@ -24,9 +27,11 @@ def test_every_model_config_names_a_registered_model_and_vice_versa():
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
-def test_fast_dev_run_on_digits_for_every_model_config(tmp_path, model):
+def test_fast_dev_run_for_every_model_config(tmp_path, model):
+    """Image models on the bundled digits, sequence models on the reversal task."""
     options = yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
-    overrides = [f"model={model}", "trainer.fast_dev_run=true", "data.batch_size=4", *QUIET]
+    data = "digits" if isinstance(build_on_meta(MODELS.get(model)), ImageModel) else "reverse"
+    overrides = [f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=4", *QUIET]
     if "small_input" in options:  # 32 px digits through an ImageNet stem
         overrides.append("model.small_input=true")
     cfg = compose_config("train", tmp_path, overrides)

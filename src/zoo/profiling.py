@@ -26,18 +26,21 @@ def build_on_meta(builder: Callable[..., nn.Module], **kwargs) -> nn.Module:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass in eval mode on an input of ``input_shape``.
+def count_macs(model: nn.Module, inputs: tuple[int, ...] | tuple[torch.Tensor, ...] | None = None) -> int:
+    """Multiply-accumulates of one forward pass in eval mode.
 
-    The input is made on the model's own device; build the model with
-    :func:`build_on_meta` to count without computing anything.
+    ``inputs`` is an input shape (an image batch made of zeros on the model's device), a
+    tuple of input tensors, or ``None`` for the model's own ``example_inputs()``. Build
+    the model with :func:`build_on_meta` to count without computing anything.
     """
+    if inputs is None:
+        inputs = model.example_inputs()
+    elif all(isinstance(d, int) for d in inputs):
+        inputs = (torch.zeros(inputs, device=next(model.parameters()).device),)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    x = torch.zeros(input_shape, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
-        model(x)
+        model(*inputs)
     model.train(was_training)
     return counter.get_total_flops() // 2

@@ -1,18 +1,21 @@
-"""The model contract (src/zoo/models/base.py), checked for every registered model."""
+"""The image-model contract (src/zoo/models/base.py), checked for every registered image model."""
 
 import pytest
 import torch
 
 from zoo import get_model, list_models
-from zoo.profiling import build_on_meta
+from zoo.models import ImageModel
+from zoo.profiling import build_on_meta, count_macs
 from zoo.registry import MODELS
+
+IMAGE_MODELS = [n for n in list_models() if isinstance(build_on_meta(MODELS.get(n)), ImageModel)]
 
 
 def _input_size(model) -> int:
     return model.fixed_image_size or max(model.min_image_size, 32)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_model_keeps_the_contract(name):
     model = get_model(name, num_classes=7, in_channels=1)
     assert (model.num_classes, model.in_channels) == (7, 1)
@@ -57,7 +60,9 @@ def test_model_keeps_the_contract(name):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_model_builds_on_meta_with_its_defaults(name):
+def test_model_builds_on_meta_and_counts_macs_on_its_example(name):
     model = build_on_meta(MODELS.get(name))
-    assert model.num_classes >= 1 and model.default_image_size >= 1
     assert all(p.device.type == "meta" for p in model.parameters())
+    inputs = model.example_inputs(batch_size=2)
+    assert all(t.device.type == "meta" for t in inputs)
+    assert count_macs(model, inputs) > 0

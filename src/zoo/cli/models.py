@@ -11,14 +11,15 @@ from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import MODELS
 
 
-def model_rows(pattern: str = "*", macs: bool = True) -> list[tuple[str, int, int | None, int]]:
-    """``(name, parameters, MACs at the default input, default input size)`` per model."""
+def model_rows(pattern: str = "*", macs: bool = True) -> list[tuple[str, int, int | None, str]]:
+    """``(name, parameters, MACs of one example, the example's shape)`` per model."""
     rows = []
     for name in MODELS.names(pattern):
         model = build_on_meta(MODELS.get(name))
-        size = model.default_image_size
-        n_macs = count_macs(model, (1, model.in_channels, size, size)) if macs else None
-        rows.append((name, count_params(model), n_macs, size))
+        inputs = model.example_inputs()
+        n_macs = count_macs(model, inputs) if macs else None
+        shape = "x".join(str(d) for d in inputs[0].shape[1:])
+        rows.append((name, count_params(model), n_macs, shape))
     return rows
 
 
@@ -28,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-macs", action="store_true", help="skip counting MACs")
     args = parser.parse_args(argv)
     table = Table(title="zoo models (default constructor arguments)")
-    for column in ("model", "params", "GMACs", "input"):
+    for column in ("model", "params", "GMACs", "input (one example)"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, params, macs, size in model_rows(args.pattern, macs=not args.no_macs):
-        table.add_row(name, f"{params:,}", "-" if macs is None else f"{macs / 1e9:.4g}", f"{size}x{size}")
+    for name, params, macs, shape in model_rows(args.pattern, macs=not args.no_macs):
+        table.add_row(name, f"{params:,}", "-" if macs is None else f"{macs / 1e9:.4g}", shape)
     Console().print(table)
 
 

@@ -7,9 +7,9 @@ adding its file: no list to keep in sync.
 import importlib
 import pkgutil
 
-from zoo.models.base import ImageModel
+from zoo.models.base import ImageModel, Seq2SeqModel
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ImageModel"]
+__all__ = ["ImageModel", "Seq2SeqModel"]

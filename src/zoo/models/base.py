@@ -48,6 +48,12 @@ class ImageModel(nn.Module):
         self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
+    def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        """A batch of the canonical input size, for counting MACs and benchmarks."""
+        s = self.default_image_size
+        device = next(self.parameters()).device
+        return (torch.zeros(batch_size, self.in_channels, s, s, device=device),)
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the expected shape when ``x`` cannot be taken."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -69,3 +75,51 @@ class ImageModel(nn.Module):
                 f"{type(self).__name__} expects images of at least {s}x{s} "
                 f"(input shape (B, {self.in_channels}, >={s}, >={s})), got {h}x{w}"
             )
+
+
+class Seq2SeqModel(nn.Module):
+    """Base class for sequence-to-sequence models (RNN encoder-decoders, the Transformer).
+
+    Token ids are ``LongTensor``s, batch first; ``src_mask`` is a ``BoolTensor`` that is
+    ``True`` at real tokens and ``False`` at padding. Targets are fed with a leading
+    ``bos_idx`` (``tgt_in``) and predicted with a trailing ``eos_idx``.
+
+    Subclasses implement:
+
+    - ``forward(src, src_mask, tgt_in) -> logits (B, T, tgt_vocab_size)``: the
+      teacher-forced pass used in training;
+    - ``encode(src, src_mask) -> memory`` and ``init_state(memory, src_mask) -> state``;
+    - ``decode_step(tokens (B,), state) -> (logits (B, V), state, attention (B, S) | None)``:
+      one decoding step, used by :meth:`generate` (greedy and beam search).
+
+    ``state`` may be any nesting of tuples/lists/dicts of tensors whose first dimension
+    is the batch: :meth:`reorder_state` selects along it for beam search.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    pad_idx: int
+    bos_idx: int
+    eos_idx: int
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor):
+        raise NotImplementedError
+
+    def init_state(self, memory, src_mask: torch.Tensor):
+        raise NotImplementedError
+
+    def decode_step(self, tokens: torch.Tensor, state):
+        raise NotImplementedError
+
+    def reorder_state(self, state, index: torch.Tensor):
+        """``state`` with every tensor indexed by ``index`` along the batch dimension."""
+        from torch.utils._pytree import tree_map
+
+        return tree_map(lambda t: t.index_select(0, index) if isinstance(t, torch.Tensor) else t, state)
+
+    def example_inputs(self, batch_size: int = 1, src_len: int = 16, tgt_len: int = 16) -> tuple[torch.Tensor, ...]:
+        """``(src, src_mask, tgt_in)`` of the given lengths, for counting MACs and benchmarks."""
+        device = next(self.parameters()).device
+        src = torch.full((batch_size, src_len), self.eos_idx, dtype=torch.long, device=device)
+        tgt = torch.full((batch_size, tgt_len), self.bos_idx, dtype=torch.long, device=device)
+        return src, torch.ones_like(src, dtype=torch.bool), tgt
