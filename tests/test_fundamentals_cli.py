@@ -65,3 +65,12 @@ def test_unknown_or_unfitting_loss_is_refused_with_the_choices():
         ImageClassifier(model=model, optim={"name": "sgd_ref", "lr": 0.1}, loss="hinge")
     with pytest.raises(ValueError, match="no label smoothing"):
         ImageClassifier(model=model, optim={"name": "sgd_ref", "lr": 0.1}, loss="mse_onehot", label_smoothing=0.1)
+
+
+def test_top_level_loss_override_reaches_the_task(tmp_path):
+    from zoo.cli.common import plain
+
+    cfg = compose_config("train", tmp_path, ["loss=hinge_ref"])
+    assert plain(cfg.task)["loss"] == "hinge_ref"
+    cfg = compose_config("train", tmp_path, ["task.loss=mse_onehot"])
+    assert plain(cfg.task)["loss"] == "mse_onehot"

@@ -61,6 +61,7 @@ class TrainConf:
     callbacks: Dict[str, Any] = field(default_factory=dict)
     task: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
+    loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None
 
 
