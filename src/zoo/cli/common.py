@@ -19,6 +19,7 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.callbacks import StopOnNonFiniteLoss
 from zoo.data import DataModule
 from zoo.errors import ConfigError, ZooError
 from zoo.tasks import TASKS
@@ -134,6 +135,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         raise ConfigError(f"callbacks.progress_bar must be rich, tqdm or none, got {bar!r}")
     if cfg.get("lr_monitor") and has_logger:
         callbacks.append(cb.LearningRateMonitor(logging_interval="step"))
+    if cfg.get("stop_on_nonfinite_loss", True):
+        callbacks.append(StopOnNonFiniteLoss())
     return callbacks
 
 

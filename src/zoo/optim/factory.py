@@ -58,7 +58,7 @@ def build_optimizer(
     groups = param_groups(named_params, weight_decay, decay_norm_and_bias)
     try:
         return cls(groups, lr=lr, **options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"optimizer '{name}': {err}") from None
 
 
@@ -134,5 +134,5 @@ def build_scheduler(
     builder = SCHEDULERS.get(name)
     try:
         return builder(optimizer, total_steps, steps_per_epoch, **options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"scheduler '{name}': {err}") from None
