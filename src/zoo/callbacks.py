@@ -1,6 +1,6 @@
-"""The one Lightning callback Lightning lacks: stop at the first non-finite loss.
+"""Two callbacks Lightning lacks: stop at the first non-finite loss, and resume exactly.
 
-Lightning's ``EarlyStopping(check_finite=True)`` looks at a validation metric once per
+Non-finite loss: Lightning's ``EarlyStopping(check_finite=True)`` looks at a validation metric once per
 epoch, after bad updates have already been applied (and perhaps saved). This guard
 looks at the training loss of every step *before* its backward pass, so the step that
 produced NaN/Inf never updates the weights, and raising here also keeps
@@ -9,9 +9,14 @@ last good checkpoint stays as it was.
 
 Steps skipped by the fp16 gradient scaler are not affected: the scaler skips steps
 whose *gradients* overflow, while their loss is finite.
+
+Exact resume: see :class:`ExactResume`.
 """
 
 from __future__ import annotations
+
+import random
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,10 +33,55 @@ class StopOnNonFiniteLoss(L.Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            checkpoint = trainer.checkpoint_callback
-            last = getattr(checkpoint, "last_model_path", "") or "none written yet"
+            saved = [c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor is None and c.best_model_path]
+            last = saved[0] if saved else "none written yet"
             raise NonFiniteLossError(
                 f"train/loss is {loss.detach().float().item()} at step {trainer.global_step} "
                 f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
                 f"training stopped before applying it. Last good checkpoint: {last}"
             )
+
+
+class ExactResume(L.Callback):
+    """Make a resumed run continue exactly where the interrupted one stopped.
+
+    Lightning restores weights, optimizer, scheduler and loop counters, but not the
+    global random generators (dropout masks, augmentation) and, when the dataloader is
+    first built to size the LR schedule, not the position inside the epoch either. This
+    callback stores both in each checkpoint (tensors and lists, so checkpoints still
+    load with ``weights_only=True``) and puts them back: the generators at restore time,
+    the position in the training loader (:class:`zoo.data.base.ResumableDataLoader`)
+    when training starts.
+    """
+
+    KEY = "zoo_exact_resume"
+
+    def __init__(self) -> None:
+        self._position: dict[str, int] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        version, internal, gauss = random.getstate()
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        loader = trainer.train_dataloader
+        if hasattr(loader, "state_dict"):
+            state["train_loader"] = loader.state_dict()
+        checkpoint[self.KEY] = state
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(self.KEY)
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        self._position = state.get("train_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if self._position is not None and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(self._position)
+        self._position = None

@@ -19,7 +19,7 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.callbacks import StopOnNonFiniteLoss
+from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
 from zoo.data import DataModule
 from zoo.errors import ConfigError, ZooError
 from zoo.tasks import TASKS
@@ -120,10 +120,20 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         mode = c.get("mode") or (task.monitor_mode if monitor == task.monitor else "max")
         callbacks.append(
             cb.ModelCheckpoint(
-                dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                mode=mode, save_last=c.save_last, save_top_k=1, auto_insert_metric_name=False,
+                dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
             )
         )  # fmt: skip
+        if c.get("save_last"):
+            # The latest state, overwritten in place (atomically: temporary file + rename)
+            # at every validation and, with every_n_train_steps, also mid-epoch.
+            callbacks.append(
+                cb.ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                    every_n_train_steps=c.get("every_n_train_steps"), enable_version_counter=False,
+                )
+            )  # fmt: skip
+        callbacks.append(ExactResume())
     if cfg.get("early_stopping"):
         callbacks.append(cb.EarlyStopping(**plain(cfg.early_stopping)))
     bar = cfg.get("progress_bar", "rich")

@@ -63,6 +63,7 @@ class TrainConf:
     seed: int = 42
     loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None
+    resume: bool = False
 
 
 @dataclass

@@ -27,6 +27,18 @@ from zoo.plotting import plot_curves
 log = logging.getLogger("zoo")
 
 
+def resume_from(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``ckpt_path`` if given; with ``resume=true``, the run folder's ``last.ckpt`` if there is one."""
+    if cfg.ckpt_path or not cfg.resume:
+        return cfg.ckpt_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    log.info("resume=true but %s does not exist yet: starting from scratch", last)
+    return None
+
+
 def train(cfg: DictConfig) -> float:
     """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -43,7 +55,7 @@ def train(cfg: DictConfig) -> float:
 
     trainer = build_trainer(cfg, run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""

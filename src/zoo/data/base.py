@@ -7,12 +7,69 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
 DATASETS = Registry("dataset")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that depends only on ``(seed, epoch)``, and can start part-way through.
+
+    The permutation is ``torch.randperm(n)`` from a generator seeded with
+    ``seed + epoch`` (the same scheme as ``DistributedSampler``), so it does not touch
+    the global random state and an interrupted epoch can be replayed exactly.
+    Lightning calls :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch, self.start = num_samples, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        start, self.start = self.start, 0  # a skip applies to one pass only
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader that Lightning can checkpoint and resume mid-epoch.
+
+    Lightning saves ``state_dict()`` of a stateful train loader in every checkpoint and
+    hands it back through ``load_state_dict()`` on resume; the next pass then skips the
+    batches the interrupted run had already consumed in that epoch, by index (nothing
+    is loaded for them).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._resume: tuple[int, int] | None = None
+
+    def __iter__(self):
+        sampler, self._yielded = self.sampler, 0
+        if self._resume is not None:
+            epoch, batches = self._resume
+            self._resume = None
+            if isinstance(sampler, EpochShuffleSampler) and epoch == sampler.epoch:
+                sampler.start, self._yielded = batches * self.batch_size, batches
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (state["epoch"], state["batches"])
 
 
 class DataModule(L.LightningDataModule):
@@ -28,6 +85,10 @@ class DataModule(L.LightningDataModule):
     def __init__(self, batch_size: int, num_workers: int = 0, drop_last: bool = False):
         super().__init__()
         self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
+        # The shuffling seed is the run's seed, which seed_everything made torch's initial
+        # seed before the data module was built (read now: restoring a checkpoint's random
+        # state later changes what torch.initial_seed() reports).
+        self.shuffle_seed = torch.initial_seed()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -45,10 +106,21 @@ class DataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been run")
-        return DataLoader(
+        if train and self.drop_last and len(dataset) < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {len(dataset)} training examples "
+                f"and data.drop_last=true would drop them all"
+            )
+        # Each loader has its own generator: creating an iterator draws a seed for the
+        # workers, which must not advance the global generator (dropout, augmentation) or a
+        # resumed run would diverge from an uninterrupted one.
+        seed = self.shuffle_seed
+        sampler = EpochShuffleSampler(len(dataset), seed) if train else None
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(seed),
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -82,6 +154,13 @@ class ImageDataModule(DataModule):
 
     def model_facts(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The preprocessing, which Lightning stores in every checkpoint: fine-tuning from
+        the checkpoint feeds new data the same way (``zoo.finetune``). Statistics computed in
+        ``setup`` (digits) are not among the hyper-parameters, hence the state."""
+        mean, std = getattr(self, "mean", ()), getattr(self, "std", ())
+        return {"image_size": getattr(self, "image_size", None), "mean": list(mean), "std": list(std)}
 
     def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
         c, s = self.in_channels, self.image_size
