@@ -7,7 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from zoo.errors import ConfigError
 from zoo.registry import Registry
@@ -15,29 +16,29 @@ from zoo.registry import Registry
 DATASETS = Registry("dataset")
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A random order that depends only on ``(seed, epoch)``, and can start part-way through.
+class EpochShuffleSampler(DistributedSampler):
+    """A random order that depends only on ``(seed, epoch)``, sharded over processes, and
+    able to start part-way through an epoch.
 
-    The permutation is ``torch.randperm(n)`` from a generator seeded with
-    ``seed + epoch`` (the same scheme as ``DistributedSampler``), so it does not touch
-    the global random state and an interrupted epoch can be replayed exactly.
-    Lightning calls :meth:`set_epoch` at the start of every epoch.
+    This is ``DistributedSampler`` (permutation ``torch.randperm(n)`` from a generator
+    seeded with ``seed + epoch``; process ``r`` of ``w`` takes every ``w``-th index from
+    ``r``), so it never touches the global random state, an interrupted epoch can be
+    replayed exactly, and ``w`` processes with batch ``b`` see exactly the batches one
+    process sees with batch ``w * b``. Being a ``DistributedSampler``, Lightning uses it
+    as it is under DDP instead of wrapping (and reshuffling) it. Lightning calls
+    :meth:`set_epoch` at the start of every epoch.
     """
 
     def __init__(self, num_samples: int, seed: int):
-        self.num_samples, self.seed, self.epoch, self.start = num_samples, seed, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(range(num_samples), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        order = list(super().__iter__())
         start, self.start = self.start, 0  # a skip applies to one pass only
         return iter(order[start:])
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class ResumableDataLoader(DataLoader):
