@@ -54,3 +54,14 @@ def test_a_plain_state_dict_is_not_a_training_checkpoint(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "w.pth")
     with pytest.raises(CheckpointError, match="not a zoo training checkpoint"):
         load_lightning_checkpoint(tmp_path / "w.pth")
+
+
+def test_hyperparameters_naming_an_import_target_are_refused(tmp_path):
+    ckpt = {"state_dict": {}, "hyper_parameters": {"model": {"name": "mlp"}, "_instantiator": "os.system"}}
+    torch.save(ckpt, tmp_path / "a.ckpt")
+    with pytest.raises(CheckpointError, match=r"import targets .*hyper_parameters\._instantiator"):
+        load_lightning_checkpoint(tmp_path / "a.ckpt")
+    ckpt["hyper_parameters"] = {"model": {"name": "mlp", "act": {"_target_": "os.system"}}}
+    torch.save(ckpt, tmp_path / "b.ckpt")
+    with pytest.raises(CheckpointError, match=r"hyper_parameters\.model\.act\._target_"):
+        load_lightning_checkpoint(tmp_path / "b.ckpt")

@@ -58,3 +58,52 @@ def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not(tmp_pat
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_checkpoints_are_written_by_rename_so_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch, one_thread):
+    """Lightning writes to a temporary file and moves it into place; if that last step
+    never happens (a kill, a full disk), last.ckpt is still the previous, complete file."""
+    import shutil
+
+    constant_lr = [*FAST, "sched=none"]  # a one-cycle schedule cannot be extended by an epoch
+    train(compose_config("train", tmp_path, [*constant_lr, "trainer.max_epochs=1"]))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = _digest(last)
+
+    def fail(*args, **kwargs):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(shutil, "move", fail)
+    cfg = compose_config("train", tmp_path, [*constant_lr, "trainer.max_epochs=2", f"ckpt_path={last}"])
+    with pytest.raises(OSError, match="simulated crash"):
+        train(cfg)
+    assert _digest(last) == before
+    assert torch.load(last, weights_only=True)["global_step"] > 0
+
+
+BAD_INPUT = {
+    "dataset root that does not exist": (["data=mnist", "data.root=/nonexistent/zoo-data"], "/nonexistent/zoo-data/MNIST/raw"),
+    "empty image folder": (["data=imagefolder", "data.root={tmp}/images", "data.image_size=32"], "Couldn't find any class folder in"),
+    "batch larger than the data with drop_last": (
+        ["model=mlp", "data.batch_size=5000", "data.drop_last=true"], "data.batch_size=5000 is larger than the 1257",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_data_input_exits_1_with_a_clear_message(tmp_path, case):
+    overrides, expected = BAD_INPUT[case]
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    result = run_cli("zoo-train", *[o.format(tmp=tmp_path) for o in overrides], f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_refuses_truncated_and_foreign_checkpoints(tmp_path):
+    torch.save({"w": torch.randn(50, 50)}, tmp_path / "foreign.ckpt")
+    (tmp_path / "truncated.ckpt").write_bytes((tmp_path / "foreign.ckpt").read_bytes()[:500])
+    for name, expected in (("foreign.ckpt", "not a zoo training checkpoint"), ("truncated.ckpt", "truncated or corrupt")):
+        result = run_cli("zoo-eval", f"ckpt_path={tmp_path / name}", f"hydra.run.dir={tmp_path / 'eval'}")
+        assert result.returncode == 1, name
+        assert str(tmp_path / name) in result.stderr and expected in result.stderr
+        assert "Traceback" not in result.stderr

@@ -43,12 +43,38 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(f"{path.resolve()} is not a readable checkpoint (truncated or corrupt?): {err}") from None
 
 
+# Keys by which configuration systems name code to import and call (Hydra, LightningCLI,
+# jsonargparse). Our hyperparameters are plain values and never contain them.
+IMPORT_TARGET_KEYS = frozenset({"_target_", "_instantiator", "class_path", "_partial_"})
+
+
+def _import_targets(tree: Any, where: str = "hyper_parameters") -> list[str]:
+    if isinstance(tree, dict):
+        found = [f"{where}.{k}" for k in tree if k in IMPORT_TARGET_KEYS]
+        return found + [f for k, v in tree.items() for f in _import_targets(v, f"{where}.{k}")]
+    if isinstance(tree, (list, tuple)):
+        return [f for i, v in enumerate(tree) for f in _import_targets(v, f"{where}[{i}]")]
+    return []
+
+
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A ``zoo`` training checkpoint: a dict with ``state_dict`` and ``hyper_parameters``."""
+    """A ``zoo`` training checkpoint: a dict with ``state_dict`` and plain ``hyper_parameters``.
+
+    Hyperparameters that name something to import (``_target_``, ``_instantiator``, ...)
+    are refused: rebuilding the model from them could run code the file chose.
+    """
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(
             f"{Path(path).resolve()} is not a zoo training checkpoint "
             f"(expected the keys 'state_dict' and 'hyper_parameters')"
+        )
+    targets = _import_targets(ckpt["hyper_parameters"]) + _import_targets(
+        ckpt.get("datamodule_hyper_parameters", {}), "datamodule_hyper_parameters"
+    )
+    if targets:
+        raise CheckpointError(
+            f"{Path(path).resolve()} names import targets in its hyperparameters ({', '.join(targets)}); "
+            f"zoo checkpoints hold plain values only, refusing to build from it"
         )
     return ckpt
