@@ -47,7 +47,7 @@ def test_bad_names_and_options_are_config_errors():
     with pytest.raises(ConfigError, match="optimizer 'sgd'.*Nesterov"):
         build_optimizer(_net().named_parameters(), "sgd", lr=1, momentum=0, nesterov=True)
     opt = build_optimizer(_net().named_parameters(), "sgd", lr=1)
-    with pytest.raises(UnknownNameError, match="Available: cosine, none, onecycle, plateau, step"):
+    with pytest.raises(UnknownNameError, match="Available: cosine, inverse_sqrt, none, onecycle, plateau, step"):
         build_scheduler(opt, "linear", total_steps=10, steps_per_epoch=2)
 
 

@@ -34,6 +34,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     data_cfg = {**data_hparams, **(plain(cfg.get("data")) or {})}
     with config_errors(f"data '{data_cfg.get('name')}'"):
         datamodule = build_datamodule(**data_cfg)
+    if ckpt.get(type(datamodule).__qualname__):  # the data module's own state, e.g. vocabularies
+        datamodule.load_state_dict(ckpt[type(datamodule).__qualname__])
     datamodule.setup("test")
     with config_errors(f"checkpoint {cfg.ckpt_path}"):
         module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])

@@ -94,6 +94,7 @@ class Seq2SeqModel(nn.Module):
 
     ``state`` may be any nesting of tuples/lists/dicts of tensors whose first dimension
     is the batch: :meth:`reorder_state` selects along it for beam search.
+    :meth:`generate` decodes with these (greedy or beam search, :mod:`zoo.layers.decoding`).
     """
 
     src_vocab_size: int
@@ -116,6 +117,23 @@ class Seq2SeqModel(nn.Module):
         from torch.utils._pytree import tree_map
 
         return tree_map(lambda t: t.index_select(0, index) if isinstance(t, torch.Tensor) else t, state)
+
+    @torch.no_grad()
+    def generate(
+        self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int = 100, beam_size: int = 1,
+        length_penalty: float = 1.0,
+    ):  # fmt: skip
+        """Decode ``src``: greedy when ``beam_size`` is 1, else beam search.
+
+        Returns a :class:`zoo.layers.decoding.Generated`: ``tokens`` (B, L) ending in
+        ``eos_idx`` then ``pad_idx``, ``attention`` (B, L, S) or ``None`` and ``scores`` (B,)
+        (log-probabilities). Call ``eval()`` first to switch dropout off.
+        """
+        from zoo.layers.decoding import beam_search, greedy_search
+
+        if beam_size == 1:
+            return greedy_search(self, src, src_mask, max_len)
+        return beam_search(self, src, src_mask, max_len, beam_size, length_penalty)
 
     def example_inputs(self, batch_size: int = 1, src_len: int = 16, tgt_len: int = 16) -> tuple[torch.Tensor, ...]:
         """``(src, src_mask, tgt_in)`` of the given lengths, for counting MACs and benchmarks."""

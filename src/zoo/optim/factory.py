@@ -127,6 +127,21 @@ def _plateau(
     return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
 
 
+@SCHEDULERS.register("inverse_sqrt")
+def _inverse_sqrt(optimizer, total_steps, steps_per_epoch, d_model: int = 512, warmup_steps: int = 4000):
+    """Vaswani et al. (2017), eq. 3: ``lr = optim.lr * d_model^-0.5 * min(s^-0.5, s * warmup^-1.5)``
+    at step ``s`` (from 1): linear warmup, then decay as ``1/sqrt(s)``, per step. With
+    ``optim.lr=1`` this is the paper's schedule; ``optim.lr`` scales it."""
+    if d_model < 1 or warmup_steps < 1:
+        raise ConfigError(f"inverse_sqrt needs d_model >= 1 and warmup_steps >= 1, got {d_model}, {warmup_steps}")
+
+    def factor(step: int) -> float:
+        s = step + 1  # LambdaLR counts from 0
+        return d_model**-0.5 * min(s**-0.5, s * warmup_steps**-1.5)
+
+    return {"scheduler": lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, name: str, total_steps: int, steps_per_epoch: int, **options: Any
 ) -> dict[str, Any] | None:

@@ -1,0 +1,359 @@
+"""Text pairs for the ``seq2seq`` task: generated tasks and any ``source<TAB>target`` file.
+
+- ``dates``: human-written dates to ISO ``YYYY-MM-DD`` ("3 May 1998", "tuesday, june 6
+  2002", "12/09/71", "1998/05/03", "the 3rd of may 98", ...), a classic small
+  translation task (used, e.g., in Bahdanau-style attention tutorials). Dates are drawn
+  uniformly from 1950-01-01..2049-12-31; numeric forms are day first (dd/mm/yy, as in
+  most of Europe), and two-digit years mean 1950-2049 (``yy >= 50`` -> 19yy), so every
+  source has exactly one answer.
+- ``reverse``, ``copy``, ``sort``: random strings of ``num_symbols`` symbols
+  (a-z, 0-9, A-Z) and lengths ``min_len..max_len``, mapped to their reversal, themselves
+  or their sorted characters (the toy tasks of Sutskever et al., 2014, and Graves et al.,
+  2014).
+- ``parallel_tsv``: a UTF-8 file of ``source<TAB>target`` lines (further columns are
+  ignored, so Tatoeba/manythings.org exports load as they are), filtered by token
+  length and split with a seed.
+
+Generated splits are drawn from ``seed`` and have fixed sizes; a validation or test
+source never occurs in the training split. Every module is character level except
+``parallel_tsv`` (``level: word`` by default). The vocabularies (see
+:mod:`zoo.data.vocab`) are built from the training split and travel in checkpoints
+through :meth:`TextDataModule.state_dict`, so a checkpoint alone can translate.
+
+A batch is a dict: ``src`` (B, S) with ``<eos>`` appended, ``src_mask`` (B, S) true at
+real tokens, ``tgt_in`` (B, T) = ``<bos> y``, ``tgt_out`` (B, T) = ``y <eos>``; padding is
+``<pad>`` = 0.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+
+from zoo.data.base import DATASETS, DataModule
+from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
+from zoo.errors import ConfigError, DataError
+
+Pairs = list[tuple[str, str]]
+
+
+class TextPairs(Dataset):
+    """Encoded (source, target) pairs: source ids end with ``<eos>``, targets are bare."""
+
+    def __init__(self, pairs: Pairs, src_vocab: Vocab, tgt_vocab: Vocab):
+        self.pairs = pairs
+        self.items = [
+            (torch.tensor(src_vocab.encode(s, eos=True)), torch.tensor(tgt_vocab.encode(t))) for s, t in pairs
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.items[i]
+
+
+def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad a list of (source, target) id tensors into the batch dict the task reads."""
+    src = pad_sequence([s for s, _ in batch], batch_first=True, padding_value=PAD_IDX)  # (B, S)
+    bos, eos = torch.tensor([BOS_IDX]), torch.tensor([EOS_IDX])
+    tgt_in = pad_sequence([torch.cat([bos, t]) for _, t in batch], batch_first=True, padding_value=PAD_IDX)
+    tgt_out = pad_sequence([torch.cat([t, eos]) for _, t in batch], batch_first=True, padding_value=PAD_IDX)
+    return {"src": src, "src_mask": src != PAD_IDX, "tgt_in": tgt_in, "tgt_out": tgt_out}
+
+
+class TextDataModule(DataModule):
+    """Source/target text pairs for the ``seq2seq`` task; subclasses implement :meth:`make_splits`."""
+
+    task = "seq2seq"
+
+    def __init__(self, batch_size: int = 64, level: str = "char", num_workers: int = 0, drop_last: bool = False):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        tokenize("", level)  # validates the level
+        self.level = level
+        self.src_vocab: Vocab | None = None
+        self.tgt_vocab: Vocab | None = None
+
+    def make_splits(self) -> dict[str, Pairs]:
+        """``{"train": pairs, "val": pairs, "test": pairs}`` of (source, target) strings."""
+        raise NotImplementedError
+
+    def build_vocabs(self, train: Pairs) -> tuple[Vocab, Vocab]:
+        return Vocab.build((s for s, _ in train), self.level), Vocab.build((t for _, t in train), self.level)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self.make_splits()
+        if not splits["train"]:
+            raise DataError(f"{type(self).__name__}: the training split is empty")
+        if self.src_vocab is None or self.tgt_vocab is None:  # else restored from a checkpoint
+            self.src_vocab, self.tgt_vocab = self.build_vocabs(splits["train"])
+        self.train_set, self.val_set, self.test_set = (
+            TextPairs(splits[k], self.src_vocab, self.tgt_vocab) for k in ("train", "val", "test")
+        )
+
+    def model_facts(self) -> dict[str, Any]:
+        if self.src_vocab is None or self.tgt_vocab is None:
+            self.setup()
+        return {
+            "src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab),
+            "pad_idx": PAD_IDX, "bos_idx": BOS_IDX, "eos_idx": EOS_IDX,
+        }  # fmt: skip
+
+    def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
+        from zoo.models.base import Seq2SeqModel
+
+        if not isinstance(net, Seq2SeqModel):
+            raise ConfigError(
+                f"model '{model_cfg.get('name')}' is not a sequence-to-sequence model; it cannot train on "
+                f"text pairs. Choose one such as model=seq2seq_gru"
+            )
+
+    def collate_fn(self, batch: list) -> dict[str, torch.Tensor]:
+        return collate_pairs(batch)
+
+    # The vocabularies are the data module's state: Lightning writes it into every
+    # checkpoint (under the class name) and restores it when training resumes.
+    def state_dict(self) -> dict[str, Any]:
+        if self.src_vocab is None or self.tgt_vocab is None:
+            return {}
+        return {"src_vocab": self.src_vocab.state(), "tgt_vocab": self.tgt_vocab.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        src, tgt = Vocab.from_state(state["src_vocab"]), Vocab.from_state(state["tgt_vocab"])
+        if self.train_set is not None and (src, tgt) != (self.src_vocab, self.tgt_vocab):
+            raise DataError(
+                f"{type(self).__name__}: the data gives other vocabularies than the checkpoint's; "
+                f"the data (or its settings) changed since the checkpoint was written"
+            )
+        self.src_vocab, self.tgt_vocab = src, tgt
+
+
+def distinct_splits(
+    sample: Callable[[random.Random], tuple[str, str]], sizes: dict[str, int], seed: int
+) -> dict[str, Pairs]:
+    """Draw ``sizes`` pairs per split from ``sample``; no val/test source occurs in an earlier split."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    splits: dict[str, Pairs] = {}
+    budget = 50 * sum(sizes.values()) + 1000
+    for name, size in sizes.items():
+        pairs: Pairs = []
+        while len(pairs) < size:
+            budget -= 1
+            if budget < 0:
+                raise DataError(
+                    f"could not draw {size} distinct {name} examples: the task has too few different "
+                    f"sequences for the split sizes (lower the sizes or allow longer sequences)"
+                )
+            src, tgt = sample(rng)
+            if name != "train" and src in seen:
+                continue
+            pairs.append((src, tgt))
+        seen.update(s for s, _ in pairs)
+        splits[name] = pairs
+    return splits
+
+
+# ---------------------------------------------------------------- dates
+
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december"]  # fmt: skip
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+FIRST_DAY, DAYS = datetime.date(1950, 1, 1), (datetime.date(2049, 12, 31) - datetime.date(1950, 1, 1)).days + 1
+
+# Fields: d 3, dd 03, dth 3rd, m 5, mm 05, month may, mon may (3 letters), yyyy 1998,
+# yy 98, weekday tuesday, wkd tue. Case is applied to the whole string afterwards.
+DATE_FORMATS = (
+    "{d} {month} {yyyy}", "{dd} {mon} {yyyy}", "{month} {d}, {yyyy}", "{month} {d} {yyyy}",
+    "{weekday}, {month} {d} {yyyy}", "{wkd} {d} {mon} {yyyy}", "{weekday} {d} {month} {yyyy}",
+    "{dth} of {month} {yyyy}", "the {dth} of {month} {yy}", "{month} {dth}, {yyyy}", "{d} {mon} {yy}",
+    "{mon} {d} '{yy}", "{dd}-{mon}-{yyyy}", "{dd}/{mm}/{yy}", "{d}/{m}/{yyyy}", "{dd}.{mm}.{yyyy}",
+    "{d}.{m}.{yy}", "{yyyy}-{mm}-{dd}", "{yyyy}/{mm}/{dd}", "{yyyy}{mm}{dd}", "{mon}. {d}, {yyyy}",
+)  # fmt: skip
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def human_date(date: datetime.date, fmt: str) -> str:
+    """``date`` written in the format ``fmt`` of :data:`DATE_FORMATS` (lower case)."""
+    month, weekday = MONTHS[date.month - 1], WEEKDAYS[date.weekday()]
+    return fmt.format(
+        d=date.day, dd=f"{date.day:02d}", dth=_ordinal(date.day), m=date.month, mm=f"{date.month:02d}",
+        month=month, mon=month[:3], yyyy=date.year, yy=f"{date.year % 100:02d}", weekday=weekday, wkd=weekday[:3],
+    )  # fmt: skip
+
+
+def sample_date(rng: random.Random) -> tuple[str, str]:
+    """One (human-written, ISO) pair: a random day, format and letter case."""
+    date = FIRST_DAY + datetime.timedelta(days=rng.randrange(DAYS))
+    text = human_date(date, rng.choice(DATE_FORMATS))
+    case = rng.random()
+    text = text.upper() if case < 0.15 else text.title() if case < 0.6 else text
+    return text, date.isoformat()
+
+
+class DatesDataModule(TextDataModule):
+    """Human-written dates -> ISO dates, generated from ``seed``."""
+
+    def __init__(self, batch_size: int = 64, train_size: int = 20000, val_size: int = 1000, test_size: int = 2000,
+                 seed: int = 0, num_workers: int = 0, drop_last: bool = False):  # fmt: skip
+        super().__init__(batch_size=batch_size, level="char", num_workers=num_workers, drop_last=drop_last)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.seed = seed
+
+    def make_splits(self) -> dict[str, Pairs]:
+        return distinct_splits(sample_date, self.sizes, self.seed)
+
+
+# ---------------------------------------------------------------- symbol tasks
+
+SYMBOLS = string.ascii_lowercase + string.digits + string.ascii_uppercase
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "reverse": lambda s: s[::-1],
+    "copy": lambda s: s,
+    "sort": lambda s: "".join(sorted(s, key=SYMBOLS.index)),
+}
+
+
+class SymbolsDataModule(TextDataModule):
+    """Random symbol strings and their ``transform`` (reverse, copy or sort)."""
+
+    def __init__(self, transform: str, batch_size: int = 64, num_symbols: int = 10, min_len: int = 3,
+                 max_len: int = 12, train_size: int = 10000, val_size: int = 500, test_size: int = 1000,
+                 seed: int = 0, num_workers: int = 0, drop_last: bool = False):  # fmt: skip
+        super().__init__(batch_size=batch_size, level="char", num_workers=num_workers, drop_last=drop_last)
+        if not 1 <= num_symbols <= len(SYMBOLS):
+            raise ConfigError(f"num_symbols must be in 1..{len(SYMBOLS)}, got {num_symbols}")
+        if not 1 <= min_len <= max_len:
+            raise ConfigError(f"lengths must satisfy 1 <= min_len <= max_len, got {min_len}, {max_len}")
+        self.transform = TRANSFORMS[transform]
+        self.symbols, self.min_len, self.max_len = SYMBOLS[:num_symbols], min_len, max_len
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.seed = seed
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        text = "".join(rng.choices(self.symbols, k=rng.randint(self.min_len, self.max_len)))
+        return text, self.transform(text)
+
+    def make_splits(self) -> dict[str, Pairs]:
+        return distinct_splits(self.sample, self.sizes, self.seed)
+
+    def build_vocabs(self, train: Pairs) -> tuple[Vocab, Vocab]:
+        vocab = Vocab(list(self.symbols), "char")  # every symbol, even one the sample missed
+        return vocab, vocab
+
+
+def _register_symbols(name: str) -> None:
+    @DATASETS.register(name)
+    def build(**kwargs: Any) -> SymbolsDataModule:
+        return SymbolsDataModule(transform=name, **kwargs)
+
+
+for _name in TRANSFORMS:
+    _register_symbols(_name)
+
+
+@DATASETS.register("dates")
+def dates(**kwargs: Any) -> DatesDataModule:
+    return DatesDataModule(**kwargs)
+
+
+# ---------------------------------------------------------------- parallel text files
+
+
+def read_tsv(path: Path) -> Pairs:
+    """The (source, target) pairs of a ``source<TAB>target`` file; blank lines are skipped."""
+    if not path.is_file():
+        raise DataError(f"parallel text file not found: {path.resolve()}")
+    pairs: Pairs = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            raise DataError(f"{path.resolve()}, line {number}: not UTF-8 text") from None
+        if not line.strip() and "\t" not in line:  # a blank line
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            raise DataError(
+                f"{path.resolve()}, line {number}: expected 'source<TAB>target', got {line[:80]!r}"
+            )
+        pairs.append((fields[0].strip(), fields[1].strip()))
+    if not pairs:
+        raise DataError(f"{path.resolve()} holds no sentence pairs")
+    return pairs
+
+
+class ParallelTSVDataModule(TextDataModule):
+    """Sentence pairs from a ``source<TAB>target`` file, e.g. a Tatoeba export."""
+
+    def __init__(self, path: str | None = None, batch_size: int = 64, level: str = "word", lowercase: bool = False,
+                 max_src_len: int | None = 50, max_tgt_len: int | None = 50, max_pairs: int | None = None,
+                 val_fraction: float = 0.05, test_fraction: float = 0.05, split_seed: int = 0,
+                 min_freq: int = 1, max_vocab: int | None = None, num_workers: int = 0,
+                 drop_last: bool = False):  # fmt: skip
+        super().__init__(batch_size=batch_size, level=level, num_workers=num_workers, drop_last=drop_last)
+        if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+            raise ConfigError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
+        if not path:
+            raise ConfigError("parallel_tsv needs data.path=<file of source<TAB>target lines>")
+        self.path = Path(path)
+        self.lowercase, self.max_src_len, self.max_tgt_len, self.max_pairs = lowercase, max_src_len, max_tgt_len, max_pairs
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.min_freq, self.max_vocab = min_freq, max_vocab
+
+    def _fits(self, src: str, tgt: str) -> bool:
+        return (self.max_src_len is None or len(tokenize(src, self.level)) <= self.max_src_len) and (
+            self.max_tgt_len is None or len(tokenize(tgt, self.level)) <= self.max_tgt_len
+        )
+
+    def make_splits(self) -> dict[str, Pairs]:
+        pairs = read_tsv(self.path)
+        if self.lowercase:
+            pairs = [(s.lower(), t.lower()) for s, t in pairs]
+        pairs = [p for p in pairs if self._fits(*p)]
+        if not pairs:
+            raise DataError(f"{self.path.resolve()}: no pair is within max_src_len/max_tgt_len")
+        random.Random(self.split_seed).shuffle(pairs)
+        pairs = pairs[: self.max_pairs] if self.max_pairs else pairs
+        n_test, n_val = round(len(pairs) * self.test_fraction), round(len(pairs) * self.val_fraction)
+        return {"test": pairs[:n_test], "val": pairs[n_test : n_test + n_val], "train": pairs[n_test + n_val :]}
+
+    def build_vocabs(self, train: Pairs) -> tuple[Vocab, Vocab]:
+        return (
+            Vocab.build((s for s, _ in train), self.level, self.min_freq, self.max_vocab),
+            Vocab.build((t for _, t in train), self.level, self.min_freq, self.max_vocab),
+        )
+
+
+@DATASETS.register("parallel_tsv")
+def parallel_tsv(**kwargs: Any) -> ParallelTSVDataModule:
+    return ParallelTSVDataModule(**kwargs)
+
+
+def restore_datamodule(ckpt: dict[str, Any], **overrides: Any) -> TextDataModule:
+    """The text data module of a training checkpoint with its vocabularies, without reading any data."""
+    from zoo.data import build_datamodule
+
+    datamodule = build_datamodule(**{**ckpt["datamodule_hyper_parameters"], **overrides})
+    state = ckpt.get(type(datamodule).__qualname__)
+    if not isinstance(datamodule, TextDataModule) or not state:
+        raise DataError("the checkpoint holds no text vocabularies (was it trained on text pairs?)")
+    datamodule.load_state_dict(state)
+    return datamodule

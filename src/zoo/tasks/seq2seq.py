@@ -1,0 +1,190 @@
+"""Sequence-to-sequence learning: one LightningModule for every :class:`Seq2SeqModel`.
+
+Training minimises the token cross-entropy of the teacher-forced logits,
+``L = -1/N sum_{t: y_t != <pad>} log p(y_t | y_<t, x)``, optionally with label smoothing
+(Szegedy et al., 2016). Validation and test also *decode* every source (greedy, or beam
+search with ``beam_size > 1``) and report:
+
+- ``acc``: token accuracy of the teacher-forced predictions (padding excluded);
+- ``exact_match``: the share of decoded sequences equal to their target up to ``<eos>``
+  (``val/exact_match`` picks the best checkpoint);
+- ``bleu``: corpus BLEU-4 (Papineni et al., 2002; ``torchmetrics.text.BLEUScore``) over
+  the target vocabulary's tokens, i.e. character BLEU for character-level data.
+
+A few decoded samples are logged after each validation. The token strings come from the
+data module's vocabularies, which Lightning stores in every checkpoint
+(:meth:`zoo.data.text.TextDataModule.state_dict`); the hyperparameters here are plain
+values only, so checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.text import BLEUScore
+
+from zoo.errors import ConfigError
+from zoo.models.base import Seq2SeqModel
+from zoo.optim import build_optimizer, build_scheduler
+from zoo.profiling import build_on_meta
+from zoo.registry import MODELS, get_model
+from zoo.tasks import TASKS
+
+log = logging.getLogger("zoo")
+
+
+def _bleu_text(tokens: list[str]) -> str:
+    """Tokens joined by spaces for BLEU's whitespace tokenizer; a whitespace token becomes ``▁``."""
+    return " ".join(t if t.strip() else "▁" for t in tokens)
+
+
+@TASKS.register("seq2seq")
+class Seq2SeqModule(L.LightningModule):
+    """Train, validate and test any registered sequence-to-sequence model.
+
+    Args:
+        model: ``{"name": <registry name>, **constructor kwargs}``.
+        optim: optimizer config, see :func:`zoo.optim.build_optimizer`.
+        sched: scheduler config ``{"name": ..., **options}``, or ``None`` for a constant LR.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        max_decode_len: most tokens decoded per source; ``None``: ``2 * source length + 10``.
+        beam_size: 1 for greedy decoding, more for beam search.
+        length_penalty: beam search ranks by ``log p / len ** length_penalty``.
+        num_samples: decoded samples logged after each validation.
+    """
+
+    monitor, monitor_mode = "val/exact_match", "max"  # the metric that picks the best checkpoint
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        sched: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        max_decode_len: int | None = None,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        num_samples: int = 3,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        kwargs = dict(model)
+        name = kwargs.pop("name")
+        # Checked on the meta device first: an image model would fail on its own missing options.
+        if not isinstance(build_on_meta(MODELS.get(name)), Seq2SeqModel):
+            raise ConfigError(
+                f"model '{name}' is not a sequence-to-sequence model; the seq2seq task needs one "
+                f"such as model=seq2seq_gru"
+            )
+        self.net = get_model(name, **kwargs)
+        if beam_size < 1:
+            raise ConfigError(f"task.beam_size must be at least 1, got {beam_size}")
+        self.train_metrics = torch.nn.ModuleDict({"acc": MeanMetric()})
+        self.val_metrics = torch.nn.ModuleDict({"acc": MeanMetric(), "exact_match": MeanMetric(), "bleu": BLEUScore(4)})
+        self.test_metrics = torch.nn.ModuleDict({"acc": MeanMetric(), "exact_match": MeanMetric(), "bleu": BLEUScore(4)})
+        self.metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
+        self._samples: list[tuple[str, str, str]] = []
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.net(src, src_mask, tgt_in)
+
+    def loss(self, logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the non-padding target tokens."""
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.net.pad_idx,
+            label_smoothing=self.hparams.label_smoothing,
+        )  # fmt: skip
+
+    def _token_accuracy(self, logits: torch.Tensor, tgt_out: torch.Tensor, stage: str) -> None:
+        real = tgt_out != self.net.pad_idx
+        self.metrics[stage]["acc"].update((logits.argmax(-1) == tgt_out)[real].float())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.net(batch["src"], batch["src_mask"], batch["tgt_in"])
+        loss = self.loss(logits, batch["tgt_out"])
+        self._token_accuracy(logits.detach(), batch["tgt_out"], "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("train/acc", self.metrics["train"]["acc"], on_step=False, on_epoch=True, batch_size=len(logits))
+        return loss
+
+    # -- decoding and the metrics on decoded sequences
+    def _vocabs(self):
+        """The data module's (source, target) vocabularies, or ``None``s without one."""
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
+            datamodule = None
+        return getattr(datamodule, "src_vocab", None), getattr(datamodule, "tgt_vocab", None)
+
+    def generate(self, src: torch.Tensor, src_mask: torch.Tensor):
+        """Decoded sequences for a batch, with the task's decoding settings."""
+        max_len = self.hparams.max_decode_len or 2 * src.shape[1] + 10
+        return self.net.generate(src, src_mask, max_len, self.hparams.beam_size, self.hparams.length_penalty)
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        src, src_mask, tgt_out = batch["src"], batch["src_mask"], batch["tgt_out"]
+        logits = self.net(src, src_mask, batch["tgt_in"])
+        self._token_accuracy(logits, tgt_out, stage)
+        self.log(f"{stage}/loss", self.loss(logits, tgt_out), prog_bar=stage == "val", batch_size=len(src))
+
+        pred = self.generate(src, src_mask).tokens  # (B, L): <eos> then <pad>, like tgt_out
+        width = max(pred.shape[1], tgt_out.shape[1])
+
+        def widen(t: torch.Tensor) -> torch.Tensor:
+            return F.pad(t, (0, width - t.shape[1]), value=self.net.pad_idx)
+
+        self.metrics[stage]["exact_match"].update((widen(pred) == widen(tgt_out)).all(dim=1).float())
+
+        src_vocab, tgt_vocab = self._vocabs()
+        pred_tokens, tgt_tokens = self._tokens(pred, tgt_vocab), self._tokens(tgt_out, tgt_vocab)
+        self.metrics[stage]["bleu"].update(
+            [_bleu_text(p) for p in pred_tokens], [[_bleu_text(t)] for t in tgt_tokens]
+        )  # fmt: skip
+        metrics = {f"{stage}/{k}": m for k, m in self.metrics[stage].items()}
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(src))
+        if batch_idx == 0 and stage == "val":
+            join = "" if tgt_vocab is None or tgt_vocab.level == "char" else " "
+            src_join = "" if src_vocab is None or src_vocab.level == "char" else " "
+            rows = zip(self._tokens(src, src_vocab), pred_tokens, tgt_tokens)
+            self._samples = [
+                (src_join.join(s), join.join(p), join.join(t)) for s, p, t in list(rows)[: self.hparams.num_samples]
+            ]
+
+    def _tokens(self, ids: torch.Tensor, vocab) -> list[list[str]]:
+        """Token strings up to ``<eos>`` (the ids as strings without a vocabulary)."""
+        eos, skip = self.net.eos_idx, {self.net.pad_idx, self.net.bos_idx}
+        out = []
+        for row in ids.tolist():
+            row = [i for i in (row[: row.index(eos)] if eos in row else row) if i not in skip]
+            out.append(vocab.tokens(row) if vocab is not None else [str(i) for i in row])
+        return out
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self._samples and not self.trainer.sanity_checking:
+            for src, pred, tgt in self._samples:
+                log.info("sample: %r -> %r (target %r)", src, pred, tgt)
+        self._samples = []
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim)
+        if not self.hparams.sched:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1, math.ceil(total / epochs))
+        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.hparams.sched)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,160 @@
+"""The attention encoder-decoder (src/zoo/models/seq2seq.py) and decoding (src/zoo/layers/decoding.py)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo import get_model
+from zoo.errors import ConfigError
+from zoo.layers.decoding import beam_search, greedy_search
+from zoo.models.base import Seq2SeqModel
+from zoo.models.seq2seq import SCORES, AttentionScore
+
+V = 12
+
+
+def _batch(lengths=(6, 3, 5), tgt_len=4):
+    src = torch.randint(4, V, (len(lengths), max(lengths)))
+    mask = torch.arange(src.shape[1]) < torch.tensor(lengths).unsqueeze(1)
+    src = src.masked_fill(~mask, 0)
+    tgt = torch.randint(4, V, (len(lengths), tgt_len))
+    tgt[:, 0] = 1
+    return src, mask, tgt
+
+
+def _net(name="seq2seq_gru", **kw):
+    kw = {"src_vocab_size": V, "tgt_vocab_size": V, "emb_dim": 8, "hidden": 16, "dropout": 0.0, **kw}
+    return get_model(name, **kw)
+
+
+@pytest.mark.parametrize("name", ["seq2seq_gru", "seq2seq_lstm"])
+@pytest.mark.parametrize("attention", SCORES)
+def test_every_score_trains_and_padding_gets_exactly_zero_attention(one_thread, name, attention):
+    net = _net(name, attention=attention, layers=2)
+    src, mask, tgt = _batch()
+    logits = net(src, mask, tgt)
+    assert logits.shape == (3, 4, V) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+    net.eval()
+    out = net.generate(src, mask, max_len=5)
+    assert out.attention.shape == (3, out.tokens.shape[1], 6)
+    assert out.attention[~mask.unsqueeze(1).expand_as(out.attention)].abs().max() == 0  # exactly zero
+    live = out.attention[1, 0]  # a row before any <eos>: a distribution over the 3 real tokens
+    torch.testing.assert_close(live.sum(), torch.tensor(1.0))
+
+
+def test_padding_does_not_change_the_translation(one_thread):
+    net = _net(bidirectional=True).eval()
+    src, mask, tgt = _batch(lengths=(5,))
+    padded = F.pad(src, (0, 3))  # the same source with three <pad>s after it
+    torch.testing.assert_close(net(padded, padded != 0, tgt), net(src, mask, tgt), atol=1e-6, rtol=1e-5)
+
+
+def test_scores_follow_their_formulas():
+    s, h = torch.randn(2, 6), torch.randn(2, 4, 6)
+    dot = torch.einsum("bd,bsd->bs", s, h)
+    torch.testing.assert_close(AttentionScore("luong_dot", 6, 6)(s, h), dot)
+    torch.testing.assert_close(AttentionScore("scaled_dot", 6, 6)(s, h), dot / math.sqrt(6))
+    general = AttentionScore("luong_general", 6, 5)
+    h5 = torch.randn(2, 4, 5)
+    torch.testing.assert_close(general(s, general.keys(h5)), torch.einsum("bd,de,bse->bs", s, general.W.weight, h5))
+    add = AttentionScore("bahdanau", 6, 6)
+    expected = torch.tanh(add.W_s(s).unsqueeze(1) + add.W_h(h)) @ add.v.weight.squeeze(0)
+    torch.testing.assert_close(add(s, add.keys(h)), expected)
+    cos = AttentionScore("cosine", 6, 6)
+    torch.testing.assert_close(cos(s, h), 10 * F.cosine_similarity(s.unsqueeze(1), h, dim=-1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown attention 'luong'"):
+        AttentionScore("luong", 6, 6)
+    with pytest.raises(ConfigError, match="equal query and key sizes"):
+        AttentionScore("luong_dot", 6, 5)
+
+
+@pytest.mark.parametrize("name", ["seq2seq_gru", "seq2seq_lstm"])
+def test_reference_and_fused_recurrent_layers_give_the_same_model(one_thread, name):
+    ref = _net(name, impl="reference", layers=2)
+    fused = _net(name, impl="fused", layers=2)
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    ref.eval(), fused.eval()
+    src, mask, tgt = _batch()
+    torch.testing.assert_close(ref(src, mask, tgt), fused(src, mask, tgt), atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_forcing_ratio_zero_feeds_the_models_own_predictions(one_thread):
+    net = _net(teacher_forcing=0.0).train()  # dropout is 0: training mode only switches the feeding
+    src, mask, tgt = _batch()
+    other = tgt.clone()
+    other[:, 1:] = torch.randint(4, V, other[:, 1:].shape)
+    torch.testing.assert_close(net(src, mask, tgt), net(src, mask, other))  # the gold tokens are never read
+    forced = _net(teacher_forcing=1.0)
+    forced.load_state_dict(net.state_dict())
+    assert not torch.allclose(forced(src, mask, tgt), forced(src, mask, other))
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="src_vocab_size is null"):
+        get_model("seq2seq_gru", src_vocab_size=None)
+    with pytest.raises(ConfigError, match="hidden must be even"):
+        get_model("seq2seq_lstm", hidden=15)
+    with pytest.raises(ConfigError, match="teacher_forcing"):
+        get_model("seq2seq_lstm", teacher_forcing=1.5)
+
+
+def test_beam_of_one_is_greedy_and_outputs_are_padded_after_eos(one_thread):
+    net = _net("seq2seq_lstm").eval()
+    src, mask, _ = _batch(lengths=(6, 3, 5, 2, 4))
+    greedy = greedy_search(net, src, mask, max_len=7)
+    beam = beam_search(net, src, mask, max_len=7, beam_size=1, length_penalty=0.7)
+    assert torch.equal(greedy.tokens, beam.tokens)
+    torch.testing.assert_close(greedy.attention, beam.attention)
+    torch.testing.assert_close(greedy.scores, beam.scores)
+    assert torch.equal(net.generate(src, mask, max_len=7).tokens, greedy.tokens)
+    for row in greedy.tokens.tolist():
+        if net.eos_idx in row:
+            assert set(row[row.index(net.eos_idx) + 1 :]) <= {net.pad_idx}
+
+
+class ToyModel(Seq2SeqModel):
+    """Next-token probabilities fixed by the previous token: greedy takes A (0.6) and is then
+    left with 0.1 at best; B (0.4) leads to C with 0.9, so B C <eos> is far more probable."""
+
+    src_vocab_size = tgt_vocab_size = 8
+    pad_idx, bos_idx, eos_idx = 0, 1, 2
+    A, B, C = 3, 4, 5
+
+    def __init__(self):
+        super().__init__()
+        table = torch.full((8, 8), 1e-6)
+        table[self.bos_idx, [self.A, self.B]] = torch.tensor([0.6, 0.4])
+        table[self.A, 3:8] = 0.1
+        table[self.A, self.eos_idx] = 0.1
+        table[self.B, [self.C, self.eos_idx]] = torch.tensor([0.9, 0.1])
+        table[[self.C, 6, 7], self.eos_idx] = 1.0
+        table[self.eos_idx, self.eos_idx] = 1.0
+        self.register_buffer("logp", (table / table.sum(1, keepdim=True)).log())
+
+    def encode(self, src, src_mask):
+        return src
+
+    def init_state(self, memory, src_mask):
+        return {"steps": torch.zeros(memory.shape[0])}
+
+    def decode_step(self, tokens, state):
+        return self.logp[tokens], {"steps": state["steps"] + 1}, None
+
+
+def test_beam_search_finds_a_more_probable_sequence_than_greedy():
+    model = ToyModel()
+    src = torch.ones(2, 3, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    greedy = greedy_search(model, src, mask, max_len=5)
+    beam = beam_search(model, src, mask, max_len=5, beam_size=2, length_penalty=0.0)
+    assert greedy.tokens[0, 0] == model.A and greedy.attention is None
+    assert beam.tokens.tolist() == [[model.B, model.C, model.eos_idx]] * 2
+    assert (beam.scores > greedy.scores + 1.0).all()
+    torch.testing.assert_close(beam.scores, torch.full((2,), math.log(0.4 * 0.9)), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="beam_size"):
+        beam_search(model, src, mask, max_len=5, beam_size=0)

@@ -1,0 +1,133 @@
+"""The seq2seq task end to end: loss, a short training run, zoo-eval and zoo-translate on its checkpoint."""
+
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.cli.eval import evaluate
+from zoo.cli.train import train
+from zoo.cli.translate import translate
+from zoo.errors import ConfigError
+from zoo.optim import SCHEDULERS
+from zoo.tasks import TASKS
+from zoo.tasks.seq2seq import Seq2SeqModule
+
+from helpers import QUIET, compose_config, run_cli
+
+MODEL = {"name": "seq2seq_gru", "src_vocab_size": 9, "tgt_vocab_size": 9, "pad_idx": 0, "bos_idx": 1, "eos_idx": 2,
+         "emb_dim": 8, "hidden": 16}  # fmt: skip
+ADAM = {"name": "adam", "lr": 1e-3}
+REVERSE = [
+    "model=seq2seq_gru", "data=reverse", "optim=adam", "optim.lr=1e-2", "sched=onecycle", "trainer.max_epochs=3",
+    "data.train_size=1500", "data.val_size=200", "data.test_size=200", "data.max_len=6", "data.num_symbols=8",
+    "data.batch_size=32", "model.hidden=64", "model.emb_dim=16", "model.dropout=0", *QUIET,
+]  # fmt: skip
+
+
+def test_the_task_is_registered_with_its_checkpoint_metric():
+    assert TASKS.get("seq2seq") is Seq2SeqModule
+    assert (Seq2SeqModule.monitor, Seq2SeqModule.monitor_mode) == ("val/exact_match", "max")
+
+
+def test_loss_ignores_padding_and_smooths_labels():
+    module = Seq2SeqModule(model=MODEL, optim=ADAM, label_smoothing=0.1)
+    logits = torch.randn(2, 3, 9)
+    tgt = torch.tensor([[4, 5, 2], [6, 2, 0]])
+    real = tgt != 0
+    expected = F.cross_entropy(logits[real], tgt[real], label_smoothing=0.1)
+    torch.testing.assert_close(module.loss(logits, tgt), expected)
+    changed = logits.clone()
+    changed[1, 2] = 100.0  # logits at a padded position do not count
+    torch.testing.assert_close(module.loss(changed, tgt), expected)
+
+
+def test_hyperparameters_are_plain_and_a_non_seq2seq_model_is_refused():
+    module = Seq2SeqModule(model=MODEL, optim=ADAM, sched={"name": "none"})
+    hparams = dict(module.hparams)
+    assert hparams["model"] == MODEL and hparams["beam_size"] == 1
+    clone = Seq2SeqModule(**hparams)
+    clone.load_state_dict(module.state_dict(), strict=True)
+    with pytest.raises(ConfigError, match="'lenet5' is not a sequence-to-sequence model"):
+        Seq2SeqModule(model={"name": "lenet5"}, optim=ADAM)
+
+
+def test_inverse_sqrt_schedule_values():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    schedule = SCHEDULERS.get("inverse_sqrt")(optimizer, 100, 10, d_model=64, warmup_steps=4)
+    assert schedule["interval"] == "step"
+    lrs = []
+    for _ in range(8):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule["scheduler"].step()
+    expected = [2.0 * 64**-0.5 * min(s**-0.5, s * 4**-1.5) for s in range(1, 9)]
+    assert lrs == pytest.approx(expected)
+    assert max(lrs) == lrs[3]  # the peak is at the end of the warmup: 2 * 64^-0.5 * 4^-0.5
+    with pytest.raises(ConfigError):
+        SCHEDULERS.get("inverse_sqrt")(optimizer, 100, 10, warmup_steps=0)
+
+
+@pytest.fixture(scope="module")
+def reverse_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reverse")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        score = train(compose_config("train", run_dir, REVERSE))
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir, score, seconds
+
+
+def test_short_training_run_on_reverse_learns(reverse_run):
+    run_dir, score, seconds = reverse_run
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert score > 0.9 and record["test"]["test/exact_match"] > 0.9, record
+    assert record["test"]["test/bleu"] > 0.9 and record["test"]["test/acc"] > 0.95
+    assert seconds < 120  # about 15 s on two idle cores; generous for a busy machine
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["model"]["name"] == "seq2seq_gru"
+    assert ckpt["SymbolsDataModule"]["tgt_vocab"]["tokens"][4:] == list("abcdefgh")
+
+
+def test_eval_reproduces_the_test_metrics(one_thread, reverse_run, tmp_path):
+    run_dir, _, _ = reverse_run
+    evaluate(compose_config("eval", tmp_path, [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}"]))
+    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())["test"]
+    assert evaluated.keys() == trained.keys() >= {"test/exact_match", "test/bleu", "test/acc", "test/loss"}
+    for key in trained:
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def _translate_cfg(tmp_path, ckpt, *overrides):
+    return compose_config("translate", tmp_path, [f"ckpt_path={ckpt}", *overrides])
+
+
+def test_translate_round_trips_from_the_checkpoint(one_thread, reverse_run, tmp_path):
+    run_dir, _, _ = reverse_run
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    heatmap = tmp_path / "attention.png"
+    result = run_cli("zoo-translate", f"ckpt_path={ckpt}", "text=abcdhg", f"heatmap={heatmap}")
+    assert result.returncode == 0, result.stderr
+    assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # In-process: the same output as the command, and reversals for most inputs.
+    texts = ["abcdhg", "hgf", "eeab", "cafe", "dhbga", "bbba"]
+    outputs = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]", "beam_size=3"))
+    assert result.stdout.split() == outputs[:1]
+    assert sum(o == t[::-1] for o, t in zip(outputs, texts)) >= 5, outputs
+
+
+def test_translate_refuses_bad_requests(reverse_run, tmp_path):
+    run_dir, _, _ = reverse_run
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    with pytest.raises(ConfigError, match="beam_size must be at least 1"):
+        translate(_translate_cfg(tmp_path, ckpt, "text=abc", "beam_size=0"))
+    with pytest.raises(ConfigError, match="non-empty string"):
+        translate(_translate_cfg(tmp_path, ckpt, "text=[]"))
