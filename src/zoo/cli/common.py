@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
 from zoo.data import DataModule
 from zoo.errors import ConfigError, ZooError
+from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
@@ -94,9 +95,10 @@ def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_nam
     return model_cfg
 
 
-def build_task(cfg: DictConfig, datamodule: DataModule) -> L.LightningModule:
-    """The task module for ``cfg.task`` with a network fitted to the data."""
-    task_cfg, data_name = plain(cfg.task), cfg.data.name
+def build_task(cfg: DictConfig, datamodule: DataModule, **task_options: Any) -> L.LightningModule:
+    """The task module for ``cfg.task`` with a network fitted to the data; ``task_options``
+    are further task arguments (fine-tuning's ``stage_lrs``)."""
+    task_cfg, data_name = {**plain(cfg.task), **task_options}, cfg.data.name
     task_name = task_cfg.pop("name")
     if datamodule.task != task_name:
         raise ConfigError(
@@ -167,6 +169,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = build_loggers(cfg.get("logger"), run_dir)
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
+    callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
     with config_errors("trainer"):
         return L.Trainer(
             **plain(cfg.trainer), callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir

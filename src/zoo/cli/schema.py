@@ -60,6 +60,7 @@ class TrainConf:
     logger: Optional[Dict[str, Any]] = None
     callbacks: Dict[str, Any] = field(default_factory=dict)
     task: Dict[str, Any] = field(default_factory=dict)
+    finetune: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
     loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None

@@ -22,6 +22,7 @@ from zoo.cli.common import (
     reports_user_errors, write_metrics,
 )  # fmt: skip
 from zoo.data import build_datamodule
+from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
 from zoo.plotting import plot_curves
 
 log = logging.getLogger("zoo")
@@ -45,17 +46,23 @@ def train(cfg: DictConfig) -> float:
     quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    data_cfg = plain(cfg.data)
+    finetune = FinetuneConfig.from_dict(plain(cfg.get("finetune")))
+    # Weights are read first: a missing, unsafe or foreign file stops the run before anything is written.
+    pretrained = load_pretrained(finetune.weights, finetune.download) if finetune.weights else None
+
+    data_cfg = adapt_data_config(plain(cfg.data), plain(cfg.model), finetune, pretrained)
     with config_errors(f"data '{data_cfg.get('name')}'"):
         datamodule = build_datamodule(**data_cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
 
-    module = build_task(cfg, datamodule)
+    module = build_task(cfg, datamodule, **finetune.task_options())
+    apply_finetuning(module.net, finetune, pretrained)
 
     trainer = build_trainer(cfg, run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""
@@ -63,7 +70,7 @@ def train(cfg: DictConfig) -> float:
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
     write_metrics(
         run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
-        checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed,
+        checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed, trainable_params=trainable,
     )  # fmt: skip
     metrics_csv = run_dir / "csv" / "metrics.csv"
     if metrics_csv.is_file():

@@ -9,6 +9,14 @@ The split is fixed and stratified by class, independent of the training seed:
 ``test_fraction`` (20%, 360 images) and ``val_fraction`` (10%, 180 images) of the whole
 set are drawn with ``split_seed`` (0), the rest (1,257 images) is the training set.
 
+Options for transfer learning (``scripts/transfer_digits.py``): ``classes`` keeps only
+the listed digits, relabelled 0..k-1 in the order given (``[5, 6, 7, 8, 9]``: digit 5 is
+class 0); ``train_per_class`` keeps that many training images of each class (a seeded
+draw; validation and test sets stay whole). Both apply *after* the fixed split, so a
+test image is a test image under every option. ``channels: 3`` replicates the gray
+channel, for networks pretrained on colour images; ``mean``/``std`` replace the
+training set's statistics (fine-tuning passes the pretraining's).
+
 The whole set lives in memory as tensors, so no worker processes are needed; the
 training-time augmentation (random shifts of up to ``max_shift`` pixels, edge pixels
 repeated) runs on whole batches after they reach the device.
@@ -23,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from zoo.data.base import DATASETS, ImageDataModule
+from zoo.errors import ConfigError
 
 
 def split_indices(
@@ -57,11 +66,15 @@ def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[batch, channel, rows, cols]
 
 
+def per_class(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Positions of ``n`` examples of each class in ``labels``, drawn with ``seed``, sorted."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    chosen = [order[labels[order] == c][:n] for c in labels.unique()]
+    return torch.cat(chosen).sort().values
+
+
 class DigitsDataModule(ImageDataModule):
     """scikit-learn digits, upsampled and held in memory."""
-
-    num_classes = 10
-    in_channels = 1
 
     def __init__(
         self,
@@ -72,11 +85,31 @@ class DigitsDataModule(ImageDataModule):
         split_seed: int = 0,
         max_shift: int = 2,
         drop_last: bool = False,
+        classes: list[int] | None = None,
+        train_per_class: int | None = None,
+        channels: int = 1,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ):
         super().__init__(batch_size=batch_size, num_workers=0, drop_last=drop_last)
+        if classes is not None and (
+            not classes or len(set(classes)) != len(classes) or not set(classes) <= set(range(10))
+        ):
+            raise ConfigError(f"data.classes must be distinct digits 0-9 (or null for all), got {classes}")
+        if train_per_class is not None and train_per_class < 1:
+            raise ConfigError(f"data.train_per_class must be >= 1 (or null for all), got {train_per_class}")
+        if channels < 1:
+            raise ConfigError(f"data.channels must be >= 1, got {channels}")
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None and len(value) not in (1, channels):
+                raise ConfigError(f"data.{name} needs 1 or {channels} values (data.channels), got {list(value)}")
         self.image_size = image_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.max_shift = max_shift
+        self.classes = list(classes) if classes is not None else list(range(10))
+        self.train_per_class = train_per_class
+        self.num_classes, self.in_channels = len(self.classes), channels
+        self._mean, self._std = mean, std
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
 
@@ -91,9 +124,18 @@ class DigitsDataModule(ImageDataModule):
         size = self.image_size
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
         train, val, test = split_indices(labels, self.val_fraction, self.test_fraction, self.split_seed)
-        mean, std = images[train].mean().item(), images[train].std().item()
-        self.mean, self.std = (mean,), (std,)
-        images = (images - mean) / std
+        relabel = torch.full((10,), -1, dtype=torch.long)
+        relabel[self.classes] = torch.arange(len(self.classes))
+        labels = relabel[labels]
+        train, val, test = ([i for i in split if labels[i] >= 0] for split in (train, val, test))
+        if self.train_per_class is not None:
+            train = [train[i] for i in per_class(labels[train], self.train_per_class, self.split_seed).tolist()]
+        c = self.in_channels
+        images = images.expand(-1, c, -1, -1)  # (N, C, H, W): the gray channel replicated
+        mean = self._mean or [images[train].mean().item()]
+        std = self._std or [images[train].std().item()]
+        self.mean, self.std = tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std))
+        images = (images - torch.tensor(self.mean).view(1, c, 1, 1)) / torch.tensor(self.std).view(1, c, 1, 1)
         self.train_set = TensorDataset(images[train], labels[train])
         self.val_set = TensorDataset(images[val], labels[val])
         self.test_set = TensorDataset(images[test], labels[test])

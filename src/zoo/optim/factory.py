@@ -11,7 +11,7 @@ Scheduler config: ``{name, **options}``; see :func:`build_scheduler`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -31,18 +31,31 @@ SCHEDULERS = Registry("scheduler")
 
 
 def param_groups(
-    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, decay_norm_and_bias: bool
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    decay_norm_and_bias: bool,
+    lrs: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed group and, optionally, a no-decay group."""
-    decay, no_decay = [], []
-    for _, p in named_params:
+    """Split trainable parameters into a decayed group and, optionally, a no-decay group.
+
+    ``lrs`` (parameter name -> learning rate) gives parameters their own rate, as
+    fine-tuning's discriminative rates do: each rate gets its own pair of groups with
+    ``lr`` set; the other parameters keep the optimizer's ``lr``.
+    """
+    buckets: dict[float | None, tuple[list, list]] = {None: ([], [])}
+    for name, p in named_params:
         if not p.requires_grad:
             continue
+        decay, no_decay = buckets.setdefault((lrs or {}).get(name), ([], []))
         (decay if decay_norm_and_bias or p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    groups = []
+    for lr, (decay, no_decay) in buckets.items():
+        rate = {} if lr is None else {"lr": lr}
+        if decay or (lr is None and not lrs):  # without lrs: always a first, decayed group
+            groups.append({"params": decay, "weight_decay": weight_decay, **rate})
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, **rate})
+    return groups or [{"params": [], "weight_decay": weight_decay}]
 
 
 def build_optimizer(
@@ -51,11 +64,13 @@ def build_optimizer(
     lr: float,
     weight_decay: float = 0.0,
     decay_norm_and_bias: bool = False,
+    param_lrs: Mapping[str, float] | None = None,
     **options: Any,
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``named_params`` (e.g. ``model.named_parameters()``)."""
+    """The optimizer ``name`` over ``named_params`` (e.g. ``model.named_parameters()``);
+    ``param_lrs`` sets the rate of some parameters by name (see :func:`param_groups`)."""
     cls = OPTIMIZERS.get(name)
-    groups = param_groups(named_params, weight_decay, decay_norm_and_bias)
+    groups = param_groups(named_params, weight_decay, decay_norm_and_bias, param_lrs)
     try:
         return cls(groups, lr=lr, **options)
     except (TypeError, ValueError) as err:

@@ -23,6 +23,7 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.finetune import parameter_lrs
 from zoo.nn import LOSSES
 from zoo.nn.regularization import l1_penalty
 from zoo.optim import build_optimizer, build_scheduler
@@ -42,6 +43,8 @@ class ImageClassifier(L.LightningModule):
         loss: name of the loss in :data:`zoo.nn.LOSSES` (``"cross_entropy"``: PyTorch's).
         aux_loss_weight: weight of each auxiliary classifier's loss.
         l1: weight of the L1 penalty on weights (0: none).
+        stage_lrs: learning rates by stage of ``net.stages()`` for fine-tuning (``head``:
+            the last stage, ``backbone``: the others); other parameters use ``optim.lr``.
     """
 
     monitor, monitor_mode = "val/acc", "max"  # the metric that picks the best checkpoint
@@ -55,6 +58,7 @@ class ImageClassifier(L.LightningModule):
         aux_loss_weight: float = 0.3,
         loss: str = "cross_entropy",
         l1: float = 0.0,
+        stage_lrs: dict[str, float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -108,7 +112,9 @@ class ImageClassifier(L.LightningModule):
         self._eval_step(batch, self.test_metrics, "test")
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim)
+        stage_lrs = self.hparams.get("stage_lrs")
+        lrs = parameter_lrs(self.net, stage_lrs, prefix="net.") if stage_lrs else None
+        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim, param_lrs=lrs)
         if not self.hparams.sched:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

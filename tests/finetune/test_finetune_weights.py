@@ -1,0 +1,326 @@
+"""Pretrained weights into zoo models: formats, torchvision names, strictness, channels, safety."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pickle
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from zoo.checkpoint import CheckpointError
+from zoo.errors import ZooError
+from zoo.finetune import (
+    FinetuneConfig, Preprocessing, Pretrained, WeightsError, adapt_data_config, first_conv, load_into,
+    load_pretrained, torchvision_cache_file,
+)  # fmt: skip
+from zoo.models import ImageModel
+from zoo.profiling import build_on_meta
+from zoo.registry import MODELS, get_model
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "zoo" / "models"
+
+
+def _torchvision_vit_tiny(**kwargs) -> torch.nn.Module:
+    """torchvision's ViT class at the zoo ``vit_tiny`` size (DeiT-Ti), 5.7M instead of 86M parameters."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        image_size=224, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768, **kwargs
+    )
+
+
+# zoo name -> torchvision builder; ViT joins when its family exists.
+FAMILIES = {
+    "alexnet": torchvision.models.alexnet,
+    "vgg11": torchvision.models.vgg11,
+    "googlenet": functools.partial(torchvision.models.googlenet, init_weights=False),
+    "resnet18": torchvision.models.resnet18,
+    "densenet121": torchvision.models.densenet121,
+    "efficientnet_b0": torchvision.models.efficientnet_b0,
+}
+if (SRC / "vit.py").is_file():
+    FAMILIES["vit_tiny"] = _torchvision_vit_tiny
+
+
+def _materialise(model: torch.nn.Module) -> torch.nn.Module:
+    """A model built on ``meta`` given real values, a different one per tensor, without
+    running its initialisers or a random generator over 100M values (fast)."""
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for i, t in enumerate(model.state_dict().values()):
+            t.fill_(1 + i / 1000 if t.is_floating_point() else i)  # positive: valid running variances too
+    return model
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+# Both formats for every family, except the two with a 100M-parameter first linear layer
+# (0.2-0.5 GB files): one format each, so both formats are still read for them.
+CASES = [(arch, suffix) for arch in FAMILIES for suffix in (".pth", ".safetensors")
+         if (arch, suffix) not in {("vgg11", ".pth"), ("alexnet", ".safetensors")}]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch, suffix", CASES)
+def test_torchvision_state_dicts_load_strictly_and_the_head_is_replaced(tmp_path, arch, suffix, caplog, one_thread):
+    with torch.device("meta"):
+        reference = FAMILIES[arch](weights=None) if arch != "vit_tiny" else FAMILIES[arch]()
+    state = _materialise(reference).state_dict()
+    path = _save(state, tmp_path / f"{arch}{suffix}")
+    del reference
+
+    net = build_on_meta(MODELS.get(arch), num_classes=7).to_empty(device="cpu")
+    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
+        skipped = load_into(net, load_pretrained(str(path)))
+
+    own = net.state_dict()
+    assert skipped and all(own[k].shape[0] == 7 for k in skipped if k.endswith("weight"))
+    assert "re-initialised" in caplog.text and skipped[0] in caplog.text  # the log names the skipped keys
+    for key, value in state.items():
+        if key not in skipped:
+            assert torch.equal(own[key], value), key
+    assert net.num_classes == 7
+    if arch != "vit_tiny":  # (the ViT takes 224 px only; its head shape is checked above)
+        size = max(net.min_image_size, 32)
+        assert net.eval()(torch.randn(1, 3, size, size)).shape == (1, 7)
+
+
+def test_the_head_is_loaded_when_the_class_count_matches_unless_reset(tmp_path, one_thread):
+    source = get_model("resnet18", num_classes=10, small_input=True)
+    path = _save(source.state_dict(), tmp_path / "r18.pth")
+    net = get_model("resnet18", num_classes=10, small_input=True)
+    assert load_into(net, load_pretrained(str(path))) == []
+    assert torch.equal(net.fc.weight, source.fc.weight)
+    assert load_into(net, load_pretrained(str(path)), reset_head=True) == ["fc.bias", "fc.weight"]
+    assert not torch.equal(net.fc.weight, source.fc.weight)
+    assert torch.equal(net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+def test_zoo_checkpoints_are_read_without_the_net_prefix_and_with_their_preprocessing(tmp_path, one_thread):
+    source = get_model("lenet5", num_classes=10)
+    ckpt = {
+        "state_dict": {f"net.{k}": v for k, v in source.state_dict().items()},
+        "hyper_parameters": {"model": {"name": "lenet5", "num_classes": 10}},
+        "datamodule_hyper_parameters": {"name": "digits", "image_size": 32, "mean": None, "std": None},
+        "DigitsDataModule": {"image_size": 32, "mean": [0.25], "std": [0.5]},
+    }
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    pretrained = load_pretrained(str(tmp_path / "run.ckpt"))
+    assert pretrained.model_name == "lenet5" and set(pretrained.state_dict) == set(source.state_dict())
+    facts = pretrained.preprocessing
+    assert (facts.image_size, facts.mean, facts.std) == (32, (0.25,), (0.5,))  # the state, not the null hparams
+    net = get_model("lenet5", num_classes=10)
+    load_into(net, pretrained)
+    assert torch.equal(net.c1[0].weight, source.c1[0].weight)
+
+
+def test_old_torchvision_densenet_key_names_are_converted(tmp_path, one_thread):
+    with torch.device("meta"):
+        net = get_model("densenet121", num_classes=10)
+    old_names = {"denselayer1.norm1.": "denselayer1.norm.1.", "denselayer1.conv2.": "denselayer1.conv.2."}
+    legacy = {}
+    for key, value in net.state_dict().items():
+        for new, old in old_names.items():
+            key = key.replace(new, old)
+        legacy[key] = value
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    torch.save({k: torch.zeros(v.shape) for k, v in legacy.items()}, tmp_path / "densenet121.pth")
+    assert set(load_pretrained(str(tmp_path / "densenet121.pth")).state_dict) == set(net.state_dict())
+
+
+# --------------------------------------------------------------------------- torchvision names
+
+
+def test_a_torchvision_weights_name_resolves_to_torchvisions_cache_file(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")
+    assert path == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert path.name == Path(weights.url).name
+
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
+    pretrained = load_pretrained("ResNet18_Weights.IMAGENET1K_V1", download=True)
+    assert str(path) in pretrained.source
+    # The enum's transforms: 224 px crops, ImageNet statistics.
+    assert pretrained.preprocessing.image_size == 224
+    assert pretrained.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))
+    net = get_model("resnet18", num_classes=10)
+    assert load_into(net, pretrained) == ["fc.bias", "fc.weight"]
+
+
+def test_missing_torchvision_weights_offline_name_the_file_to_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    with pytest.raises(WeightsError, match="not in the cache") as err:
+        load_pretrained("ResNet50_Weights.IMAGENET1K_V2", download=False)
+    assert str(expected) in str(err.value)
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="could not download") as err:
+        load_pretrained("ResNet50_Weights.IMAGENET1K_V2", download=True)
+    assert str(expected) in str(err.value)
+    assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in str(err.value)
+    with pytest.raises(WeightsError, match="unknown torchvision weights name"):
+        load_pretrained("ResNet50_Weights.IMAGENET9K")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def bad_files(tmp_path) -> dict[str, Path]:
+    good = get_model("lenet5").state_dict()
+    torch.save(good, tmp_path / "good.pth")
+    blob = (tmp_path / "good.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(blob[: len(blob) // 2])
+    save_file({k: v.contiguous() for k, v in good.items()}, str(tmp_path / "good.safetensors"))
+    blob = (tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(blob[: len(blob) // 2])
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    torch.save({"conv.weight": "not a tensor"}, tmp_path / "strings.pth")
+    torch.save(get_model("mlp").state_dict(), tmp_path / "mlp.pth")
+    return {
+        "missing": tmp_path / "nope.pth",
+        "truncated .pth": tmp_path / "truncated.pth",
+        "truncated .safetensors": tmp_path / "truncated.safetensors",
+        "not a state_dict (list)": tmp_path / "list.pth",
+        "not a state_dict (strings)": tmp_path / "strings.pth",
+    }
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "not found"),
+        ("truncated .pth", "truncated or corrupt"),
+        ("truncated .safetensors", "not a valid safetensors file"),
+        ("not a state_dict (list)", "is not a state_dict: expected a mapping of parameter names to tensors"),
+        ("not a state_dict (strings)", "is not a state_dict"),
+    ],
+)
+def test_unreadable_weights_raise_a_zoo_error_naming_the_file(bad_files, case, message):
+    path = bad_files[case]
+    with pytest.raises(WeightsError, match=message) as err:
+        load_pretrained(str(path))
+    assert isinstance(err.value, ZooError) and isinstance(err.value, CheckpointError)
+    assert str(path.resolve()) in str(err.value)
+
+
+def test_weights_of_another_architecture_list_the_missing_and_unexpected_keys(tmp_path):
+    torch.save(get_model("mlp").state_dict(), tmp_path / "mlp.pth")
+    with pytest.raises(WeightsError, match=r"does not fit LeNet5: \d+ missing keys \[c1\.0\.weight") as err:
+        load_into(get_model("lenet5"), load_pretrained(str(tmp_path / "mlp.pth")))
+    assert str(tmp_path / "mlp.pth") in str(err.value) and "unexpected keys [features" in str(err.value)
+
+
+def test_a_shape_mismatch_outside_the_head_names_the_key_and_both_shapes(tmp_path):
+    torch.save(get_model("resnet18", small_input=False).state_dict(), tmp_path / "r18.pth")
+    shapes = r"conv1\.weight has shape \(64, 3, 7, 7\) in the weights and \(64, 3, 3, 3\) in the model"
+    with pytest.raises(WeightsError, match=shapes):
+        load_into(get_model("resnet18", small_input=True), load_pretrained(str(tmp_path / "r18.pth")))
+
+
+class _Payload:
+    """Unpickling this object would create ``target`` (a stand-in for arbitrary code)."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return open, (str(self.target), "w")
+
+
+def test_a_malicious_pickle_is_refused_and_its_code_never_runs(tmp_path):
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Payload(proof))).close()
+    assert proof.exists()  # the payload is live: plain unpickling runs it
+
+    target = tmp_path / "pwned"
+    torch.save({"conv1.weight": torch.zeros(1), "evil": _Payload(target)}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match="refusing to unpickle") as err:
+        load_pretrained(str(tmp_path / "evil.pth"))
+    assert str((tmp_path / "evil.pth").resolve()) in str(err.value)
+    assert not target.exists()
+
+
+# --------------------------------------------------------------------------- channels
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "lenet5", "mlp"])
+def test_the_first_conv_is_found_generically_and_reads_the_input(name):
+    net = build_on_meta(MODELS.get(name), in_channels=2)
+    assert isinstance(net, ImageModel)
+    found = first_conv(net)
+    if found is None:  # fully connected networks have none
+        assert not any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+        return
+    key, conv = found
+    assert conv.in_channels == 2 and f"{key}.weight" in net.state_dict()
+
+
+def test_summed_kernels_on_gray_images_equal_the_rgb_network_on_replicated_images(tmp_path, one_thread):
+    rgb = get_model("resnet18", num_classes=10, in_channels=3, small_input=True).double().eval()
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
+    gray = get_model("resnet18", num_classes=10, in_channels=1, small_input=True).double().eval()
+    load_into(gray, load_pretrained(str(tmp_path / "rgb.pth")), adapt_channels="sum")
+    assert gray.conv1.weight.shape == (64, 1, 3, 3)
+    images = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(gray(images), rgb(images.repeat(1, 3, 1, 1)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(AssertionError):  # the check can fail: one channel alone is not the same network
+        red_only = torch.cat([images, 0 * images, 0 * images], 1)
+        torch.testing.assert_close(gray(images), rgb(red_only), rtol=1e-6, atol=1e-6)
+
+
+def test_repeat_feeds_three_gray_copies_to_the_unchanged_rgb_network(tmp_path, one_thread):
+    from zoo.data import build_datamodule
+
+    rgb = get_model("resnet18", num_classes=10, in_channels=3, small_input=True)
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
+    pretrained = load_pretrained(str(tmp_path / "rgb.pth"))
+    config = FinetuneConfig.from_dict({"weights": str(tmp_path / "rgb.pth"), "adapt_channels": "repeat"})
+    data_cfg = {"name": "digits", "image_size": 8, "channels": 1, "mean": None, "std": None}
+    model_cfg = {"name": "resnet18", "in_channels": None, "small_input": True}
+    data_cfg = adapt_data_config(data_cfg, model_cfg, config, pretrained)
+    assert data_cfg["channels"] == 3
+    dm = build_datamodule(**data_cfg)
+    dm.setup()
+    images = dm.train_set.tensors[0]
+    assert dm.in_channels == 3 and images.shape[1] == 3
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
+    net = get_model("resnet18", num_classes=10, in_channels=dm.in_channels, small_input=True)
+    load_into(net, pretrained, adapt_channels="repeat")
+    assert torch.equal(net.conv1.weight, rgb.conv1.weight)  # loaded as is
+
+    gray = get_model("resnet18", num_classes=10, in_channels=1, small_input=True)
+    with pytest.raises(WeightsError, match="adapt_channels=repeat needs a data module with a 'channels' option"):
+        load_into(gray, pretrained, adapt_channels="repeat")
+
+
+def test_pretrained_preprocessing_replaces_the_datas_unless_asked_not_to():
+    pretrained = Pretrained("run.ckpt", {}, preprocessing=Preprocessing(16, (0.2,), (0.4,)))
+    data_cfg = {"name": "digits", "image_size": 32, "channels": 1, "mean": None, "std": None}
+    model_cfg = {"name": "lenet5"}
+    used = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "run.ckpt"}), pretrained)
+    assert (used["image_size"], used["mean"], used["std"]) == (16, [0.2], [0.4])
+    own = FinetuneConfig.from_dict({"weights": "run.ckpt", "preprocessing": "data"})
+    kept = adapt_data_config(data_cfg, model_cfg, own, pretrained)
+    assert kept == data_cfg
+    # ImageNet statistics for a one-channel copy of the data: their mean.
+    imagenet = Pretrained("x", {}, preprocessing=Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    gray = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "x"}), imagenet)
+    assert gray["mean"] == pytest.approx([0.449]) and gray["image_size"] == 224
