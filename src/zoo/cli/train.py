@@ -60,7 +60,8 @@ def train(cfg: DictConfig) -> float:
     apply_finetuning(module.net, finetune, pretrained)
 
     trainer = build_trainer(cfg, run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if trainer.is_global_zero:  # under DDP every process runs this function
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
 
@@ -68,13 +69,14 @@ def train(cfg: DictConfig) -> float:
     best = checkpoint.best_model_path if checkpoint else ""
     score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
-    write_metrics(
-        run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
-        checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed, trainable_params=trainable,
-    )  # fmt: skip
-    metrics_csv = run_dir / "csv" / "metrics.csv"
-    if metrics_csv.is_file():
-        plot_curves(metrics_csv, run_dir / "curves.png")
+    if trainer.is_global_zero:
+        write_metrics(
+            run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
+            checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed, trainable_params=trainable,
+        )  # fmt: skip
+        metrics_csv = run_dir / "csv" / "metrics.csv"
+        if metrics_csv.is_file():
+            plot_curves(metrics_csv, run_dir / "curves.png")
     log.info("run folder: %s", run_dir)
     return float(score) if score is not None else float("nan")
 
