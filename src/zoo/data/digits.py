@@ -83,7 +83,7 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        max_shift: int = 2,
+        max_shift: int = 3,
         drop_last: bool = False,
         classes: list[int] | None = None,
         train_per_class: int | None = None,
