@@ -107,3 +107,21 @@ def test_eval_refuses_truncated_and_foreign_checkpoints(tmp_path):
         assert result.returncode == 1, name
         assert str(tmp_path / name) in result.stderr and expected in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_image_in_a_folder_exits_1_naming_the_file(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), color=(40 * i, 0, 0)).save(tmp_path / "images" / "train" / name / f"{i}.png")
+    corrupt = tmp_path / "images" / "train" / "b" / "broken.png"
+    corrupt.write_bytes(b"\x89PNG not really an image")
+    result = run_cli(
+        "zoo-train", "model=mlp", "data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
+        "data.num_workers=0", "data.batch_size=8", "data.augment=false", "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}", *QUIET,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot read image {corrupt}" in result.stderr and "Traceback" not in result.stderr

@@ -140,6 +140,14 @@ class TorchvisionDataModule(ImageDataModule):
         self.test_set = self._open(train=False, transform=self._transform(train=False))
 
 
+def load_image(path: str):
+    """torchvision's image loader, with an error that names a corrupt or unreadable file."""
+    try:
+        return datasets.folder.default_loader(path)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for broken files
+        raise DataError(f"cannot read image {path}: {err}") from None
+
+
 class ImageFolderDataModule(ImageDataModule):
     """Your own images: ``<root>/{train,val,test}/<class name>/<image file>``."""
 
@@ -197,7 +205,7 @@ class ImageFolderDataModule(ImageDataModule):
     def _folder(self, split: str, train: bool) -> datasets.ImageFolder:
         path = self.root / split
         try:
-            folder = datasets.ImageFolder(str(path), transform=self._transform(train))
+            folder = datasets.ImageFolder(str(path), transform=self._transform(train), loader=load_image)
         except FileNotFoundError as err:
             raise DataError(f"{path.resolve()}: {err}") from None
         if folder.classes != self.classes:
