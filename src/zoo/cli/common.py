@@ -140,9 +140,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         callbacks.append(cb.EarlyStopping(**plain(cfg.early_stopping)))
     bar = cfg.get("progress_bar", "rich")
     if bar == "rich":
-        callbacks.append(cb.RichProgressBar(leave=True))
+        callbacks.append(cb.RichProgressBar(refresh_rate=cfg.get("refresh_rate", 1), leave=True))
     elif bar == "tqdm":
-        callbacks.append(cb.TQDMProgressBar())
+        callbacks.append(cb.TQDMProgressBar(refresh_rate=cfg.get("refresh_rate", 1)))
     elif bar not in (None, "none"):
         raise ConfigError(f"callbacks.progress_bar must be rich, tqdm or none, got {bar!r}")
     if cfg.get("lr_monitor") and has_logger:
