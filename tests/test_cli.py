@@ -87,6 +87,8 @@ BAD_INPUT = {
     "unknown dataset": (["data.name=digitz"], "Unknown dataset 'digitz'", "cifar10"),
     "unknown optimizer": (["optim.name=adamm"], "Unknown optimizer 'adamm'", "rmsprop"),
     "unknown scheduler": (["sched.name=cosin"], "Unknown scheduler 'cosin'", "onecycle"),
+    "unknown fine-tune config": (["finetune=freez"], "Could not find 'finetune/freez'", "partial"),
+    "unknown fine-tune mode": (["finetune.mode=freez"], "finetune.mode must be one of", "gradual"),
     "wrong type": (["trainer.max_epochs=ten"], "max_epochs", "ten"),
     "unknown key": (["trainer.max_epoch=3"], "max_epoch", "not in"),
     "num_classes mismatch": (["model.num_classes=5"], "model.num_classes=5 but the data 'digits' has num_classes=10", ""),
