@@ -1,4 +1,4 @@
-"""Composing the real Hydra configs in-process, as the command line does."""
+"""Shared test helpers: the real Hydra configs composed in-process, CLI subprocesses, model weights."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import config_dir
@@ -34,3 +36,15 @@ def run_cli(command: str, *args: str, env: dict | None = None) -> subprocess.Com
     """Run a console script of this package as a user would, in a fresh process."""
     script = Path(sys.executable).parent / command
     return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def randomize_batch_norms(model: nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show
+    when our model and torchvision's are compared on the same weights."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)

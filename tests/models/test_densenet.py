@@ -11,6 +11,8 @@ from zoo.models.densenet import VARIANTS, DenseLayer
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import get_model, list_models
 
+from helpers import randomize_batch_norms
+
 NAMES = list_models("densenet*")
 # torchvision's published "GFLOPS" column (really GMACs, multiply-adds) at 224 px.
 PUBLISHED_GMACS = {"densenet121": 2.83, "densenet161": 7.73, "densenet169": 3.36, "densenet201": 4.29}
@@ -20,17 +22,6 @@ NUM_FEATURES = {"densenet121": 1024, "densenet161": 2208, "densenet169": 1664, "
 
 def _reference(name: str, **kwargs) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kwargs)
-
-
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
 
 
 def test_all_variants_registered():
@@ -49,7 +40,7 @@ def test_eval_outputs_match_torchvision(name: str):
     # DenseNet-121 at its full resolution, the others at the smallest size they take (29 px).
     size, batch = (224, 2) if name == "densenet121" else (29, 1)
     ref = _reference(name)
-    _randomize_batch_norms(ref)
+    randomize_batch_norms(ref)
     # Built on meta and given the reference's tensors (assign=True): skips our own random
     # init and a copy, which the contract test already exercises for every model.
     ours = build_on_meta(get_model, name=name)

@@ -13,23 +13,14 @@ from zoo.models.efficientnet import MBConv, round_filters
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import get_model, list_models
 
+from helpers import randomize_batch_norms
+
 VARIANTS = list_models("efficientnet_b*")
 RESOLUTIONS = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
 
 
 def _reference(name: str, **kwargs) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kwargs)
-
-
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
 
 
 def _batch_norm_settings(model: nn.Module) -> list[tuple[float, float]]:
@@ -58,7 +49,7 @@ def test_eval_outputs_match_torchvision(name: str):
     # B0 at its full resolution; the larger variants at a small size to keep this cheap.
     size, batch = (224, 2) if name == "efficientnet_b0" else (48, 1)
     ref = _reference(name)
-    _randomize_batch_norms(ref)
+    randomize_batch_norms(ref)
     ours = get_model(name)
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert _batch_norm_settings(ours) == _batch_norm_settings(ref)

@@ -10,20 +10,11 @@ from torch import nn
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import get_model
 
+from helpers import randomize_batch_norms
+
 
 def _reference(**kwargs) -> nn.Module:
     return torchvision.models.googlenet(weights=None, init_weights=True, **kwargs)
-
-
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
 
 
 def _batch_norm_settings(model: nn.Module) -> list[tuple[float, float]]:
@@ -41,7 +32,7 @@ def test_param_count_matches_torchvision(aux_logits: bool):
 
 def test_eval_outputs_match_torchvision_224():
     ref = _reference(aux_logits=True)
-    _randomize_batch_norms(ref)
+    randomize_batch_norms(ref)
     ours = get_model("googlenet")
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert _batch_norm_settings(ours) == _batch_norm_settings(ref)

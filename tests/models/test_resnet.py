@@ -11,6 +11,8 @@ from zoo.models.resnet import VARIANTS, BasicBlock, Bottleneck
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import get_model, list_models
 
+from helpers import randomize_batch_norms
+
 NAMES = list_models("resnet*")
 # torchvision's published "GFLOPS" column (really GMACs, multiply-adds) at 224 px.
 PUBLISHED_GMACS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51}
@@ -18,17 +20,6 @@ PUBLISHED_GMACS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet
 
 def _reference(name: str, **kwargs) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kwargs)
-
-
-def _randomize_batch_norms(model: nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, so that eps or wiring mistakes show."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -53,7 +44,7 @@ def test_eval_outputs_match_torchvision(name: str):
     # an odd size also checks the rounding of every stride-2 layer (33 -> 17 -> 9 -> 5 -> 3 -> 2).
     size, batch = (224, 2) if name == "resnet50" else (33, 1)
     ref = _reference(name)
-    _randomize_batch_norms(ref)
+    randomize_batch_norms(ref)
     # Built on meta and given the reference's tensors (assign=True): skips our own random
     # init and a copy, which the contract test already exercises for every model.
     ours = build_on_meta(get_model, name=name)
