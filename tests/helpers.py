@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 from torch import nn
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
@@ -48,3 +50,14 @@ def randomize_batch_norms(model: nn.Module) -> None:
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.1)
+
+
+def write_image_folder(root: Path, splits=("train", "test"), classes=("cat", "dog"), per_class: int = 4) -> None:
+    """An ImageFolder tree of random 24x20 RGB PNGs: <root>/<split>/<class>/<i>.png."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")

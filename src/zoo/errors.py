@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class ZooError(Exception):
@@ -28,3 +29,14 @@ class UnknownNameError(ConfigError):
 
 class DataError(ZooError):
     """A dataset is missing, empty or corrupt; the message names the path."""
+
+
+@contextlib.contextmanager
+def config_errors(what: str) -> Iterator[None]:
+    """Report a constructor's ``TypeError``/``ValueError`` as a config error about ``what``."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: {err}") from None

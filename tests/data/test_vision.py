@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision import datasets
+
+from helpers import write_image_folder
 
 from zoo.data import build_datamodule
 from zoo.errors import DataError
@@ -97,16 +98,6 @@ def test_missing_dataset_names_the_path_and_the_download_option(tmp_path, name, 
         dm.setup("fit")
     assert str(tmp_path / "nowhere" / folder) in str(info.value)
     assert "data.download=true" in str(info.value)
-
-
-def write_image_folder(root: Path, splits=("train", "test"), classes=("cat", "dog"), per_class: int = 4) -> None:
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
 
 
 def test_image_folder_reads_class_folders_and_splits_off_validation(tmp_path):

@@ -175,7 +175,7 @@ def test_vit_tiny_learns_digits_through_zoo_train(tmp_path, one_thread):
         "train", tmp_path,
         ["model=vit_tiny", "model.patch_size=8", "model.hidden_dim=64", "model.depth=2", "model.num_heads=2",
          "model.mlp_dim=128", "model.stochastic_depth_prob=0", "optim=adamw", "optim.lr=3e-3", "sched=cosine",
-         "sched.warmup_epochs=1", "trainer.max_epochs=8", "~logger", *QUIET],
+         "sched.warmup_epochs=1", "trainer.max_epochs=8", "data.batch_size=64", "~logger", *QUIET],
     )  # fmt: skip
     train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())

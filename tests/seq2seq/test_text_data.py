@@ -8,7 +8,8 @@ import torch
 
 from zoo import get_model
 from zoo.data import build_datamodule
-from zoo.data.text import DATE_FORMATS, collate_pairs, human_date, restore_datamodule
+from zoo.inference import restore_datamodule
+from zoo.data.text import DATE_FORMATS, collate_pairs, human_date
 from zoo.data.vocab import Vocab, tokenize
 from zoo.errors import ConfigError, DataError
 
@@ -129,7 +130,7 @@ def test_check_model_refuses_image_models_and_vocabularies_travel_in_the_state(t
     tsv.setup()
     ckpt = {"datamodule_hyper_parameters": dict(tsv.hparams), "ParallelTSVDataModule": tsv.state_dict()}
     path.unlink()  # the vocabularies come from the checkpoint alone
-    restored = restore_datamodule(ckpt)
+    restored = restore_datamodule(ckpt, path)
     assert (restored.src_vocab, restored.tgt_vocab) == (tsv.src_vocab, tsv.tgt_vocab)
 
     changed = build_datamodule("copy", num_symbols=5, train_size=50, val_size=5, test_size=5)

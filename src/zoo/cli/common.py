@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
 from zoo.data import DataModule
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import ConfigError, ZooError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.tasks import TASKS
 
@@ -56,17 +55,6 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
             sys.exit(1)
 
     return wrapper
-
-
-@contextlib.contextmanager
-def config_errors(what: str) -> Iterator[None]:
-    """Report a constructor's ``TypeError``/``ValueError`` as a config error about ``what``."""
-    try:
-        yield
-    except ZooError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{what}: {err}") from None
 
 
 def plain(node: Any) -> Any:
@@ -138,7 +126,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         callbacks.append(ExactResume())
     if cfg.get("early_stopping"):
         callbacks.append(cb.EarlyStopping(**plain(cfg.early_stopping)))
-    bar = cfg.get("progress_bar", "rich")
+    bar = cfg.get("progress_bar", "tqdm")
     if bar == "rich":
         callbacks.append(cb.RichProgressBar(refresh_rate=cfg.get("refresh_rate", 1), leave=True))
     elif bar == "tqdm":

@@ -16,12 +16,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.checkpoint import load_lightning_checkpoint
-from zoo.cli.common import config_dir, config_errors, reports_user_errors
-from zoo.data.text import restore_datamodule
-from zoo.data.vocab import EOS, tokenize
+from zoo import inference
+from zoo.cli.common import config_dir, reports_user_errors
 from zoo.errors import ConfigError
-from zoo.tasks import TASKS
+from zoo.inference import load_trained
 
 log = logging.getLogger("zoo")
 
@@ -54,36 +52,19 @@ def translate(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"text must be a non-empty string or a list of them, got {cfg.text!r}")
     if cfg.beam_size < 1:
         raise ConfigError(f"beam_size must be at least 1, got {cfg.beam_size}")
-    ckpt = load_lightning_checkpoint(cfg.ckpt_path)
-    with config_errors(f"checkpoint {cfg.ckpt_path}"):
-        datamodule = restore_datamodule(ckpt)
-        module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])
-        module.load_state_dict(ckpt["state_dict"])
-    net = module.net.to(cfg.device).eval()
-    src_vocab, tgt_vocab = datamodule.src_vocab, datamodule.tgt_vocab
-
-    outputs = []
-    for i, text in enumerate(texts, start=1):
-        ids = src_vocab.encode(text, eos=True)
-        unknown = sorted({t for t in tokenize(text, src_vocab.level) if t not in src_vocab.stoi})
-        if unknown:
-            log.warning("%r holds tokens the model never saw (read as <unk>): %s", text, unknown)
-        src = torch.tensor([ids], device=cfg.device)
-        max_len = cfg.max_len or 2 * src.shape[1] + 10
-        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), max_len, cfg.beam_size, cfg.length_penalty)
-        tokens = result.tokens[0].tolist()
-        outputs.append(tgt_vocab.decode(tokens))
-        print(outputs[-1])
+    trained = load_trained(cfg.ckpt_path, cfg.device)
+    results = inference.translate(trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len)
+    for i, result in enumerate(results, start=1):
+        if result.unknown:
+            log.warning("%r holds tokens the model never saw (read as <unk>): %s", result.text, result.unknown)
+        print(result.output)
         if cfg.heatmap and result.attention is not None:
-            steps = tokens.index(net.eos_idx) + 1 if net.eos_idx in tokens else len(tokens)
             path = Path(cfg.heatmap)
             if len(texts) > 1:
                 path = path.with_name(f"{path.stem}_{i}{path.suffix}")
-            out_tokens = tgt_vocab.tokens(tokens) + ([EOS] if net.eos_idx in tokens else [])
-            src_tokens = [src_vocab.itos[j] for j in ids]
-            save_attention_heatmap(result.attention[0, :steps].cpu(), src_tokens, out_tokens, path)
+            save_attention_heatmap(result.attention, result.source_tokens, result.output_tokens, path)
             log.info("attention heat map: %s", path)
-    return outputs
+    return [r.output for r in results]
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="translate")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from PIL import Image
 from torch import nn
 from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
 from zoo.registry import Registry
@@ -156,12 +160,47 @@ class ImageDataModule(DataModule):
     def model_facts(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
 
+    @property
+    def class_names(self) -> list[str]:
+        """A name per class index; the indices themselves unless the data names its classes."""
+        names = getattr(self, "_class_names", None)
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
+
     def state_dict(self) -> dict[str, Any]:
-        """The preprocessing, which Lightning stores in every checkpoint: fine-tuning from
-        the checkpoint feeds new data the same way (``zoo.finetune``). Statistics computed in
+        """The preprocessing and the class names, which Lightning stores in every
+        checkpoint: fine-tuning from the checkpoint feeds new data the same way
+        (``zoo.finetune``) and ``zoo-predict`` names its answers. Statistics computed in
         ``setup`` (digits) are not among the hyper-parameters, hence the state."""
         mean, std = getattr(self, "mean", ()), getattr(self, "std", ())
-        return {"image_size": getattr(self, "image_size", None), "mean": list(mean), "std": list(std)}
+        return {
+            "image_size": getattr(self, "image_size", None), "mean": list(mean), "std": list(std),
+            "class_names": self.class_names,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` recorded, for inference without the data."""
+        if state.get("image_size"):
+            self.image_size = state["image_size"]
+        if state.get("mean"):
+            self.mean, self.std = tuple(state["mean"]), tuple(state["std"])
+        if state.get("class_names"):
+            self._class_names = list(state["class_names"])
+
+    def predict_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Any PIL image (grayscale, RGB, RGBA, palette; any size) to a normalised
+        (C, H, W) tensor fed as the evaluation data is: converted by :func:`to_mode` to
+        the model's channels, then :meth:`eval_steps`."""
+        return v2.Compose([v2.Lambda(partial(to_mode, channels=self.in_channels)), *self.eval_steps()])
+
+    def eval_steps(self) -> list:
+        """The evaluation transform from a PIL image in the right mode to the model's input:
+        a [0, 1] float tensor, resized (shorter side) and centre-cropped to ``image_size``,
+        normalised with ``mean``/``std``. Data modules with another eval crop override it."""
+        size = self.image_size
+        return [
+            v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize(size, antialias=True),
+            v2.CenterCrop(size), v2.Normalize(self.mean, self.std),
+        ]  # fmt: skip
 
     def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
         c, s = self.in_channels, self.image_size
@@ -173,3 +212,10 @@ class ImageDataModule(DataModule):
         except ValueError as err:
             hint = " or model.small_input=true" if "small_input" in model_cfg else ""
             raise ConfigError(f"{err}. The data gives {c}x{s}x{s} images: set data.image_size=<size>{hint}") from None
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` as grayscale (1 channel) or RGB (3), transparent pixels composited on white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("L" if channels == 1 else "RGB")

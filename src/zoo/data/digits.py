@@ -107,6 +107,7 @@ class DigitsDataModule(ImageDataModule):
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.max_shift = max_shift
         self.classes = list(classes) if classes is not None else list(range(10))
+        self._class_names = [str(c) for c in self.classes]
         self.train_per_class = train_per_class
         self.num_classes, self.in_channels = len(self.classes), channels
         self._mean, self._std = mean, std

@@ -345,15 +345,3 @@ class ParallelTSVDataModule(TextDataModule):
 @DATASETS.register("parallel_tsv")
 def parallel_tsv(**kwargs: Any) -> ParallelTSVDataModule:
     return ParallelTSVDataModule(**kwargs)
-
-
-def restore_datamodule(ckpt: dict[str, Any], **overrides: Any) -> TextDataModule:
-    """The text data module of a training checkpoint with its vocabularies, without reading any data."""
-    from zoo.data import build_datamodule
-
-    datamodule = build_datamodule(**{**ckpt["datamodule_hyper_parameters"], **overrides})
-    state = ckpt.get(type(datamodule).__qualname__)
-    if not isinstance(datamodule, TextDataModule) or not state:
-        raise DataError("the checkpoint holds no text vocabularies (was it trained on text pairs?)")
-    datamodule.load_state_dict(state)
-    return datamodule

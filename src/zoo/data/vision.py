@@ -138,6 +138,7 @@ class TorchvisionDataModule(ImageDataModule):
         self.train_set = Subset(train_full, train_idx)
         self.val_set = Subset(eval_full, val_idx)
         self.test_set = self._open(train=False, transform=self._transform(train=False))
+        self._class_names = list(getattr(self.test_set, "classes", [])) or None  # e.g. CIFAR-10's "airplane"
 
 
 def load_image(path: str):
@@ -192,15 +193,32 @@ class ImageFolderDataModule(ImageDataModule):
         return len(self.classes)
 
     def _transform(self, train: bool) -> v2.Compose:
-        size = self.image_size
         steps = [v2.Grayscale()] if self.grayscale else []
-        steps += _to_tensor()
         if train and self.augment:
-            steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-        else:  # the usual eval crop: resize to size/0.875, keep the central size x size
-            steps += [v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size)]
-        steps.append(v2.Normalize(self.mean, self.std))
+            steps += [
+                *_to_tensor(), v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip(),
+                v2.Normalize(self.mean, self.std),
+            ]  # fmt: skip
+        else:
+            steps += self.eval_steps()
         return v2.Compose(steps)
+
+    def eval_steps(self) -> list:
+        """The usual eval crop: resize to ``image_size / 0.875``, keep the central square."""
+        size = self.image_size
+        return [
+            *_to_tensor(), v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size),
+            v2.Normalize(self.mean, self.std),
+        ]  # fmt: skip
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state.get("class_names"):
+            self._classes = list(state["class_names"])
 
     def _folder(self, split: str, train: bool) -> datasets.ImageFolder:
         path = self.root / split

@@ -15,10 +15,8 @@ rebuild the network by its registry name.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import lightning as L
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -26,13 +24,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from zoo.finetune import parameter_lrs
 from zoo.nn import LOSSES
 from zoo.nn.regularization import l1_penalty
-from zoo.optim import build_optimizer, build_scheduler
 from zoo.registry import get_model
 from zoo.tasks import TASKS
+from zoo.tasks.base import TaskModule
 
 
 @TASKS.register("classification")
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(TaskModule):
     """Train, validate and test any registered image model.
 
     Args:
@@ -67,9 +65,10 @@ class ImageClassifier(L.LightningModule):
         self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
         self.aux_loss_weight = aux_loss_weight
         n = self.net.num_classes
-        metrics = {"acc": MulticlassAccuracy(n, top_k=1, average="micro")}
+        # No argument checks per update: out-of-range labels already fail in the loss.
+        metrics = {"acc": MulticlassAccuracy(n, top_k=1, average="micro", validate_args=False)}
         if n > 5:
-            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro")
+            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro", validate_args=False)
         metrics = MetricCollection(metrics)
         # Training tracks top-1 only: it is updated every step, where each metric costs time.
         self.train_metrics = MetricCollection({"acc": metrics["acc"].clone()}).clone(prefix="train/")
@@ -92,10 +91,11 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.l1:
             loss = loss + l1_penalty((p for p in self.net.parameters() if p.ndim > 1), self.hparams.l1)
         self.train_metrics.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_train_loss(loss, len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
@@ -112,16 +112,6 @@ class ImageClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
-    def configure_optimizers(self):
+    def parameter_lrs(self) -> dict[str, float] | None:
         stage_lrs = self.hparams.get("stage_lrs")
-        lrs = parameter_lrs(self.net, stage_lrs, prefix="net.") if stage_lrs else None
-        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim, param_lrs=lrs)
-        if not self.hparams.sched:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps_per_epoch = max(1, math.ceil(total / epochs))
-        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.hparams.sched)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return parameter_lrs(self.net, stage_lrs, prefix="net.") if stage_lrs else None

@@ -20,10 +20,8 @@ values only, so checkpoints load with ``weights_only=True``.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -31,10 +29,10 @@ from torchmetrics.text import BLEUScore
 
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
-from zoo.optim import build_optimizer, build_scheduler
 from zoo.profiling import build_on_meta
 from zoo.registry import MODELS, get_model
 from zoo.tasks import TASKS
+from zoo.tasks.base import TaskModule
 
 log = logging.getLogger("zoo")
 
@@ -45,7 +43,7 @@ def _bleu_text(tokens: list[str]) -> str:
 
 
 @TASKS.register("seq2seq")
-class Seq2SeqModule(L.LightningModule):
+class Seq2SeqModule(TaskModule):
     """Train, validate and test any registered sequence-to-sequence model.
 
     Args:
@@ -109,9 +107,13 @@ class Seq2SeqModule(L.LightningModule):
         logits = self.net(batch["src"], batch["src_mask"], batch["tgt_in"])
         loss = self.loss(logits, batch["tgt_out"])
         self._token_accuracy(logits.detach(), batch["tgt_out"], "train")
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
-        self.log("train/acc", self.metrics["train"]["acc"], on_step=False, on_epoch=True, batch_size=len(logits))
+        self.log_train_loss(loss, len(logits))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log("train/acc", self.train_metrics["acc"].compute())
+        self.train_metrics["acc"].reset()
 
     # -- decoding and the metrics on decoded sequences
     def _vocabs(self):
@@ -176,15 +178,3 @@ class Seq2SeqModule(L.LightningModule):
             for src, pred, tgt in self._samples:
                 log.info("sample: %r -> %r (target %r)", src, pred, tgt)
         self._samples = []
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim)
-        if not self.hparams.sched:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps_per_epoch = max(1, math.ceil(total / epochs))
-        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.hparams.sched)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

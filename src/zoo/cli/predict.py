@@ -1,0 +1,106 @@
+"""``zoo-predict ckpt_path=... inputs=...``: use a trained model on your own files.
+
+Image checkpoints print the ``top_k`` classes of each image with their probabilities,
+named as the training data named them (ImageFolder folder names, CIFAR class names,
+digits), after the checkpoint's own preprocessing (any size; grayscale, RGB, RGBA and
+palette images converted to the model's channels). Files that cannot be read are
+reported by name and skipped; the exit code is 1 if there were any.
+
+Seq2seq checkpoints translate each line of the text files in ``inputs`` (or each string
+in ``text``) with :func:`zoo.inference.translate`, which ``zoo-translate`` uses too.
+``csv=<file>`` writes the results as a table as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from zoo import inference
+from zoo.cli.common import config_dir, reports_user_errors
+from zoo.data import ImageDataModule
+from zoo.errors import ConfigError, DataError
+
+log = logging.getLogger("zoo")
+
+
+def _listed(value) -> list:
+    if value is None:
+        return []
+    return list(OmegaConf.to_container(value)) if OmegaConf.is_list(value) else [value]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    log.info("wrote %s", path)
+
+
+def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
+    if cfg.top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {cfg.top_k}")
+    paths = inference.image_files(_listed(cfg.inputs))
+    predictions, failures = inference.classify(trained, paths, cfg.top_k, cfg.batch_size, cfg.invert)
+    for p in predictions:
+        print(f"{p.path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in zip(p.names, p.probabilities)))
+    for message in failures:
+        log.error("skipped: %s", message)
+    if cfg.csv:
+        rows = [
+            [str(p.path), rank, index, name, f"{prob:.6f}"]
+            for p in predictions
+            for rank, (index, name, prob) in enumerate(zip(p.classes, p.names, p.probabilities), start=1)
+        ]  # fmt: skip
+        _write_csv(Path(cfg.csv), ["path", "rank", "class_index", "class_name", "probability"], rows)
+    if failures:
+        log.error("%d of %d files could not be read", len(failures), len(paths))
+    return len(failures)
+
+
+def predict_texts(cfg: DictConfig, trained: inference.Trained) -> int:
+    texts = [t for t in _listed(cfg.text) if isinstance(t, str)]
+    for path in _listed(cfg.inputs):
+        path = Path(path)
+        try:
+            texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"cannot read text file {path.resolve()}: {err}") from None
+    if not texts:
+        raise ConfigError("no text to translate: give inputs=<text file> (one input per line) or text=<string>")
+    results = inference.translate(trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len)
+    for r in results:
+        if r.unknown:
+            log.warning("%r holds tokens the model never saw (read as <unk>): %s", r.text, r.unknown)
+        print(f"{r.text}\t{r.output}")
+    if cfg.csv:
+        _write_csv(Path(cfg.csv), ["input", "output"], [[r.text, r.output] for r in results])
+    return 0
+
+
+def predict(cfg: DictConfig) -> int:
+    """Print the predictions; returns the number of inputs that failed."""
+    trained = inference.load_trained(cfg.ckpt_path, cfg.device)
+    if isinstance(trained.datamodule, ImageDataModule):
+        if cfg.inputs is None:
+            raise ConfigError("inputs=<image file or folder> is required for an image checkpoint")
+        return predict_images(cfg, trained)
+    return predict_texts(cfg, trained)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    if predict(cfg):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

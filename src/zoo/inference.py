@@ -1,0 +1,188 @@
+"""A trained model back from its checkpoint alone, for prediction, translation and export.
+
+A ``zoo-train`` checkpoint holds everything needed to use the model without its data:
+the task's hyper-parameters (network name and options), the weights, the data settings
+(``datamodule_hyper_parameters``) and the data module's state (the preprocessing and
+class names of image data, the vocabularies of text data). :func:`load_trained` rebuilds
+the task module and the data module from these, reading the file through
+:mod:`zoo.checkpoint` (``weights_only=True``, no import targets) and no data at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+from zoo.checkpoint import CheckpointError, load_lightning_checkpoint
+from zoo.data import DataModule, ImageDataModule, build_datamodule
+from zoo.data.base import to_mode
+from zoo.data.text import TextDataModule
+from zoo.data.vocab import EOS, tokenize
+from zoo.errors import ConfigError, DataError, config_errors
+from zoo.tasks import TASKS
+from zoo.tasks.base import TaskModule
+
+
+@dataclass
+class Trained:
+    """A task module in eval mode with the data module it was trained on (not set up)."""
+
+    module: TaskModule
+    datamodule: DataModule
+    path: Path
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.module.net
+
+
+def restore_datamodule(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> DataModule:
+    """The data module of a training checkpoint with its recorded state, without reading data."""
+    data_hparams = ckpt.get("datamodule_hyper_parameters")
+    if not data_hparams:
+        raise CheckpointError(f"{Path(path).resolve()} records no data settings; it was not written by zoo-train")
+    settings = {**data_hparams, **overrides}
+    with config_errors(f"data '{settings.get('name')}' of {path}"):
+        datamodule = build_datamodule(**settings)
+    state = ckpt.get(type(datamodule).__qualname__)
+    if state:
+        datamodule.load_state_dict(state)
+    return datamodule
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu", **data_overrides: Any) -> Trained:
+    """Rebuild the task module (weights loaded strictly, eval mode, on ``device``) and the
+    data module of a ``zoo-train`` checkpoint."""
+    ckpt = load_lightning_checkpoint(path)
+    datamodule = restore_datamodule(ckpt, path, **data_overrides)
+    with config_errors(f"checkpoint {path}"):
+        module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])
+        module.load_state_dict(ckpt["state_dict"])
+    return Trained(module.to(device).eval(), datamodule, Path(path))
+
+
+# -- images --------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """The ``top_k`` classes of one image, most probable first."""
+
+    path: Path
+    classes: list[int]
+    names: list[str]
+    probabilities: list[float]
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image at ``path`` fully decoded, or :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's errors
+        raise DataError(f"cannot read image {path}: {err}") from None
+
+
+def image_files(inputs: str | Path | list) -> list[Path]:
+    """The files to classify: each input file as given, every file under each folder (sorted)."""
+    paths = []
+    for entry in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        entry = Path(entry)
+        if entry.is_dir():
+            paths += sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif entry.is_file():
+            paths.append(entry)
+        else:
+            raise DataError(f"input not found: {entry.resolve()}")
+    return paths
+
+
+@torch.no_grad()
+def classify(
+    trained: Trained, paths: list[Path], top_k: int = 5, batch_size: int = 32, invert: bool = False,
+) -> tuple[list[Prediction], list[str]]:  # fmt: skip
+    """Classify image files with the checkpoint's own preprocessing.
+
+    Returns the predictions and one message per file that could not be read (those files
+    are skipped). ``invert`` turns dark-on-light images into the light-on-dark digits of
+    ``digits`` and MNIST checkpoints.
+    """
+    datamodule = trained.datamodule
+    if not isinstance(datamodule, ImageDataModule):
+        raise ConfigError(f"{trained.path} was not trained on images; it cannot classify image files")
+    transform, names = datamodule.predict_transform(), datamodule.class_names
+    k = min(top_k, len(names))
+    device = next(trained.net.parameters()).device
+    predictions, failures = [], []
+    batch: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        probs = trained.net(torch.stack([x for _, x in batch]).to(device)).float().softmax(dim=1)
+        top = probs.topk(k, dim=1)
+        for (path, _), p, i in zip(batch, top.values.tolist(), top.indices.tolist()):
+            predictions.append(Prediction(path, i, [names[j] for j in i], p))
+        batch.clear()
+
+    for path in paths:
+        try:
+            image = read_image(path)
+        except DataError as err:
+            failures.append(str(err))
+            continue
+        if invert:
+            image = ImageOps.invert(to_mode(image, channels=3))
+        batch.append((path, transform(image)))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return predictions, failures
+
+
+# -- text ----------------------------------------------------------------------------
+
+
+@dataclass
+class Translation:
+    """One decoded text with the tokens and attention weights behind it."""
+
+    text: str
+    output: str
+    source_tokens: list[str]
+    output_tokens: list[str]
+    attention: torch.Tensor | None  # (len(output_tokens), len(source_tokens)), or None
+    unknown: list[str]  # source tokens outside the vocabulary (read as <unk>)
+
+
+@torch.no_grad()
+def translate(
+    trained: Trained, texts: list[str], beam_size: int = 1, length_penalty: float = 1.0, max_len: int | None = None,
+) -> list[Translation]:  # fmt: skip
+    """Decode each text with a seq2seq checkpoint (greedy for ``beam_size`` 1, else beam search)."""
+    datamodule, net = trained.datamodule, trained.net
+    if not isinstance(datamodule, TextDataModule) or datamodule.src_vocab is None:
+        raise DataError(f"{trained.path} holds no text vocabularies (was it trained on text pairs?)")
+    if beam_size < 1:
+        raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
+    src_vocab, tgt_vocab = datamodule.src_vocab, datamodule.tgt_vocab
+    device = next(net.parameters()).device
+    results = []
+    for text in texts:
+        ids = src_vocab.encode(text, eos=True)
+        unknown = sorted({t for t in tokenize(text, src_vocab.level) if t not in src_vocab.stoi})
+        src = torch.tensor([ids], device=device)
+        limit = max_len or 2 * src.shape[1] + 10
+        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), limit, beam_size, length_penalty)
+        tokens = result.tokens[0].tolist()
+        steps = tokens.index(net.eos_idx) + 1 if net.eos_idx in tokens else len(tokens)
+        out_tokens = tgt_vocab.tokens(tokens) + ([EOS] if net.eos_idx in tokens else [])
+        attention = result.attention[0, :steps].cpu() if result.attention is not None else None
+        results.append(
+            Translation(text, tgt_vocab.decode(tokens), [src_vocab.itos[j] for j in ids], out_tokens, attention, unknown)
+        )
+    return results
