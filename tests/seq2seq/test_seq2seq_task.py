@@ -131,3 +131,20 @@ def test_translate_refuses_bad_requests(reverse_run, tmp_path):
         translate(_translate_cfg(tmp_path, ckpt, "text=abc", "beam_size=0"))
     with pytest.raises(ConfigError, match="non-empty string"):
         translate(_translate_cfg(tmp_path, ckpt, "text=[]"))
+
+
+def test_predict_translates_text_lines_as_translate_does(one_thread, reverse_run, tmp_path):
+    run_dir, _, _ = reverse_run
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    texts = ["abcdhg", "hgf", "eeab"]
+    lines = tmp_path / "inputs.txt"
+    lines.write_text("\n".join(texts) + "\n\n")  # blank lines are skipped
+    out = tmp_path / "out.csv"
+    result = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"inputs={lines}", f"csv={out}")
+    assert result.returncode == 0, result.stderr
+    expected = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]"))
+    assert result.stdout.splitlines() == [f"{t}\t{o}" for t, o in zip(texts, expected)]
+    assert out.read_text().splitlines()[1:] == [f"{t},{o}" for t, o in zip(texts, expected)]
+
+    bad = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"text=[{texts[0]}]", "beam_size=0")
+    assert bad.returncode == 1 and "beam_size must be at least 1" in bad.stderr
