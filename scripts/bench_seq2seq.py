@@ -3,7 +3,7 @@
 ``zoo-train experiment=seq2seq_dates`` (GRU encoder-decoder with Bahdanau attention on
 human-written dates -> ISO), one fresh process per seed, median over the seeds.
 
-    python scripts/bench_seq2seq.py [--seeds 0,1,2] [--threads 1] [overrides ...]
+    python scripts/bench_seq2seq.py [--seeds 0,1,2] [--threads 1] [--experiment transformer_dates] [overrides ...]
 
 Target: median test exact-match >= 0.99 in a few minutes on 2 CPU cores. Extra
 arguments are passed to zoo-train (e.g. ``model=seq2seq_lstm``). ``--threads`` sets
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
+    parser.add_argument("--experiment", default="seq2seq_dates", help="the recipe in configs/experiment/")
     parser.add_argument("overrides", nargs="*", help="further zoo-train overrides")
     args = parser.parse_args()
     zoo_train = Path(sys.executable).parent / "zoo-train"
@@ -37,7 +38,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as run_dir:
             start = time.perf_counter()
             subprocess.run(
-                [str(zoo_train), "experiment=seq2seq_dates", f"seed={seed}", f"hydra.run.dir={run_dir}",
+                [str(zoo_train), f"experiment={args.experiment}", f"seed={seed}", f"hydra.run.dir={run_dir}",
                  "callbacks.progress_bar=none", *args.overrides],
                 check=True, capture_output=True, env=env,
             )  # fmt: skip

@@ -140,3 +140,28 @@ def test_each_finetune_config_composes_with_the_lectures_rates(tmp_path, mode, r
     if mode == "gradual":
         assert config.lr_backbone == 1e-5 and config.unfreeze_epochs == (1, 2, 3, 4)
     assert compose_config("train", tmp_path, []).finetune.mode == "none"  # the default
+
+
+def test_eval_and_predict_work_on_a_fine_tuned_checkpoint_with_its_new_classes(tmp_path, one_thread):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    _pretrained(get_model("lenet5", num_classes=10, **LENET), tmp_path / "lenet5.pth")
+    run = tmp_path / "run"
+    overrides = ["finetune=full", f"finetune.weights={tmp_path / 'lenet5.pth'}", "finetune.reset_head=true",
+                 "data.classes=[7,8,9]", *SHORT, *QUIET]  # fmt: skip
+    train(compose_config("train", run, overrides))
+    ckpt = run / "checkpoints" / "best.ckpt"
+
+    evaluated = run_cli("zoo-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"] >= 0
+
+    digit = load_digits()
+    eight = int(np.flatnonzero(digit.target == 8)[0])
+    Image.fromarray(np.round(digit.images[eight] * 255 / 16).astype(np.uint8)).save(tmp_path / "eight.png")
+    predicted = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"inputs={tmp_path / 'eight.png'}", "top_k=5")
+    assert predicted.returncode == 0, predicted.stderr
+    names = [part.split()[0] for part in predicted.stdout.split(": ", 1)[1].split(", ")]
+    assert sorted(names) == ["7", "8", "9"]  # the fine-tuned head's classes, named as digits, not 0..2
