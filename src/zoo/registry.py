@@ -9,10 +9,10 @@ with the close matches. Models use the module-level :data:`MODELS` registry thro
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from zoo.errors import UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +67,17 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-def get_model(name: str, **kwargs: Any):
-    """Build the registered model ``name`` with constructor ``kwargs``."""
-    return MODELS.build(name, **kwargs)
+def get_model(name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None, **kwargs: Any):
+    """Build the registered model ``name`` with constructor ``kwargs``.
+
+    With ``features_only=True`` the result is a :class:`zoo.models.features.FeatureExtractor`:
+    the model without its head, whose ``forward(x)`` returns the feature maps at
+    ``out_indices`` (default: all of them) and whose ``feature_info`` describes them.
+    """
+    if not features_only:
+        if out_indices is not None:
+            raise ConfigError(f"out_indices={list(out_indices)} is only used with features_only=True")
+        return MODELS.build(name, **kwargs)
+    from zoo.models.features import FeatureExtractor  # zoo.models imports this module
+
+    return FeatureExtractor(MODELS.build(name, **kwargs), out_indices, name=name)

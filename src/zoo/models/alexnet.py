@@ -45,12 +45,13 @@ Deviations from the paper (all but the last two follow torchvision):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
 from zoo.registry import register_model
 
 
@@ -95,16 +96,20 @@ class AlexNet(ImageModel):
         if small_input:
             convs = (SMALL_INPUT_CONV1,) + convs[1:]
         layers: list[nn.Module] = []
-        width = in_channels
+        width, reduction = in_channels, 1
+        self.feature_info = []  # conv1 .. conv5 as in stages(): after the ReLU, or the max pool
         for i, spec in enumerate(convs):
             layers.append(nn.Conv2d(width, spec.out_channels, spec.kernel_size, spec.stride, spec.padding))
             layers.append(nn.ReLU(inplace=True))
+            reduction *= spec.stride
             if spec.pool:
                 # The small-input stem keeps an identity in the first pool's slot so that
                 # every later module keeps torchvision's index (and state_dict key).
                 skip = small_input and i == 0
                 layers.append(nn.Identity() if skip else nn.MaxPool2d(3, stride=2))
+                reduction *= 1 if skip else 2
             width = spec.out_channels
+            self.feature_info.append(FeatureInfo(f"features.{len(layers) - 1}", width, reduction))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
@@ -122,6 +127,10 @@ class AlexNet(ImageModel):
         x = self.features(x)  # (B, 256, 6, 6): 55 -> 27 -> 13 -> 6 along the way
         x = self.avgpool(x)  # (B, 256, 6, 6)
         return torch.flatten(x, 1)  # (B, 9216)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        # 224 px: (B, 64, 27, 27), (B, 192, 13, 13), (B, 384, 13, 13), (B, 256, 13, 13), (B, 256, 6, 6)
+        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)  # (B, num_classes)

@@ -9,13 +9,54 @@ family's internals:
 - ``stages()`` -> ordered ``(name, module)`` groups from stem to head, for freezing;
 - ``default_image_size`` (the canonical input) and the input-size rule the family has:
   ``fixed_image_size`` when the architecture only takes one size, otherwise
-  ``min_image_size``. Inputs are checked and a wrong shape raises ``ValueError``.
+  ``min_image_size``. Inputs are checked and a wrong shape raises ``ValueError``;
+- ``feature_info`` and :meth:`~ImageModel.feature_maps`: the spatial feature maps of the
+  trunk (empty for models without any, like the MLP), from which
+  :meth:`~ImageModel.forward_intermediates` and ``get_model(name, features_only=True)``
+  (:class:`zoo.models.features.FeatureExtractor`) take theirs.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map of an image model's trunk, known from its configuration alone.
+
+    Attributes:
+        name: Path of the module whose output the map is, as in ``named_modules()``
+            (``"layer2"``, ``"features.transition1.norm"``): a forward hook there sees it,
+            and the family's ``state_dict`` keys share the prefix.
+        channels: ``C`` of the map ``(B, C, H', W')``.
+        stride: Reduction relative to the input, the product of the strides before the map:
+            ``H' = H / stride``, rounded down or up by the padding. Unpadded ("valid")
+            convolutions make the map a few pixels smaller still (LeNet-5's C1 is 28x28 from
+            a 32x32 image at stride 1).
+    """
+
+    name: str
+    channels: int
+    stride: int
+
+
+def sequential_feature_maps(
+    sequential: nn.Sequential, x: torch.Tensor, feature_info: Sequence[FeatureInfo], prefix: str
+) -> Iterator[torch.Tensor]:
+    """Run ``sequential`` (registered at path ``prefix``) on ``x``, yielding the output of
+    every child whose path is a ``feature_info`` name: a trunk kept as one flat
+    ``Sequential`` (torchvision's VGG, AlexNet, EfficientNet) split into its maps."""
+    names = {info.name for info in feature_info}
+    for key, module in sequential.named_children():
+        x = module(x)
+        if f"{prefix}.{key}" in names:
+            yield x
 
 
 class ImageModel(nn.Module):
@@ -27,6 +68,9 @@ class ImageModel(nn.Module):
     default_image_size: int = 224
     fixed_image_size: int | None = None
     min_image_size: int = 1
+    #: The maps :meth:`feature_maps` yields, input to output; families fill it in from
+    #: their configuration in ``__init__``. Empty: the model has no spatial feature maps.
+    feature_info: Sequence[FeatureInfo] = ()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, num_features)."""
@@ -43,6 +87,59 @@ class ImageModel(nn.Module):
     def stages(self) -> list[tuple[str, nn.Module]]:
         """Ordered groups of modules from input to output: stem, stage 1..N, head."""
         raise NotImplementedError
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yield the maps of ``feature_info`` in order, (B, C_i, H_i, W_i) each.
+
+        A generator, so that a caller that stops early runs the network only that far
+        (and never touches the modules after it). Families implement this; callers use
+        :meth:`forward_intermediates`, which checks the input and picks the maps.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no feature maps")
+
+    def feature_indices(self, indices: Sequence[int] | None = None) -> list[int]:
+        """``indices`` into ``feature_info`` made non-negative and sorted (default: all).
+
+        Raises:
+            ValueError: an index is out of range (the message gives the valid range), is
+                repeated, or ``indices`` is empty.
+        """
+        n = len(self.feature_info)
+        if n == 0:
+            raise ValueError(f"{type(self).__name__} has no feature maps")
+        if indices is None:
+            return list(range(n))
+        resolved = []
+        for i in indices:
+            i = operator.index(i)  # ints only: 1.0 or "1" is a mistake, not an index
+            if not -n <= i < n:
+                raise ValueError(
+                    f"feature index {i} is out of range for {type(self).__name__}, which has {n} feature maps: "
+                    f"valid indices are {-n}..{n - 1} ({', '.join(f.name for f in self.feature_info)})"
+                )
+            resolved.append(i % n)
+        if not resolved:
+            raise ValueError("no feature index given: pass None for all the feature maps")
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"feature indices {list(indices)} name the same map twice (of {n})")
+        return sorted(resolved)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """The feature maps at ``indices`` into ``feature_info`` (negative ones count from
+        the end; default all), input to output, each (B, channels, ~H/stride, ~W/stride).
+
+        The network runs only up to the last map asked for; the head never runs.
+        """
+        take = self.feature_indices(indices)
+        self.check_input(x)
+        wanted, last = set(take), take[-1]
+        maps: list[torch.Tensor] = []
+        for i, fmap in enumerate(self.feature_maps(x)):
+            if i in wanted:
+                maps.append(fmap)
+            if i == last:
+                return maps
+        raise RuntimeError(f"{type(self).__name__}.feature_maps yielded fewer maps than feature_info lists")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel
 from zoo.registry import register_model
 
 
@@ -231,15 +232,21 @@ class DenseNet(ImageModel):
             pool0=nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1),
         )
         self.features = nn.Sequential(stem)
+        reduction = 1 if small_input else 4
+        # Feature maps: the stem, then each dense block's output after the batch norm that
+        # follows it (the next transition's, or norm5), before its ReLU.
+        self.feature_info = [FeatureInfo("features.pool0", width, reduction)]
         n_blocks = len(variant.block_config)
         for i, num_layers in enumerate(variant.block_config, start=1):
             block = DenseBlock(num_layers, width, k, BN_SIZE, drop_rate, memory_efficient)
             self.features.add_module(f"denseblock{i}", block)
             width = block.out_channels
+            norm = f"features.transition{i}.norm" if i < n_blocks else "features.norm5"
+            self.feature_info.append(FeatureInfo(norm, width, reduction))
             if i < n_blocks:
                 out = math.floor(COMPRESSION * width)
                 self.features.add_module(f"transition{i}", Transition(width, out))
-                width = out
+                width, reduction = out, reduction * 2
         self.features.add_module("norm5", nn.BatchNorm2d(width))
         self.num_features = width
         self.classifier = nn.Linear(width, num_classes)
@@ -256,6 +263,22 @@ class DenseNet(ImageModel):
         x = self.features(x)  # stem (B, 2k, 56, 56) -> blocks 56, 28, 14, 7 -> (B, C_4, 7, 7)
         x = F.relu(x)  # the final BN (norm5) is followed by a ReLU, then global pooling
         return F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, num_features)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        f = self.features
+        x = f.pool0(f.relu0(f.norm0(f.conv0(x))))
+        yield x  # stem: (B, 2k, H/4, W/4)
+        n_blocks = len(self.variant.block_config)
+        for i in range(1, n_blocks + 1):
+            x = getattr(f, f"denseblock{i}")(x)  # (B, C_i, H/2^(i+1), W/2^(i+1))
+            if i == n_blocks:
+                yield f.norm5(x)
+                return
+            transition = getattr(f, f"transition{i}")
+            y = transition.norm(x)
+            yield y
+            # Not the transition's in-place ReLU: it would overwrite the map just yielded.
+            x = transition.pool(transition.conv(torch.relu(y)))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)  # (B, num_classes)

@@ -47,6 +47,7 @@ Deviations from the paper (torchvision parity; its ``state_dict`` loads with
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,7 @@ from torch import nn
 from zoo.layers.conv import ConvNormAct
 from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import StochasticDepth
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
 from zoo.registry import register_model
 
 
@@ -180,8 +181,15 @@ class EfficientNet(ImageModel):
         ]
         repeats = [round_repeats(row.layers, d) for row in B0_STAGES]
         total, block_id = sum(repeats), 0
-        for row, n in zip(B0_STAGES, repeats):
+        reduction = 1 if small_input else 2
+        # Feature maps: the last stage at each stride (stages 1, 2, 3, 5, 7 of Table 1's
+        # MBConv rows), strides 2, 4, 8, 16, 32; the stem and the 1x1 head conv are not.
+        self.feature_info = []
+        for k, (row, n) in enumerate(zip(B0_STAGES, repeats), start=1):
+            reduction *= row.stride
             out = round_filters(row.channels, w)
+            if k == len(B0_STAGES) or B0_STAGES[k].stride > 1:
+                self.feature_info.append(FeatureInfo(f"features.{k}", out, reduction))
             blocks = []
             for i in range(n):
                 drop_prob = stochastic_depth_prob * block_id / total  # linear in depth
@@ -203,6 +211,10 @@ class EfficientNet(ImageModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, num_features, H / 32, W / 32)
         return self.avgpool(x).flatten(1)  # (B, num_features)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        # B0 at 224 px: (B, 16, 112, 112), (B, 24, 56, 56), (B, 40, 28, 28), (B, 112, 14, 14), (B, 320, 7, 7)
+        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)  # (B, num_classes)

@@ -49,13 +49,14 @@ Deviations from the paper (all follow torchvision so that its ``state_dict`` loa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel
 from zoo.registry import register_model
 
 
@@ -193,6 +194,15 @@ class GoogLeNet(ImageModel):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(width, num_classes)
+        # The stem's output, then each group's last module (3b, 4e, 5b) before the max
+        # pool that follows it: strides 8, 8, 16, 32 (small_input: 1, 1, 2, 4).
+        reduction = 1 if small_input else 8
+        self.feature_info = [
+            FeatureInfo("maxpool2", 192, reduction),
+            FeatureInfo("inception3b", channels["3b"], reduction),
+            FeatureInfo("inception4e", channels["4e"], reduction * 2),
+            FeatureInfo("inception5b", channels["5b"], reduction * 4),
+        ]
         _init_weights(self)
 
     def _trunk(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -214,6 +224,19 @@ class GoogLeNet(ImageModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._trunk(x, with_aux=False)[0]
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        # Shapes for 224 px; the auxiliary classifiers are not run.
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        yield x  # stem: (B, 192, 28, 28)
+        x = self.inception3b(self.inception3a(x))
+        yield x  # (B, 480, 28, 28)
+        x = self.maxpool3(x)
+        for name in ("4a", "4b", "4c", "4d", "4e"):
+            x = getattr(self, f"inception{name}")(x)
+        yield x  # (B, 832, 14, 14)
+        x = self.inception5b(self.inception5a(self.maxpool4(x)))
+        yield x  # (B, 1024, 7, 7)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(features))  # (B, num_classes)

@@ -36,12 +36,14 @@ where a choice exists, ``configs/model/lenet5.yaml`` picks the modern recipe):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo.layers import make_activation
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel
 from zoo.registry import register_model
 
 # Table I of the paper: the S2 maps each C3 map is connected to.
@@ -137,12 +139,33 @@ class LeNet5(ImageModel):
         f6 = [nn.Linear(120, 84)] + ([nn.BatchNorm1d(84)] if use_bn else [])
         self.f6 = nn.Sequential(*f6, make_activation(activation))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(84, num_classes))
+        # The paper's layers C1, S2, C3, S4, C5 (after the activation; S2/S4 are the pools
+        # that end the c1/c3 blocks). Unpadded 5x5 convs: 28, 14, 10, 5, 1 px from 32.
+        act = str(len(self.c1) - 2)  # index of the activation, after the optional batch norm
+        self.feature_info = [
+            FeatureInfo(f"c1.{act}", 6, 1),
+            FeatureInfo("c1", 6, 2),
+            FeatureInfo(f"c3.{act}", 16, 2),
+            FeatureInfo("c3", 16, 4),
+            FeatureInfo("c5", 120, 4),
+        ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.c1(x)  # (B, 6, 14, 14)
         x = self.c3(x)  # (B, 16, 5, 5)
         x = self.c5(x).flatten(1)  # (B, 120)
         return self.f6(x)  # (B, 84)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.c1[:-1](x)
+        yield x  # C1: (B, 6, 28, 28)
+        x = self.c1[-1](x)
+        yield x  # S2: (B, 6, 14, 14)
+        x = self.c3[:-1](x)
+        yield x  # C3: (B, 16, 10, 10)
+        x = self.c3[-1](x)
+        yield x  # S4: (B, 16, 5, 5)
+        yield self.c5(x)  # C5: (B, 120, 1, 1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)

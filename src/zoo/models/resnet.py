@@ -45,12 +45,13 @@ Deviations from the paper (torchvision parity: its ``state_dict`` loads with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel
 from zoo.registry import register_model
 
 
@@ -195,6 +196,13 @@ class ResNet(ImageModel):
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.num_features, num_classes)
+        # The stem (after the max pool) and layer1..layer4: strides 4, 4, 8, 16, 32, or
+        # 1, 1, 2, 4, 8 with the small-input stem.
+        reduction = 1 if small_input else 4
+        self.feature_info = [FeatureInfo("maxpool", STEM_CHANNELS, reduction)]
+        for i, planes in enumerate(STAGE_PLANES, start=1):
+            reduction *= 1 if i == 1 else 2
+            self.feature_info.append(FeatureInfo(f"layer{i}", planes * block.expansion, reduction))
         _init_weights(self)
         if zero_init_residual:
             for m in self.modules():
@@ -210,6 +218,13 @@ class ResNet(ImageModel):
         x = self.layer3(x)  # (B, 256 e, 14, 14)
         x = self.layer4(x)  # (B, 512 e, 7, 7)
         return self.avgpool(x).flatten(1)  # (B, num_features)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        yield x  # stem: (B, 64, H/4, W/4)
+        for i in range(1, len(STAGE_PLANES) + 1):
+            x = getattr(self, f"layer{i}")(x)
+            yield x  # (B, 64 e 2^(i-1), H/2^(i+1), W/2^(i+1))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)  # (B, num_classes)

@@ -42,12 +42,13 @@ Deviations from the paper (all follow torchvision):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
 from zoo.registry import register_model
 
 
@@ -117,6 +118,12 @@ class VGG(ImageModel):
         self.config, self.batch_norm = config, batch_norm
 
         self.features = make_features(VGG_CONFIGS[config], in_channels, batch_norm)
+        # block1 .. block5 as in stages(): each max pool's output, strides 2 .. 32.
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self.feature_info = [
+            FeatureInfo(f"features.{i}", block[-1], 2**k)
+            for k, (i, block) in enumerate(zip(pools, VGG_CONFIGS[config]), start=1)
+        ]
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(self.num_features, 4096),
@@ -133,6 +140,10 @@ class VGG(ImageModel):
         x = self.features(x)  # (B, 512, H/32, W/32): (B, 512, 7, 7) at 224 px
         x = self.avgpool(x)  # (B, 512, 7, 7)
         return torch.flatten(x, 1)  # (B, 25088)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        # (B, 64, H/2, W/2), (B, 128, H/4, W/4), (B, 256, H/8, W/8), (B, 512, H/16, W/16), (B, 512, H/32, W/32)
+        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)  # (B, num_classes)

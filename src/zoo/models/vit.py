@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -61,7 +62,7 @@ from torch import nn
 
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
-from zoo.models.base import ImageModel
+from zoo.models.base import FeatureInfo, ImageModel
 from zoo.registry import register_model
 
 LN_EPS = 1e-6  # the paper's JAX LayerNorm default, kept by torchvision
@@ -127,9 +128,12 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(blocks)
         self.ln = nn.LayerNorm(variant.hidden_dim, eps=LN_EPS)
 
+    def add_positions(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dropout(z + self.pos_embedding)  # Eq. 1: + E_pos, (B, N + 1, D)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = self.dropout(z + self.pos_embedding)  # Eq. 1: + E_pos, (B, N + 1, D)
-        return self.ln(self.layers(z))  # Eq. 4's LN is applied to every token; the model keeps token 0
+        # Eq. 4's LN is applied to every token; the model keeps token 0.
+        return self.ln(self.layers(self.add_positions(z)))
 
 
 class PatchEmbedding(nn.Module):
@@ -182,6 +186,8 @@ class VisionTransformer(ImageModel):
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))  # x_class
         self.encoder = Encoder(self.num_patches + 1, variant, dropout, attention_dropout, stochastic_depth_prob)
         self.heads = nn.Sequential(OrderedDict(head=self._new_head(num_classes)))
+        # Every block's output is a feature map: the patch tokens on their grid, stride P.
+        self.feature_info = [FeatureInfo(f"encoder.layers.encoder_layer_{i}", d, p) for i in range(variant.depth)]
 
         fan_in = in_channels * p * p
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
@@ -194,13 +200,25 @@ class VisionTransformer(ImageModel):
         nn.init.zeros_(head.bias)
         return head
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        b = x.shape[0]
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The class token and the embedded patches, ``z_0`` before ``E_pos``: (B, N + 1, D)."""
         x = self.conv_proj(x)  # (B, D, H/P, W/P)
         x = x.flatten(2).transpose(1, 2)  # patches as tokens: (B, N, D)
-        x = torch.cat([self.class_token.expand(b, -1, -1), x], dim=1)  # (B, N + 1, D)
-        return self.encoder(x)[:, 0]  # y = LN(z_L^0): (B, D)
+        return torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.encoder(self._tokens(x))[:, 0]  # y = LN(z_L^0): (B, D)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each block's output ``z_l`` without the class token, its N = (H/P)(W/P) patch
+        tokens laid back on the patch grid (row-major, as ``conv_proj`` flattened them):
+        (B, D, H/P, W/P), a view of the tokens. The final LayerNorm is not applied."""
+        grid = (x.shape[-2] // self.variant.patch_size, x.shape[-1] // self.variant.patch_size)
+        z = self.encoder.add_positions(self._tokens(x))  # (B, N + 1, D)
+        for layer in self.encoder.layers:
+            z = layer(z)
+            yield z[:, 1:].transpose(1, 2).unflatten(2, grid)  # (B, D, H/P, W/P)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.heads(features)  # (B, num_classes)
