@@ -1,0 +1,61 @@
+"""``zoo-export ckpt_path=... format=onnx``: ship a trained image model as one file.
+
+Writes the checkpoint's network as an ONNX file (``format=onnx``, run it with onnxruntime)
+or a ``torch.export`` program (``format=torch_export``, a ``.pt2`` file that PyTorch loads
+without this package's code) with :mod:`zoo.export`: a dynamic batch dimension and the
+image size and channels the checkpoint was trained on (``(B, C, image_size, image_size)``,
+after the checkpoint's own preprocessing, which the file does not contain). The file goes
+beside the checkpoint (``<stem>.onnx`` / ``<stem>.pt2``) unless ``out`` is given, and is
+kept only if it matches the eager network; stdout shows its path and that difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from zoo import export as exporting
+from zoo import inference
+from zoo.cli.common import config_dir, reports_user_errors
+from zoo.data import ImageDataModule
+from zoo.errors import ConfigError
+
+
+def export(cfg: DictConfig) -> exporting.Exported:
+    """Export ``cfg.ckpt_path`` as ``cfg.format`` and print where it went and how close it is."""
+    exporting.check_format(cfg.format)  # before the checkpoint is read: a typo fails at once
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
+    if cfg.opset is not None and (cfg.format != "onnx" or not isinstance(cfg.opset, int)):
+        raise ConfigError(f"opset must be null or an ONNX opset version with format=onnx, got opset={cfg.opset!r}")
+    trained = inference.load_trained(cfg.ckpt_path, cfg.device)
+    name = trained.module.hparams["model"]["name"]
+    exporting.check_exportable(trained.net, cfg.format, name)
+    datamodule = trained.datamodule
+    if not isinstance(datamodule, ImageDataModule):
+        raise ConfigError(f"{trained.path} was not trained on images; zoo-export exports image classifiers")
+    c, s = datamodule.in_channels, datamodule.image_size
+    example = torch.randn(cfg.batch_size, c, s, s, generator=torch.Generator().manual_seed(0))
+    out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
+    result = exporting.export_model(trained.net, example, out, cfg.format, opset=cfg.opset, name=name)
+    kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "torch.export program"
+    runner = "onnxruntime" if result.format == "onnx" else "torch.export.load"
+    print(f"wrote {result.path} ({kind}, input (batch, {c}, {s}, {s}))")
+    print(
+        f"checked with {runner} at batch sizes {', '.join(map(str, result.batch_sizes))}: "
+        f"max abs difference to the eager network {result.max_abs_diff:.3g}"
+    )
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()

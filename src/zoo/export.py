@@ -1,0 +1,275 @@
+"""Ship an image model as an ONNX file or a ``torch.export`` program, checked before it is kept.
+
+Two formats (:data:`FORMATS`):
+
+- ``onnx`` (``.onnx``): for onnxruntime, TensorRT, OpenVINO and the like. Written by
+  PyTorch's torch.export-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``, the
+  default since PyTorch 2.9): the graph is captured by ``torch.export`` as for the other
+  format, translated op by op with onnxscript and optimised (constant folding, dead code).
+  The TorchScript-based exporter (``dynamo=False``) is not used: it is deprecated, traces
+  Python control flow into constants without saying so, and takes its dynamic axes in a
+  different form. ``opset=None`` takes the exporter's default (opset 20 with PyTorch 2.14);
+  the exporter implements opset 18 and newer, and asking for an older one converts the
+  model afterwards, which fails for some operators. Weights over 2 GB go to a
+  ``<file>.data`` file beside the model (ONNX's protobuf limit), which must travel with it.
+  The input is named ``images``, the output ``logits``.
+- ``torch_export`` (``.pt2``): ``torch.export.export`` + ``torch.export.save``, for
+  PyTorch without the model's Python code (``torch.export.load(path).module()``), AOTInductor
+  or ExecuTorch.
+
+Both have a **dynamic batch dimension**; channels, height and width are fixed at the
+example's. PyTorch specialises a dimension of size 1 to the constant 1, so an example with
+one image is traced as two (the same image twice); the artifact still takes any batch size.
+
+Every artifact is **validated before it is kept**: it is loaded back from the file and run
+(onnxruntime's CPU provider for ONNX, the loaded program for ``torch_export``) on random
+batches of a size other than the traced one, and compared with the eager model; a maximum
+absolute difference above ``atol`` (``1e-4``) is an :class:`ExportError`. Files are written
+into a temporary folder beside ``path`` and renamed into place only then, so a failure
+leaves no file behind.
+
+Not supported (an error before anything is written): sequence-to-sequence models, whose
+greedy and beam-search decoding is a Python loop that stops on the data (``zoo-predict``
+and ``zoo-translate`` decode checkpoints); ONNX without the ``export`` extra installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from zoo.errors import UnknownNameError, ZooError
+from zoo.models.base import Seq2SeqModel
+
+FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}  # format -> file suffix
+DEFAULT_ATOL = 1e-4
+INSTALL_HINT = 'pip install -e ".[export]"'
+
+
+class ExportError(ZooError):
+    """A model cannot be exported in the asked format, or its export does not match it."""
+
+
+@dataclass
+class Exported:
+    """A written and validated artifact."""
+
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]  # the traced example's; dimension 0 (batch) is dynamic
+    max_abs_diff: float  # largest |artifact - eager| over the validation batches
+    batch_sizes: tuple[int, ...]  # the batch sizes it was validated at
+    opset: int | None = None  # ONNX only: the file's opset version
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+def check_format(format: str) -> str:
+    """``format`` if it is known and its packages are installed, else :class:`ZooError`."""
+    if format not in FORMATS:
+        raise UnknownNameError("export format", str(format), FORMATS)
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as err:
+            raise ExportError(
+                f"format=onnx needs onnx, onnxscript and onnxruntime ({err}); install them with {INSTALL_HINT}"
+            ) from None
+    return format
+
+
+def check_exportable(net: nn.Module, format: str, name: str | None = None) -> None:
+    """Refuse what :func:`export_model` cannot export, before anything is written."""
+    check_format(format)
+    if isinstance(net, Seq2SeqModel):
+        raise ExportError(
+            f"{name or type(net).__name__} is a sequence-to-sequence model: its greedy and beam-search "
+            f"decoding is a Python loop that stops on the data, which format={format} cannot hold. "
+            f"Decode its checkpoints with zoo-predict or zoo-translate instead"
+        )
+
+
+def default_path(ckpt_path: str | Path, format: str) -> Path:
+    """Where an export of ``ckpt_path`` goes by default: beside it, ``<stem>.onnx`` / ``<stem>.pt2``."""
+    return Path(ckpt_path).with_suffix(FORMATS[check_format(format)])
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of the innermost cause: the exporters wrap the real reason in advice."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # terminal colours
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__
+
+
+@contextlib.contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    """Export the inference graph (dropout off, batch-norm running statistics), then restore."""
+    training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(training)
+
+
+@contextlib.contextmanager
+def _written_atomically(path: Path) -> Iterator[Path]:
+    """A path with ``path``'s name in a temporary folder beside it; everything written there
+    is renamed next to ``path`` only if the block succeeds (ONNX may add ``<name>.data``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp / path.name
+        for file in sorted(tmp.iterdir()):
+            os.replace(file, path.parent / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _traced_example(net: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    if not isinstance(example, torch.Tensor) or example.dim() < 1 or example.shape[0] < 1:
+        raise ExportError(f"the example must be a batch tensor (B, ...), got {getattr(example, 'shape', example)!r}")
+    weight = next(net.parameters(), None)
+    example = example.to(weight.device) if weight is not None else example
+    # A size-1 dimension would be specialised to the constant 1 (PyTorch's 0/1 rule).
+    return example.repeat(2, *[1] * (example.dim() - 1)) if example.shape[0] == 1 else example
+
+
+def _validate(
+    run: Callable[[torch.Tensor], list[torch.Tensor]], net: nn.Module, example: torch.Tensor, atol: float, what: str,
+) -> tuple[float, tuple[int, ...]]:  # fmt: skip
+    """Max |run(x) - net(x)| over random batches of 1 and ``B + 1`` images (``B``: traced)."""
+    generator = torch.Generator().manual_seed(0)
+    batch_sizes = (1, example.shape[0] + 1)
+    worst = 0.0
+    for n in batch_sizes:
+        x = torch.randn(n, *example.shape[1:], generator=generator).to(example.device)
+        with torch.no_grad():
+            expected = [t.detach().float().cpu() for t in tree_leaves(net(x))]
+        got = [t.float().cpu() for t in run(x)]
+        if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+            raise ExportError(
+                f"{what} gives outputs of shapes {[tuple(g.shape) for g in got]} at batch size {n}, "
+                f"the model {[tuple(e.shape) for e in expected]}"
+            )
+        for g, e in zip(got, expected):
+            worst = max(worst, (g - e).abs().max().item())
+    if not worst <= atol:  # also catches NaN
+        raise ExportError(
+            f"{what} differs from the eager model by up to {worst:.3g} (allowed: {atol:g}) "
+            f"at batch sizes {batch_sizes}; nothing was written"
+        )
+    return worst, batch_sizes
+
+
+# -- exporters --------------------------------------------------------------------------
+
+
+def export_onnx(
+    net: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int | None = None,
+    atol: float = DEFAULT_ATOL, name: str | None = None,
+) -> Exported:  # fmt: skip
+    """Write ``net`` as an ONNX file with a dynamic batch dimension and check it with onnxruntime.
+
+    Args:
+        net: An image model (any module taking one ``(B, C, H, W)`` tensor); exported in
+            eval mode, its mode is restored afterwards.
+        example: A batch of the input size to export, e.g. ``net.example_inputs()[0]``.
+        path: The ``.onnx`` file to write (its folder is created).
+        opset: ONNX opset version; ``None`` is the exporter's default (see the module docs).
+        atol: Largest absolute difference to the eager model that passes validation.
+        name: The model's name in error messages (default: its class name).
+
+    Returns:
+        The written file and the validation's maximum absolute difference.
+
+    Raises:
+        ExportError: seq2seq model, missing packages, an export failure (naming the model
+            and the first line of the exporter's error) or a failed validation. No file is
+            left behind in any of these cases.
+    """
+    check_exportable(net, "onnx", name)
+    import onnxruntime as ort
+
+    name, path = name or type(net).__name__, Path(path)
+    with _eval_mode(net):
+        x = _traced_example(net, example)
+        with _written_atomically(path) as tmp:
+            try:
+                program = torch.onnx.export(
+                    net, (x,), None, dynamo=True, opset_version=opset, verbose=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch")},), input_names=["images"], output_names=["logits"],
+                )  # fmt: skip
+                program.save(tmp)
+            except Exception as err:
+                raise ExportError(f"{name} cannot be exported to onnx: {_first_line(err)}") from err
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # errors only: no notes about constant folding
+            session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+            input_name = session.get_inputs()[0].name
+
+            def run(batch: torch.Tensor) -> list[torch.Tensor]:
+                return [torch.from_numpy(y) for y in session.run(None, {input_name: batch.cpu().numpy()})]
+
+            diff, batch_sizes = _validate(run, net, x, atol, f"the ONNX export of {name} (onnxruntime)")
+            del session  # let go of the file before it is renamed
+    return Exported(path, "onnx", tuple(x.shape), diff, batch_sizes, program.model.opset_imports.get(""))
+
+
+def export_program(
+    net: nn.Module, example: torch.Tensor, path: str | Path, *, atol: float = DEFAULT_ATOL, name: str | None = None,
+) -> Exported:
+    """Write ``net`` as a ``torch.export`` program (``.pt2``) with a dynamic batch dimension.
+
+    The file is loaded back with ``torch.export.load(path).module()`` and compared with the
+    eager model. Arguments, return value and errors as in :func:`export_onnx`.
+    """
+    check_exportable(net, "torch_export", name)
+    name, path = name or type(net).__name__, Path(path)
+    with _eval_mode(net):
+        x = _traced_example(net, example)
+        with _written_atomically(path) as tmp:
+            try:
+                program = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+                torch.export.save(program, tmp)
+            except Exception as err:
+                raise ExportError(f"{name} cannot be exported to torch_export: {_first_line(err)}") from err
+            module = torch.export.load(tmp).module()
+
+            def run(batch: torch.Tensor) -> list[torch.Tensor]:
+                with torch.no_grad():
+                    return tree_leaves(module(batch))
+
+            diff, batch_sizes = _validate(run, net, x, atol, f"the torch.export program of {name}")
+    return Exported(path, "torch_export", tuple(x.shape), diff, batch_sizes)
+
+
+def export_model(
+    net: nn.Module, example: torch.Tensor, path: str | Path, format: str, *, opset: int | None = None,
+    atol: float = DEFAULT_ATOL, name: str | None = None,
+) -> Exported:  # fmt: skip
+    """:func:`export_onnx` or :func:`export_program`, by ``format`` (a key of :data:`FORMATS`)."""
+    check_exportable(net, format, name)
+    if format == "onnx":
+        return export_onnx(net, example, path, opset=opset, atol=atol, name=name)
+    if opset is not None:
+        raise ExportError(f"opset applies to format=onnx only, not to format={format}")
+    return export_program(net, example, path, atol=atol, name=name)

@@ -1,0 +1,293 @@
+"""zoo-export and zoo.export: ONNX files and torch.export programs that match the eager models.
+
+Every artifact is run here at batch sizes other than the traced one, by onnxruntime or by
+the loaded program, and compared with the eager network on inputs the library never saw.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from helpers import QUIET, compose_config, randomize_batch_norms
+
+from zoo.cli.export import export as export_cli
+from zoo.cli.train import train
+from zoo.errors import ConfigError, ZooError
+from zoo.export import ExportError, export_model, export_onnx, export_program
+from zoo.inference import load_trained
+from zoo.registry import get_model
+
+ATOL = 1e-4
+
+# One model per image family: options and input size, the smallest that keeps the check
+# meaningful (small_input stems; EfficientNet's last stages would see 1x1 maps below 32 px,
+# whose batch statistics from a few images are too noisy to give outputs of a sane size).
+FAMILIES = {
+    "lenet5": ({"norm": "batch"}, 32),
+    "mlp": ({"image_size": 8}, 8),
+    "alexnet": ({"small_input": True}, 8),
+    "vgg11_bn": ({}, 32),
+    "googlenet": ({"small_input": True}, 8),
+    "resnet18": ({"small_input": True}, 8),
+    "densenet121": ({"small_input": True}, 8),
+    "efficientnet_b0": ({"small_input": True}, 32),
+    "vit_tiny": ({"small_input": True, "image_size": 8, "depth": 2}, 8),
+}
+
+
+def _nontrivial(name: str) -> tuple[nn.Module, int]:
+    """An eval-mode network whose outputs are of order one and depend on the input, and its size.
+
+    At initialisation the outputs are tiny (AlexNet's N(0, 0.01) classifier), zero (ViT's
+    head) or, with made-up batch-norm statistics, the same for every input (the activations
+    of GoogLeNet and EfficientNet fade layer after layer): a broken export could pass an
+    absolute tolerance on such outputs. So: He-initialised weights, random batch-norm affine
+    parameters, and running statistics measured on a batch, as training would leave them.
+    """
+    options, size = FAMILIES[name]
+    net = get_model(name, num_classes=10, **options)
+    randomize_batch_norms(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: the statistics of the batch below
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+        net.train()(_input(net, size, batch=32, seed=2))
+    return net.eval(), size
+
+
+def _input(net: nn.Module, size: int, batch: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, net.in_channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _onnx_runner(path: Path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # a symbolic, dynamic batch dimension
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def _program_runner(path: Path):
+    module = torch.export.load(path).module()
+    return torch.no_grad()(module)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_image_family_exports_with_a_dynamic_batch(name, tmp_path, one_thread):
+    net, size = _nontrivial(name)
+    example = _input(net, size, batch=1, seed=0)  # the CLI's default: traced as two images
+    x = _input(net, size, batch=5)
+    with torch.no_grad():
+        expected = net(x)
+    # Outputs that vary with the input by far more than the tolerance, and are not huge.
+    assert (expected - expected.mean(dim=0)).abs().max() > 1000 * ATOL and expected.abs().max() < 100
+
+    to_onnx = export_onnx(net, example, tmp_path / f"{name}.onnx")
+    to_program = export_program(net, example, tmp_path / f"{name}.pt2")
+    assert {p.name for p in tmp_path.iterdir()} == {f"{name}.onnx", f"{name}.pt2"}  # no temporary files left
+    for result in (to_onnx, to_program):
+        assert 0.0 <= result.max_abs_diff <= ATOL and 5 not in result.batch_sizes
+
+    for run in (_onnx_runner(to_onnx.path), _program_runner(to_program.path)):
+        assert _max_diff(run(x), expected) <= ATOL
+        assert _max_diff(run(x[:1]), expected[:1]) <= ATOL  # the batch was not specialised to the traced 2
+    assert not net.training
+    for file in tmp_path.iterdir():  # VGG's files are 0.5 GB each: not kept in pytest's temp folders
+        file.unlink()
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = tmp_path_factory.mktemp("digits_run")
+        train(compose_config("train", run_dir, [
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "~logger", *QUIET,
+        ]))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def cli_runs(digits_ckpt, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """zoo-export as a user runs it, three times at once: each process mostly imports."""
+    out = tmp_path_factory.mktemp("exports")
+    commands = {
+        "onnx": [f"ckpt_path={digits_ckpt}", "format=onnx"],  # defaults: beside the checkpoint, batch 1
+        "torch_export": [
+            f"ckpt_path={digits_ckpt}", "format=torch_export", f"out={out / 'shipped' / 'digits.pt2'}", "batch_size=3",
+        ],
+        "tflite": [f"ckpt_path={digits_ckpt}", "format=tflite", f"out={out / 'unknown' / 'digits.tflite'}"],
+    }  # fmt: skip
+    script = str(Path(sys.executable).parent / "zoo-export")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = {
+        k: subprocess.Popen([script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for k, args in commands.items()
+    }
+    results = {}
+    for k, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        results[k] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return results
+
+
+def _reported(stdout: str) -> tuple[Path, float]:
+    """The written path and the checked difference from zoo-export's output."""
+    path = re.search(r"^wrote (\S+) ", stdout, re.M)
+    diff = re.search(r"max abs difference to the eager network (\S+)$", stdout, re.M)
+    assert path and diff, stdout
+    return Path(path.group(1)), float(diff.group(1))
+
+
+def test_zoo_export_writes_files_that_match_the_checkpoint(cli_runs, digits_ckpt, one_thread):
+    to_onnx, program = cli_runs["onnx"], cli_runs["torch_export"]
+    assert to_onnx.returncode == 0, to_onnx.stderr
+    onnx_path, onnx_diff = _reported(to_onnx.stdout)
+    assert onnx_path == digits_ckpt.with_suffix(".onnx") and onnx_path.is_file() and 0 <= onnx_diff <= ATOL
+    assert "ONNX opset" in to_onnx.stdout and "input (batch, 1, 32, 32)" in to_onnx.stdout
+
+    assert program.returncode == 0, program.stderr
+    program_path, program_diff = _reported(program.stdout)
+    assert program_path.name == "digits.pt2" and program_path.parent.name == "shipped"  # a folder made for it
+    assert sorted(p.name for p in program_path.parent.iterdir()) == ["digits.pt2"] and 0 <= program_diff <= ATOL
+
+    net = load_trained(digits_ckpt).net  # the checkpoint's weights, as the CLI read them
+    other = load_trained(digits_ckpt).net
+    randomize_batch_norms(other)
+    x = torch.randn(4, 1, 32, 32)  # digits: 1 channel, 32 px
+    with torch.no_grad():
+        expected = net(x)
+        assert _max_diff(other(x), expected) > 1e-2  # another network is told apart: the check can fail
+    for run in (_onnx_runner(onnx_path), _program_runner(program_path)):
+        assert _max_diff(run(x), expected) <= ATOL
+        assert _max_diff(run(x[:1]), expected[:1]) <= ATOL
+
+
+def test_unknown_format_lists_the_choices_and_exits_with_1(cli_runs):
+    result = cli_runs["tflite"]
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Unknown export format 'tflite'" in result.stderr and "onnx, torch_export" in result.stderr
+    assert "Traceback" not in result.stderr
+    out = Path(result.args[-1].removeprefix("out="))
+    assert not out.parent.exists()  # refused before anything was made
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    missing = tmp_path / "nowhere" / "best.ckpt"
+    with pytest.raises(ZooError, match=re.escape(str(missing))):
+        export_cli(compose_config("export", tmp_path, [f"ckpt_path={missing}"]))
+    with pytest.raises(ConfigError, match="batch_size"):
+        export_cli(compose_config("export", tmp_path, [f"ckpt_path={missing}", "batch_size=0"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seq2seq_checkpoints_are_refused_before_anything_is_written(tmp_path, one_thread):
+    run_dir = tmp_path / "run"
+    train(compose_config("train", run_dir, [
+        "model=seq2seq_gru", "data=reverse", "data.train_size=32", "data.val_size=8", "data.test_size=8",
+        "data.max_len=5", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "~logger", *QUIET,
+    ]))  # fmt: skip
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    before = sorted(ckpt.parent.iterdir())
+    for fmt in ("onnx", "torch_export"):
+        with pytest.raises(ExportError, match="seq2seq_gru is a sequence-to-sequence model") as err:
+            export_cli(compose_config("export", tmp_path, [f"ckpt_path={ckpt}", f"format={fmt}"]))
+        assert "zoo-translate" in str(err.value) and f"format={fmt}" in str(err.value)
+    assert sorted(ckpt.parent.iterdir()) == before
+
+    net = load_trained(ckpt).net
+    with pytest.raises(ExportError, match="zoo-predict or zoo-translate"):
+        export_model(net, net.example_inputs()[0], tmp_path / "s.onnx", "onnx")
+    assert not (tmp_path / "s.onnx").exists()
+
+
+# -- the library's refusals ---------------------------------------------------------------
+
+
+class DataDependent(nn.Module):
+    """Python control flow on tensor values: neither exporter can capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+class Drifting(nn.Module):
+    """Eager outputs that the traced graph cannot follow (a Python counter becomes a constant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x) + self.calls
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch_export"])
+def test_export_failures_name_the_model_and_format_and_leave_no_file(fmt, tmp_path, one_thread):
+    path = tmp_path / "m.out"
+    with pytest.raises(ExportError, match=rf"^Branchy cannot be exported to {fmt}: \w+: .*data-dependent"):
+        export_model(DataDependent(), torch.randn(2, 4), path, fmt, name="Branchy")
+    assert list(tmp_path.iterdir()) == []
+
+    path.write_text("the previous export")
+    with pytest.raises(ExportError, match=r"differs from the eager model by up to [0-9.]+ \(allowed: 0.0001\)"):
+        export_model(Drifting(), torch.randn(3, 4), path, fmt)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.out"] and path.read_text() == "the previous export"
+
+
+def test_unknown_format_opset_and_missing_onnx_are_refused(tmp_path, monkeypatch):
+    net = nn.Linear(4, 2)
+    with pytest.raises(ConfigError, match="Unknown export format 'tflite'.*onnx, torch_export"):
+        export_model(net, torch.randn(2, 4), tmp_path / "m", "tflite")
+    with pytest.raises(ExportError, match="opset applies to format=onnx only"):
+        export_model(net, torch.randn(2, 4), tmp_path / "m.pt2", "torch_export", opset=18)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(ExportError, match=re.escape('pip install -e ".[export]"')):
+        export_onnx(net, torch.randn(2, 4), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_older_opset_is_written_as_asked_and_the_training_mode_comes_back(tmp_path, one_thread):
+    net, size = _nontrivial("lenet5")
+    net.train()  # exported (and compared) in eval mode all the same
+    result = export_onnx(net, _input(net, size, batch=2), tmp_path / "m.onnx", opset=18)
+    assert net.training and result.opset == 18 and result.batch_sizes == (1, 3)
+    assert {o.domain: o.version for o in onnx.load(str(result.path)).opset_import}[""] == 18
+    x = _input(net, size, batch=4)
+    with torch.no_grad():
+        assert _max_diff(_onnx_runner(result.path)(x), net.eval()(x)) <= ATOL
+        assert _max_diff(net.train()(x), net.eval()(x)) > 1e-2  # batch statistics would have shown
