@@ -12,7 +12,7 @@ from helpers import QUIET, compose_config
 
 # Shuffling, dropout and augmentation all on; last.ckpt every 4 of the 20 steps per epoch.
 RUN = [
-    "model=mlp", "model.dropout=0.3", "data.max_shift=2", "trainer.max_epochs=2", "seed=5",
+    "model=mlp", "model.dropout=0.3", "data.max_shift=2", "data.batch_size=64", "trainer.max_epochs=2", "seed=5",
     "callbacks.checkpoint.every_n_train_steps=4", "~logger", *QUIET,
 ]  # fmt: skip
 

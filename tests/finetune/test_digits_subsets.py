@@ -58,7 +58,12 @@ def test_channels_replicate_the_gray_image_and_given_statistics_are_used():
     gray = build_datamodule("digits", image_size=8, mean=[0.5], std=[0.25])
     gray.setup()
     assert torch.equal(gray.test_set.tensors[0][:, 0], x[:, 1])
-    assert dm.state_dict() == {"image_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3}  # stored in checkpoints
+    # Stored in checkpoints: the preprocessing and the names of the classes.
+    assert dm.state_dict() == {
+        "image_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": [str(d) for d in range(10)],
+    }  # fmt: skip
+    subset = build_datamodule("digits", classes=[7, 3])
+    assert subset.class_names == ["7", "3"]  # label 0 is digit 7
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ class TaskModule(L.LightningModule):
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         loss = loss.detach()
         self.train_loss.update(loss, batch_size)
-        every = self.trainer.log_every_n_steps
+        trainer = self._trainer  # None when a step is run by hand, without a Trainer
+        every = trainer.log_every_n_steps if trainer is not None else 0
         if every and (self.global_step + 1) % every == 0:
             self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
 
