@@ -20,9 +20,13 @@ from zoo.inference import load_trained
 
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("digits_run")
-    train(compose_config("train", run_dir, ["trainer.max_epochs=3", "~logger", *QUIET]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored: later tests compare runs across processes bit for bit
+    try:
+        train(compose_config("train", run_dir, ["trainer.max_epochs=3", "~logger", *QUIET]))
+    finally:
+        torch.set_num_threads(threads)
     return run_dir / "checkpoints" / "best.ckpt"
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
