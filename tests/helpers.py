@@ -61,3 +61,42 @@ def write_image_folder(root: Path, splits=("train", "test"), classes=("cat", "do
             for i in range(per_class):
                 pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+
+
+def informative_weights(model: nn.Module, batch: torch.Tensor) -> nn.Module:
+    """Weights under which ``model``'s outputs are of order one and depend on the input.
+
+    At initialisation some outputs barely do: GoogLeNet's and EfficientNet's activations
+    fade layer after layer (their logits vary by ~1e-8 between inputs at 224 px, far below
+    a 1e-5 tolerance), AlexNet's N(0, 0.01) classifier makes them tiny and ViT's zero head
+    constant, so a comparison of two such networks cannot fail on a wiring mistake in the
+    trunk. Here: He-initialised weights, small random biases, random batch-norm affine
+    parameters, no all-zero tensors, and batch-norm running statistics measured on
+    ``batch`` as training would leave them. Returns ``model`` in eval mode.
+    """
+    randomize_batch_norms(model)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1)
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: exactly the statistics of `batch`
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+        model.train()(batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
+
+
+def assert_varies_with_the_input(outputs: torch.Tensor, at_least: float = 1e-2) -> None:
+    """Fail unless the rows of ``outputs`` (one per input) differ by more than ``at_least``:
+    a comparison of outputs that do not depend on the input proves nothing."""
+    spread = (outputs - outputs.mean(0)).abs().max().item()
+    assert spread > at_least, f"outputs hardly depend on the input (spread {spread:.2e}): the comparison is vacuous"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import QUIET, compose_config, randomize_batch_norms
+from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms
 
 from zoo.cli.export import export as export_cli
 from zoo.cli.train import train
@@ -44,31 +44,10 @@ FAMILIES = {
 
 
 def _nontrivial(name: str) -> tuple[nn.Module, int]:
-    """An eval-mode network whose outputs are of order one and depend on the input, and its size.
-
-    At initialisation the outputs are tiny (AlexNet's N(0, 0.01) classifier), zero (ViT's
-    head) or, with made-up batch-norm statistics, the same for every input (the activations
-    of GoogLeNet and EfficientNet fade layer after layer): a broken export could pass an
-    absolute tolerance on such outputs. So: He-initialised weights, random batch-norm affine
-    parameters, and running statistics measured on a batch, as training would leave them.
-    """
+    """An eval-mode network whose outputs are of order one and depend on the input, and its size."""
     options, size = FAMILIES[name]
     net = get_model(name, num_classes=10, **options)
-    randomize_batch_norms(net)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    m.bias.normal_(0.0, 0.1)
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average: the statistics of the batch below
-        for p in net.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-        net.train()(_input(net, size, batch=32, seed=2))
-    return net.eval(), size
+    return informative_weights(net, _input(net, size, batch=32, seed=2)), size
 
 
 def _input(net: nn.Module, size: int, batch: int, seed: int = 1) -> torch.Tensor:
