@@ -154,9 +154,13 @@ def test_eval_and_predict_work_on_a_fine_tuned_checkpoint_with_its_new_classes(t
     train(compose_config("train", run, overrides))
     ckpt = run / "checkpoints" / "best.ckpt"
 
-    evaluated = run_cli("zoo-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = run_cli(
+        "zoo-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", "trainer.limit_test_batches=1"
+    )  # the batch the training run tested on
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"] >= 0
+    evaluated_acc = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"]
+    trained_acc = json.loads((run / "metrics.json").read_text())["test"]["test/acc"]  # the best checkpoint's
+    assert evaluated_acc == pytest.approx(trained_acc, abs=1e-6)
 
     digit = load_digits()
     eight = int(np.flatnonzero(digit.target == 8)[0])

@@ -50,8 +50,6 @@ def translate(cfg: DictConfig) -> list[str]:
     texts = OmegaConf.to_container(cfg.text) if OmegaConf.is_list(cfg.text) else [cfg.text]
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ConfigError(f"text must be a non-empty string or a list of them, got {cfg.text!r}")
-    if cfg.beam_size < 1:
-        raise ConfigError(f"beam_size must be at least 1, got {cfg.beam_size}")
     trained = load_trained(cfg.ckpt_path, cfg.device)
     results = inference.translate(trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len)
     for i, result in enumerate(results, start=1):

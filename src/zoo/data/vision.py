@@ -174,19 +174,19 @@ class ImageFolderDataModule(ImageDataModule):
             raise DataError(f"data.mean and data.std need {self.in_channels} values for {self.in_channels}-channel images")
         self.grayscale = grayscale
         self.val_fraction, self.split_seed, self.augment = val_fraction, split_seed, augment
-        self._classes: list[str] | None = None
+        self._class_names: list[str] | None = None  # found in train/, or restored from a checkpoint
 
     @property
     def classes(self) -> list[str]:
-        if self._classes is None:
+        if self._class_names is None:
             train_dir = self.root / "train"
             if not train_dir.is_dir():
                 raise DataError(f"image folder not found: {train_dir.resolve()} (expected <root>/train/<class>/<image>)")
             try:
-                self._classes, _ = datasets.folder.find_classes(str(train_dir))
+                self._class_names, _ = datasets.folder.find_classes(str(train_dir))
             except FileNotFoundError:
                 raise DataError(f"no class folders in {train_dir.resolve()} (expected <root>/train/<class>/<image>)") from None
-        return self._classes
+        return self._class_names
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]
@@ -214,11 +214,6 @@ class ImageFolderDataModule(ImageDataModule):
     @property
     def class_names(self) -> list[str]:
         return list(self.classes)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if state.get("class_names"):
-            self._classes = list(state["class_names"])
 
     def _folder(self, split: str, train: bool) -> datasets.ImageFolder:
         path = self.root / split

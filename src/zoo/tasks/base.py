@@ -4,9 +4,9 @@ The training loss is logged the way a small model can afford every step: its epo
 accumulates in a :class:`torchmetrics.MeanMetric` (synchronised across processes, logged
 once per epoch as ``train/loss_epoch``), and the per-step value ``train/loss_step`` is
 passed to ``self.log`` only on the steps the loggers write (every
-``trainer.log_every_n_steps``). Calling ``self.log`` with ``on_step`` and ``on_epoch`` on
-every step, as is usual, cost LeNet-5 on digits about 5% of its training throughput
-(``scripts/bench_default.py``).
+``trainer.log_every_n_steps``): each ``self.log`` call costs Python work that, for a model
+as small as LeNet-5, is a visible share of the step (``scripts/bench_default.py`` times the
+training loop against plain PyTorch).
 """
 
 from __future__ import annotations
