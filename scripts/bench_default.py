@@ -78,10 +78,11 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
     """Steps/s of the default run's training loop against a plain loop; returns the ratio."""
     from helpers import compose_config
 
-    from zoo.cli.common import build_task, build_trainer, fit_model_to_data, plain
+    from zoo.cli.common import build_task, build_trainer, fit_model_to_data, plain, trainer_options
     from zoo.data import build_datamodule
     from zoo.data.digits import random_shift
     from zoo.optim import build_optimizer, build_scheduler
+    from zoo.perf import use_channels_last
     from zoo.registry import get_model
 
     overrides = [f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0"]
@@ -96,10 +97,15 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
         loader = dm.train_dataloader()
         steps = len(loader)
 
-        # Plain PyTorch: same network, data, augmentation, optimizer and schedule.
+        # Plain PyTorch: same network, data, augmentation, optimizer, schedule, precision
+        # and memory format (trainer.precision=auto and perf.channels_last=auto resolved).
         L.seed_everything(0, verbose=False)
         kwargs = dict(model_cfg)
         net = get_model(kwargs.pop("name"), **kwargs).train()
+        precision = trainer_options(cfg.trainer, net)["precision"]
+        if use_channels_last(cfg.perf.channels_last, precision, net):
+            net = net.to(memory_format=torch.channels_last)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=str(precision).startswith("bf16"))
         criterion = torch.nn.CrossEntropyLoss()
         opt = build_optimizer(net.named_parameters(), **plain(cfg.optim))
         sched = build_scheduler(opt, total_steps=epochs * steps, steps_per_epoch=steps, **plain(cfg.sched))["scheduler"]
@@ -108,7 +114,8 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
             start = time.perf_counter()
             for x, y in loader:
                 x = random_shift(x, dm.max_shift)
-                loss = criterion(net(x), y)
+                with autocast:
+                    loss = criterion(net(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -119,7 +126,7 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
         L.seed_everything(0, verbose=False)
         module = build_task(cfg, dm)
         timer = Interleaved(plain_epoch)
-        trainer = build_trainer(cfg, Path(tmp))
+        trainer = build_trainer(cfg, Path(tmp), module.net)
         trainer.callbacks.insert(0, timer)
         trainer.fit(module, datamodule=dm)
 
@@ -127,7 +134,7 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
     ratio = statistics.median(p / o for o, p in zip(timer.ours[1:], timer.plain[1:]))
     ours = steps / statistics.median(timer.ours[1:])
     ref = steps / statistics.median(timer.plain[1:])
-    print(f"training loop, batch {dm.batch_size} ({steps} steps/epoch){''.join(' ' + e for e in extra)}: "
+    print(f"training loop, batch {dm.batch_size} ({steps} steps/epoch), {precision}{''.join(' ' + e for e in extra)}: "
           f"zoo-train {ours:.1f} steps/s ({ours * dm.batch_size:.0f} images/s), plain PyTorch {ref:.1f} steps/s; "
           f"median ratio over {epochs - 1} epoch pairs {ratio:.2f}; framework cost {1e3 / ours - 1e3 / ref:.2f} ms/step")
     return ratio

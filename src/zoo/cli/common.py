@@ -21,6 +21,7 @@ from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
 from zoo.data import DataModule
 from zoo.errors import ConfigError, ZooError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.finetune import FinetuneConfig, finetune_callbacks
+from zoo.perf import resolve_precision, speed_up
 from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
@@ -155,15 +156,26 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path) -> list:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+def trainer_options(trainer_cfg: DictConfig, net: Any) -> dict[str, Any]:
+    """``cfg.trainer`` as Trainer arguments, its ``precision: auto`` resolved for ``net`` (zoo.perf)."""
+    options = plain(trainer_cfg)
+    with config_errors("trainer"):
+        options["precision"] = resolve_precision(options.get("precision", "auto"), options.get("accelerator", "auto"), net)
+    return options
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, net: Any) -> L.Trainer:
+    """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to ``net``."""
+    options = trainer_options(cfg.trainer, net)
+    perf = plain(cfg.get("perf")) or {}
+    with config_errors("perf"):
+        speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
     loggers = build_loggers(cfg.get("logger"), run_dir)
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
     with config_errors("trainer"):
-        return L.Trainer(
-            **plain(cfg.trainer), callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir
-        )
+        return L.Trainer(**options, callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any], **info: Any) -> None:

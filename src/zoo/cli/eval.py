@@ -16,7 +16,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.common import config_dir, config_errors, plain, quiet_known_warnings, reports_user_errors, write_metrics
+from zoo.cli.common import (
+    config_dir, config_errors, plain, quiet_known_warnings, reports_user_errors, trainer_options, write_metrics,
+)  # fmt: skip
+
 from zoo.inference import load_trained
 
 log = logging.getLogger("zoo")
@@ -29,7 +32,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module, datamodule = trained.module, trained.datamodule
     datamodule.setup("test")
     with config_errors("trainer"):
-        trainer = L.Trainer(**plain(cfg.trainer), logger=False, callbacks=[RichProgressBar(leave=True)])
+        # precision auto: the training run's rule, so its test metrics are reproduced
+        trainer = L.Trainer(**trainer_options(cfg.trainer, module.net), logger=False, callbacks=[RichProgressBar(leave=True)])
     results = trainer.test(module, datamodule=datamodule)[0]
     write_metrics(
         run_dir / "metrics.json", results, checkpoint=str(Path(cfg.ckpt_path).resolve()), data=datamodule.hparams["name"]

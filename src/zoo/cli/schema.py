@@ -24,7 +24,7 @@ class TrainerConf:
     strategy: str = "auto"
     devices: Any = 1
     num_nodes: int = 1
-    precision: Any = "32-true"
+    precision: Any = "auto"  # resolved by zoo.perf.resolve_precision
     fast_dev_run: Any = False
     max_epochs: Optional[int] = None
     min_epochs: Optional[int] = None
@@ -61,6 +61,7 @@ class TrainConf:
     callbacks: Dict[str, Any] = field(default_factory=dict)
     task: Dict[str, Any] = field(default_factory=dict)
     finetune: Dict[str, Any] = field(default_factory=dict)
+    perf: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
     loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None

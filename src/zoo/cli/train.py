@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> float:
     module = build_task(cfg, datamodule, **finetune.task_options())
     apply_finetuning(module.net, finetune, pretrained)
 
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, module.net)
     if trainer.is_global_zero:  # under DDP every process runs this function
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)

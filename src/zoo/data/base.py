@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
@@ -43,6 +43,37 @@ class EpochShuffleSampler(DistributedSampler):
         order = list(super().__iter__())
         start, self.start = self.start, 0  # a skip applies to one pass only
         return iter(order[start:])
+
+
+class TensorBatches(TensorDataset):
+    """Examples held as tensors and served a whole batch at a time.
+
+    ``DataLoader`` hands a dataset that defines ``__getitems__`` the batch's index list in
+    one call, so a batch costs one tensor indexing per field instead of a Python call per
+    example and a collation (:func:`already_batched` is its collate function). The sampler,
+    mid-epoch resume and sharding under DDP stay the DataLoader's, unchanged. :meth:`to`
+    moves the tensors to the training device once, so batches are made where they are used.
+    """
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        return self.batch(torch.as_tensor(indices, device=self.tensors[0].device))
+
+    def batch(self, index: torch.Tensor) -> Any:
+        """The batch of the examples at ``index`` (a 1-D index tensor)."""
+        return tuple(t[index] for t in self.tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors[0].device
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        self.tensors = tuple(t.to(device) for t in self.tensors)
+        return self
+
+
+def already_batched(batch: Any) -> Any:
+    """The collate function of :class:`TensorBatches`: the dataset made the batch."""
+    return batch
 
 
 class ResumableDataLoader(DataLoader):
@@ -87,9 +118,20 @@ class DataModule(L.LightningDataModule):
 
     task: str
 
-    def __init__(self, batch_size: int, num_workers: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
         super().__init__()
         self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
+        # With workers: page-locked batches (faster, asynchronous copies to a GPU) and
+        # workers kept alive between epochs (no start-up cost per epoch). In-memory data
+        # (TensorBatches) uses neither: its batches are made on the device, in-process.
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         # The shuffling seed is the run's seed, which seed_everything made torch's initial
         # seed before the data module was built (read now: restoring a checkpoint's random
         # state later changes what torch.initial_seed() reports).
@@ -121,16 +163,19 @@ class DataModule(L.LightningDataModule):
         # resumed run would diverge from an uninterrupted one.
         seed = self.shuffle_seed
         sampler = EpochShuffleSampler(len(dataset), seed) if train else None
+        in_memory = isinstance(dataset, TensorBatches)
+        if in_memory and self.trainer is not None:
+            dataset.to(self.trainer.strategy.root_device)  # once: later calls find it there
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.num_workers > 0,
-            collate_fn=self.collate_fn,
+            num_workers=0 if in_memory else self.num_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0 and not in_memory,
+            pin_memory=self.pin_memory and not in_memory and torch.cuda.is_available(),
+            collate_fn=already_batched if in_memory else self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -17,8 +17,9 @@ test image is a test image under every option. ``channels: 3`` replicates the gr
 channel, for networks pretrained on colour images; ``mean``/``std`` replace the
 training set's statistics (fine-tuning passes the pretraining's).
 
-The whole set lives in memory as tensors, so no worker processes are needed; the
-training-time augmentation (random shifts of up to ``max_shift`` pixels, edge pixels
+The whole set lives in memory as tensors on the training device and each batch is one
+tensor indexing (:class:`zoo.data.base.TensorBatches`), so no worker processes are
+needed; the training-time augmentation (random shifts of up to ``max_shift`` pixels, edge pixels
 repeated) runs on whole batches after they reach the device.
 """
 
@@ -28,9 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
-
-from zoo.data.base import DATASETS, ImageDataModule
+from zoo.data.base import DATASETS, ImageDataModule, TensorBatches
 from zoo.errors import ConfigError
 
 
@@ -137,9 +136,9 @@ class DigitsDataModule(ImageDataModule):
         std = self._std or [images[train].std().item()]
         self.mean, self.std = tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std))
         images = (images - torch.tensor(self.mean).view(1, c, 1, 1)) / torch.tensor(self.std).view(1, c, 1, 1)
-        self.train_set = TensorDataset(images[train], labels[train])
-        self.val_set = TensorDataset(images[val], labels[val])
-        self.test_set = TensorDataset(images[test], labels[test])
+        self.train_set = TensorBatches(images[train].contiguous(), labels[train])
+        self.val_set = TensorBatches(images[val].contiguous(), labels[val])
+        self.test_set = TensorBatches(images[test].contiguous(), labels[test])
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:

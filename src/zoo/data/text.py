@@ -37,29 +37,49 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, DataModule
+from zoo.data.base import DATASETS, DataModule, TensorBatches
 from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError
 
 Pairs = list[tuple[str, str]]
 
 
-class TextPairs(Dataset):
-    """Encoded (source, target) pairs: source ids end with ``<eos>``, targets are bare."""
+class TextPairs(TensorBatches):
+    """Encoded (source, target) pairs held as padded tensors, served a batch at a time.
+
+    Source ids end with ``<eos>``; the decoder's input is ``<bos>`` + target and its
+    output target + ``<eos>``. Each batch is cut to its own longest sequence, so it equals
+    :func:`collate_pairs` of the same examples (tested) without a Python step per example.
+    """
 
     def __init__(self, pairs: Pairs, src_vocab: Vocab, tgt_vocab: Vocab):
         self.pairs = pairs
-        self.items = [
-            (torch.tensor(src_vocab.encode(s, eos=True)), torch.tensor(tgt_vocab.encode(t))) for s, t in pairs
-        ]
+        sources = [torch.tensor(src_vocab.encode(s, eos=True)) for s, _ in pairs]
+        targets = [torch.tensor(tgt_vocab.encode(t)) for _, t in pairs]
+        bos, eos = torch.tensor([BOS_IDX]), torch.tensor([EOS_IDX])
+        super().__init__(
+            _padded(sources), torch.tensor([len(s) for s in sources]),
+            _padded([torch.cat([bos, t]) for t in targets]), _padded([torch.cat([t, eos]) for t in targets]),
+            torch.tensor([len(t) + 1 for t in targets]),
+        )  # fmt: skip
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        src, src_len, tgt_in, tgt_out, tgt_len = (t[index] for t in self.tensors)
+        s, t = int(src_len.max()), int(tgt_len.max())
+        src = src[:, :s]  # (B, S)
+        return {"src": src, "src_mask": src != PAD_IDX, "tgt_in": tgt_in[:, :t], "tgt_out": tgt_out[:, :t]}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.items[i]
+        """Example ``i`` as (source ids with ``<eos>``, bare target ids)."""
+        src, src_len, _, tgt_out, tgt_len = (t[i] for t in self.tensors)
+        return src[:src_len], tgt_out[: tgt_len - 1]
+
+
+def _padded(sequences: list[torch.Tensor]) -> torch.Tensor:
+    if not sequences:
+        return torch.zeros(0, 1, dtype=torch.long)
+    return pad_sequence(sequences, batch_first=True, padding_value=PAD_IDX)
 
 
 def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -93,8 +93,13 @@ class TorchvisionDataModule(ImageDataModule):
         split_seed: int = 0,
         augment: bool = True,
         drop_last: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
+            pin_memory=pin_memory, persistent_workers=persistent_workers,
+        )  # fmt: skip
         self.spec, self.root, self.download = spec, Path(root), download
         self.num_classes, self.in_channels = spec.num_classes, spec.in_channels
         self.image_size = image_size or spec.image_size
@@ -165,8 +170,13 @@ class ImageFolderDataModule(ImageDataModule):
         split_seed: int = 0,
         augment: bool = True,
         drop_last: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
+            pin_memory=pin_memory, persistent_workers=persistent_workers,
+        )  # fmt: skip
         self.root, self.image_size = Path(root), image_size
         self.in_channels = 1 if grayscale else 3
         self.mean, self.std = tuple(mean), tuple(std)

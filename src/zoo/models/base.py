@@ -68,6 +68,8 @@ class ImageModel(nn.Module):
     default_image_size: int = 224
     fixed_image_size: int | None = None
     min_image_size: int = 1
+    #: Mostly convolutions: trained in bf16 + channels-last where that is fast (zoo.perf).
+    convolutional: bool = True
     #: The maps :meth:`feature_maps` yields, input to output; families fill it in from
     #: their configuration in ``__init__``. Empty: the model has no spatial feature maps.
     feature_info: Sequence[FeatureInfo] = ()

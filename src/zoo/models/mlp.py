@@ -29,6 +29,8 @@ _NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 class MLP(ImageModel):
     """Fully connected classifier of ``in_channels x image_size x image_size`` images."""
 
+    convolutional = False
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
@@ -127,13 +128,23 @@ class Encoder(nn.Module):
             )
         self.layers = nn.Sequential(blocks)
         self.ln = nn.LayerNorm(variant.hidden_dim, eps=LN_EPS)
+        self.activation_checkpointing = False
 
     def add_positions(self, z: torch.Tensor) -> torch.Tensor:
         return self.dropout(z + self.pos_embedding)  # Eq. 1: + E_pos, (B, N + 1, D)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.add_positions(z)
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            # Each block keeps only its input for the backward pass and recomputes the rest
+            # there: memory for activations drops from ~L blocks' worth to ~1, for about
+            # one more forward pass of compute.
+            for block in self.layers:
+                z = checkpoint(block, z, use_reentrant=False)
+        else:
+            z = self.layers(z)
         # Eq. 4's LN is applied to every token; the model keeps token 0.
-        return self.ln(self.layers(self.add_positions(z)))
+        return self.ln(z)
 
 
 class PatchEmbedding(nn.Module):
@@ -157,7 +168,11 @@ class VisionTransformer(ImageModel):
         attention_dropout: Dropout on the attention weights.
         stochastic_depth_prob: Drop probability of the last block's residual branches.
         small_input: 4x4 patches whatever the variant's patch size, for 28-32 px images.
+        activation_checkpointing: Recompute each encoder block's activations in the
+            backward pass instead of storing them (same results, less memory, slower).
     """
+
+    convolutional = False  # one patch-projection convolution; the rest is matrix products
 
     def __init__(
         self,
@@ -169,6 +184,7 @@ class VisionTransformer(ImageModel):
         attention_dropout: float = 0.0,
         stochastic_depth_prob: float = 0.0,
         small_input: bool = False,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         if small_input:
@@ -185,6 +201,7 @@ class VisionTransformer(ImageModel):
         self.conv_proj = nn.Conv2d(in_channels, d, kernel_size=p, stride=p)  # the patch projection E
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))  # x_class
         self.encoder = Encoder(self.num_patches + 1, variant, dropout, attention_dropout, stochastic_depth_prob)
+        self.encoder.activation_checkpointing = activation_checkpointing
         self.heads = nn.Sequential(OrderedDict(head=self._new_head(num_classes)))
         # Every block's output is a feature map: the patch tokens on their grid, stride P.
         self.feature_info = [FeatureInfo(f"encoder.layers.encoder_layer_{i}", d, p) for i in range(variant.depth)]

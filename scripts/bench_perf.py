@@ -1,0 +1,286 @@
+#!/usr/bin/env python
+"""Performance rows, each measured side by side with its reference in this one process.
+
+    python scripts/bench_perf.py [--suite gpu] [--models resnet50 vit_b_16] ...
+
+Every row prints ``name  ours  reference  ratio``; the method is zoo/benchmark.py's
+(candidates interleaved round by round, median over rounds; ratio > 1: ours is faster,
+or for memory rows, ours uses more). Suites (default: every CPU suite):
+
+  parity  training step, ours vs torchvision's same architecture, float32 NCHW eager, same
+          batch and input: throughput and peak process memory (each in a fresh process)
+          for resnet18, resnet50, vgg16, densenet121, efficientnet_b0, vit_b_16.
+  fast    the fast path (bf16 autocast + channels_last, eager) of ResNet-50, DenseNet-121 and
+          EfficientNet-B0 vs torchvision's fp32 NCHW eager step.
+  accuracy  digits test accuracy of those three models trained by zoo-train in fp32 and
+          in bf16-mixed + channels_last (same seed, same recipe), side by side.
+  loop    zoo-train's training loop vs a plain PyTorch loop on the default run (steps/s).
+  rnn     fused nn.LSTM/nn.GRU vs the reference cells (training steps/s).
+  sdpa    multi-head attention through F.scaled_dot_product_attention vs the written-out
+          equation, 512 tokens, forward + backward; outputs checked equal first.
+  default the default zoo-train run: test accuracy and seconds from start to exit.
+
+  gpu   ResNet-50 and ViT-B/16 training steps on synthetic 224 px data on a CUDA GPU:
+        ours fp32 eager (NCHW) against torchvision's same architecture, and ours at
+        bf16 autocast + channels_last, eager and under torch.compile, against our fp32
+        eager. scripts/gpu_check.sh runs this suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+
+try:
+    import zoo
+except ImportError:  # run from a checkout without installing (the GPU machine)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import zoo
+
+from zoo.benchmark import (
+    Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
+)  # fmt: skip
+
+SCRIPTS = Path(__file__).resolve().parent
+PARITY_MODELS = ("resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")
+FAST_MODELS = ("resnet50", "densenet121", "efficientnet_b0")
+
+
+def row(name: str, ours: str, reference: str, ratio: str = "") -> None:
+    print(f"{name:<60} {ours:>12} {reference:>12} {ratio:>8}", flush=True)
+
+
+def torchvision_model(name: str, num_classes: int, **options) -> torch.nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def gpu_suite(args: argparse.Namespace) -> None:
+    if not torch.cuda.is_available():
+        sys.exit("the gpu suite needs a CUDA GPU; none is visible to torch")
+    device = torch.device("cuda")
+    print(f"# {machine(device)}; TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, "
+          f"cuDNN {torch.backends.cudnn.allow_tf32} (PyTorch's defaults)")  # fmt: skip
+    torch.backends.cudnn.benchmark = True
+    fp32, fast_eager = Setting(), Setting("bf16", channels_last=True)
+    fast = Setting("bf16", channels_last=True, compile=args.compile_mode)
+    for name in args.models:
+        batch = args.batch_size or {"resnet50": 128, "vit_b_16": 64}.get(name, 64)
+        inputs, targets = synthetic_batch(batch, 3, args.image_size, 1000)
+
+        def ours(setting: Setting, name=name) -> TrainStep:
+            torch.manual_seed(0)
+            return TrainStep(zoo.get_model(name, num_classes=1000), inputs, targets, setting, device)
+
+        candidates = {
+            "torchvision fp32": TrainStep(torchvision_model(name, 1000), inputs, targets, fp32, device),
+            "ours fp32": ours(fp32),
+            "ours bf16": ours(fast_eager),
+            "ours fast": compiled_or_eager(ours, fast),
+        }
+        seconds = time_interleaved(
+            candidates, rounds=args.rounds, steps_per_round=args.steps_per_round, warmup=args.warmup, device=device
+        )
+        # After the timing: warm steps only (cuDNN's autotuning workspaces are transient).
+        memory = {label: cuda_peak_mib(step, device) for label, step in candidates.items()}
+        ips = {label: batch / statistics.median(s) for label, s in seconds.items()}
+        steps = args.warmup + args.rounds * args.steps_per_round
+        print(f"\n## {name}, batch {batch}, {args.image_size} px, {steps} training steps per candidate")
+        row("row", "ours img/s", "reference", "ratio")
+        row(f"{name} fp32 eager: ours vs torchvision", f"{ips['ours fp32']:.0f}", f"{ips['torchvision fp32']:.0f}",
+            f"{median_ratio(seconds['ours fp32'], seconds['torchvision fp32']):.3f}")  # fmt: skip
+        row(f"{name} {fast_eager.label} vs fp32 eager", f"{ips['ours bf16']:.0f}", f"{ips['ours fp32']:.0f}",
+            f"{median_ratio(seconds['ours bf16'], seconds['ours fp32']):.3f}")  # fmt: skip
+        row(f"{name} {fast.label} vs fp32 eager", f"{ips['ours fast']:.0f}", f"{ips['ours fp32']:.0f}",
+            f"{median_ratio(seconds['ours fast'], seconds['ours fp32']):.3f}")  # fmt: skip
+        row(f"{name} peak MiB per step: ours fp32 vs torchvision", f"{memory['ours fp32']:.0f}",
+            f"{memory['torchvision fp32']:.0f}", f"{memory['ours fp32'] / memory['torchvision fp32']:.3f}")  # fmt: skip
+        row(f"{name} peak MiB per step: ours fast vs fp32", f"{memory['ours fast']:.0f}", f"{memory['ours fp32']:.0f}",
+            f"{memory['ours fast'] / memory['ours fp32']:.3f}")  # fmt: skip
+        del candidates
+        torch.cuda.empty_cache()
+
+
+def build_step(source: str, name: str, batch: int, size: int, setting: Setting = Setting()) -> TrainStep:
+    """A CPU training step of ``name`` (``source``: ours or torchvision), 10 classes.
+    Module-level, so a fresh process can build it (peak_rss_mib)."""
+    torch.manual_seed(0)
+    options = {"image_size": size} if name.startswith("vit") else {}
+    if source == "ours":
+        model = zoo.get_model(name, num_classes=10, **options)
+    else:
+        model = torchvision_model(name, 10, **options)
+    inputs, targets = synthetic_batch(batch, 3, size, 10)
+    return TrainStep(model, inputs, targets, setting)
+
+
+def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memory: bool) -> None:
+    """Time each (ours, reference) pair interleaved, print throughput (and memory) rows."""
+    print(f"\n## {title}; batch {args.cpu_batch}, {args.cpu_size} px, {torch.get_num_threads()} threads")
+    row("row", "ours", "reference", "ratio")
+    for name, (ours, reference) in pairs.items():
+        seconds = time_interleaved(
+            {"ours": ours(), "reference": reference()}, rounds=args.cpu_rounds, steps_per_round=args.cpu_steps, warmup=2
+        )
+        rate = {k: args.cpu_batch / statistics.median(v) for k, v in seconds.items()}
+        row(f"{name} img/s", f"{rate['ours']:.1f}", f"{rate['reference']:.1f}",
+            f"{median_ratio(seconds['ours'], seconds['reference']):.3f}")  # fmt: skip
+        if memory:
+            mib = {"ours": peak_rss_mib(ours), "reference": peak_rss_mib(reference)}
+            row(f"{name} peak RSS MiB", f"{mib['ours']:.0f}", f"{mib['reference']:.0f}",
+                f"{mib['ours'] / mib['reference']:.3f}")  # fmt: skip
+
+
+def parity_suite(args: argparse.Namespace) -> None:
+    pairs = {
+        f"{name} fp32 train step: ours vs torchvision": (
+            partial(build_step, "ours", name, args.cpu_batch, args.cpu_size),
+            partial(build_step, "torchvision", name, args.cpu_batch, args.cpu_size),
+        )
+        for name in args.parity_models
+    }
+    cpu_pairs(args, "parity with torchvision (target: ratio >= 0.98, memory ratio <= 1)", pairs, memory=True)
+
+
+def fast_suite(args: argparse.Namespace) -> None:
+    fast = Setting("bf16", channels_last=True)
+    pairs = {
+        f"{name} {fast.label} vs torchvision fp32 NCHW": (
+            partial(build_step, "ours", name, args.cpu_batch, args.cpu_size, fast),
+            partial(build_step, "torchvision", name, args.cpu_batch, args.cpu_size),
+        )
+        for name in args.fast_models
+    }
+    cpu_pairs(args, "the fast path (target: ratio >= 1.5)", pairs, memory=False)
+
+
+def digits_accuracy(name: str, seed: int, epochs: int, fast: bool) -> float:
+    zoo_train = Path(sys.executable).parent / "zoo-train"
+    speed = ["trainer.precision=bf16-mixed", "perf.channels_last=true"] if fast else [
+        "trainer.precision=32-true", "perf.channels_last=false"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir:
+        subprocess.run(
+            [str(zoo_train), f"model={name}", "model.small_input=true", f"trainer.max_epochs={epochs}",
+             "data.batch_size=64", "optim.lr=0.05", f"seed={seed}", f"hydra.run.dir={run_dir}",
+             "callbacks.progress_bar=none", *speed],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return json.loads((Path(run_dir) / "metrics.json").read_text())["test"]["test/acc"]
+
+
+def accuracy_suite(args: argparse.Namespace) -> None:
+    print(f"\n## digits test accuracy, bf16-mixed + channels_last vs fp32 (target: within 0.5 point); "
+          f"{args.epochs} epochs, batch 64, SGD lr 0.05, one-cycle, seeds {args.seeds}")  # fmt: skip
+    row("row", "bf16 acc %", "fp32 acc %", "diff")
+    for name in args.fast_models:
+        fast = statistics.median(digits_accuracy(name, s, args.epochs, True) for s in args.seeds) * 100
+        base = statistics.median(digits_accuracy(name, s, args.epochs, False) for s in args.seeds) * 100
+        row(f"{name} median digits test acc", f"{fast:.2f}", f"{base:.2f}", f"{fast - base:+.2f}")
+
+
+def loop_suite(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_default import overhead
+
+    print("\n## zoo-train loop vs plain PyTorch on the default run (target: ratio >= 0.90)")
+    overhead(args.loop_epochs, None)
+
+
+def rnn_suite(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_rnn import steps_per_second
+
+    from zoo.models.rnn import make_rnn
+
+    print("\n## fused recurrent layers vs the reference cells: batch 64, 32 steps, hidden 128, 2 layers")
+    row("row", "fused step/s", "reference", "speedup")
+    x = torch.randn(64, 32, 128)
+    for cell in ("lstm", "gru"):
+        kwargs = dict(input_size=128, hidden_size=128, num_layers=2, batch_first=True)
+        reference, fused = make_rnn(cell, "reference", **kwargs), make_rnn(cell, "fused", **kwargs)
+        fused.load_state_dict(reference.state_dict())
+        torch.testing.assert_close(fused(x)[0], reference(x)[0], rtol=1e-4, atol=1e-5)
+        ref_rate, fused_rate = steps_per_second(reference, x, 10), steps_per_second(fused, x, 10)
+        row(f"{cell} training step", f"{fused_rate:.1f}", f"{ref_rate:.1f}", f"{fused_rate / ref_rate:.2f}")
+
+
+def sdpa_suite(args: argparse.Namespace) -> None:
+    from zoo.layers.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    fast, reference = MultiHeadAttention(512, 8), MultiHeadAttention(512, 8, fast=False)
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 512, 512)  # (B, T, D): 512 tokens
+    torch.testing.assert_close(fast(x, x, x)[0], reference(x, x, x)[0], rtol=1e-4, atol=1e-5)
+
+    def step(layer):
+        def run():
+            out, _ = layer(x, x, x)
+            out.sum().backward()
+        return run
+
+    seconds = time_interleaved({"fast": step(fast), "reference": step(reference)}, rounds=7, steps_per_round=3)
+    print("\n## multi-head attention, d 512, 8 heads, batch 4, 512 tokens, forward + backward (outputs equal)")
+    row("row", "sdpa ms", "reference ms", "speedup")
+    row("attention step", f"{statistics.median(seconds['fast']) * 1e3:.1f}",
+        f"{statistics.median(seconds['reference']) * 1e3:.1f}", f"{median_ratio(seconds['fast'], seconds['reference']):.2f}")  # fmt: skip
+
+
+def default_suite(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_default import run_default
+
+    print("\n## the default run (zoo-train, LeNet-5 on digits): target >= 99.0% in <= 20 s")
+    run_default(args.seeds)
+
+
+SUITES = {
+    "parity": parity_suite, "fast": fast_suite, "accuracy": accuracy_suite, "loop": loop_suite,
+    "rnn": rnn_suite, "sdpa": sdpa_suite, "default": default_suite, "gpu": gpu_suite,
+}  # fmt: skip
+CPU_SUITES = ["parity", "fast", "loop", "rnn", "sdpa", "default", "accuracy"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", nargs="+", choices=sorted(SUITES), default=CPU_SUITES)
+    parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"], help="gpu suite")
+    parser.add_argument("--parity-models", nargs="+", default=PARITY_MODELS)
+    parser.add_argument("--fast-models", nargs="+", default=FAST_MODELS)
+    parser.add_argument("--cpu-batch", type=int, default=8)
+    parser.add_argument("--cpu-size", type=int, default=112, help="CPU input size (ViT-B/16 is built for it)")
+    parser.add_argument("--cpu-rounds", type=int, default=7)
+    parser.add_argument("--cpu-steps", type=int, default=2, help="CPU steps per round per candidate")
+    parser.add_argument("--loop-epochs", type=int, default=25)
+    parser.add_argument("--epochs", type=int, default=5, help="accuracy suite: training epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps-per-round", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--compile-mode", default="default")
+    args = parser.parse_args()
+    print(f"# {machine(torch.device('cpu'))}; {platform.platform()}")
+    for suite in args.suite:
+        SUITES[suite](args)
+
+
+if __name__ == "__main__":
+    main()

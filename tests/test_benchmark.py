@@ -1,0 +1,49 @@
+"""The measuring parts of the benchmarks (zoo.benchmark): they must measure what they say."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from zoo.benchmark import Setting, TrainStep, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved
+
+
+@pytest.mark.parametrize("setting", [Setting(), Setting("bf16", channels_last=True), Setting("16")])
+def test_a_train_step_trains(setting):
+    inputs, targets = synthetic_batch(8, 3, 32, 10)
+    step = TrainStep(zoo.get_model("lenet5", num_classes=10, in_channels=3), inputs, targets, setting)
+    before = [p.detach().clone() for p in step.model.parameters()]
+    losses = [float(step()) for _ in range(20)]
+    assert losses[-1] < losses[0]  # the same batch again and again: the loss must fall
+    assert all(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))
+    assert step.scaler.is_enabled() == (setting.precision == "16")
+    assert step.inputs.is_contiguous(memory_format=torch.channels_last) == setting.channels_last
+
+
+def test_settings_validate_and_label_themselves():
+    assert Setting("bf16", True, "default").label == "bf16 channels_last compile(default)"
+    with pytest.raises(ValueError, match="precision"):
+        Setting("fp8")
+
+
+def test_interleaved_timing_tells_a_slow_step_from_a_fast_one():
+    big, small = torch.randn(400, 400), torch.randn(20, 20)
+    seconds = time_interleaved({"slow": lambda: big @ big, "fast": lambda: small @ small}, rounds=3, steps_per_round=3)
+    assert set(seconds) == {"slow", "fast"} and all(len(v) == 3 for v in seconds.values())
+    assert median_ratio(seconds["fast"], seconds["slow"]) > 2
+    assert median_ratio([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == 1.0  # round by round: 2, 1, 0.5
+
+
+def _allocating_step(mib: int):
+    kept = torch.ones(mib * 2**18)  # float32: mib MiB, touched
+    return lambda: kept.add_(1)
+
+
+def test_peak_rss_of_a_fresh_process_sees_what_the_step_allocates():
+    small = peak_rss_mib(partial(_allocating_step, 1), steps=1)
+    large = peak_rss_mib(partial(_allocating_step, 300), steps=1)
+    assert small < 50 and 290 < large < 350, (small, large)
