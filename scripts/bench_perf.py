@@ -50,6 +50,8 @@ from zoo.benchmark import (
     Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
+from zoo.perf import speed_up
+
 SCRIPTS = Path(__file__).resolve().parent
 PARITY_MODELS = ("resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")
 FAST_MODELS = ("resnet50", "densenet121", "efficientnet_b0")
@@ -68,7 +70,14 @@ def torchvision_model(name: str, num_classes: int, **options) -> torch.nn.Module
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    name, bf16 = platform.machine(), ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
+        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        bf16 = ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "no bf16 instructions"
+    return f"{name} ({bf16}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def gpu_suite(args: argparse.Namespace) -> None:
@@ -124,15 +133,17 @@ def build_step(source: str, name: str, batch: int, size: int, setting: Setting =
     options = {"image_size": size} if name.startswith("vit") else {}
     if source == "ours":
         model = zoo.get_model(name, num_classes=10, **options)
+        if setting.precision == "bf16":  # as zoo-train sets up bf16-mixed on a CPU
+            speed_up(model, "bf16-mixed", setting.channels_last, accelerator="cpu")
     else:
         model = torchvision_model(name, 10, **options)
     inputs, targets = synthetic_batch(batch, 3, size, 10)
     return TrainStep(model, inputs, targets, setting)
 
 
-def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memory: bool) -> None:
+def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memory: bool, size: int) -> None:
     """Time each (ours, reference) pair interleaved, print throughput (and memory) rows."""
-    print(f"\n## {title}; batch {args.cpu_batch}, {args.cpu_size} px, {torch.get_num_threads()} threads")
+    print(f"\n## {title}; batch {args.cpu_batch}, {size} px, {torch.get_num_threads()} threads")
     row("row", "ours", "reference", "ratio")
     for name, (ours, reference) in pairs.items():
         seconds = time_interleaved(
@@ -155,19 +166,24 @@ def parity_suite(args: argparse.Namespace) -> None:
         )
         for name in args.parity_models
     }
-    cpu_pairs(args, "parity with torchvision (target: ratio >= 0.98, memory ratio <= 1)", pairs, memory=True)
+    cpu_pairs(args, "parity with torchvision (target: ratio >= 0.98, memory ratio <= 1)", pairs, memory=True, size=args.cpu_size)
 
 
 def fast_suite(args: argparse.Namespace) -> None:
     fast = Setting("bf16", channels_last=True)
     pairs = {
         f"{name} {fast.label} vs torchvision fp32 NCHW": (
-            partial(build_step, "ours", name, args.cpu_batch, args.cpu_size, fast),
-            partial(build_step, "torchvision", name, args.cpu_batch, args.cpu_size),
+            partial(build_step, "ours", name, args.cpu_batch, args.fast_size, fast),
+            partial(build_step, "torchvision", name, args.cpu_batch, args.fast_size),
         )
         for name in args.fast_models
     }
-    cpu_pairs(args, "the fast path (target: ratio >= 1.5)", pairs, memory=False)
+    cpu_pairs(args, "the fast path (target: ratio >= 1.5)", pairs, memory=False, size=args.fast_size)
+
+
+# As scripts/digits_table.py trains them: 32 px through the ImageNet stems, except
+# EfficientNet-B0, which needs its small-input stem to learn digits in a few epochs.
+DIGITS_OPTIONS = {"efficientnet_b0": ["model.small_input=true"]}
 
 
 def digits_accuracy(name: str, seed: int, epochs: int, fast: bool) -> float:
@@ -176,7 +192,7 @@ def digits_accuracy(name: str, seed: int, epochs: int, fast: bool) -> float:
         "trainer.precision=32-true", "perf.channels_last=false"]  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir:
         subprocess.run(
-            [str(zoo_train), f"model={name}", "model.small_input=true", f"trainer.max_epochs={epochs}",
+            [str(zoo_train), f"model={name}", *DIGITS_OPTIONS.get(name, []), f"trainer.max_epochs={epochs}",
              "data.batch_size=64", "optim.lr=0.05", f"seed={seed}", f"hydra.run.dir={run_dir}",
              "callbacks.progress_bar=none", *speed],
             check=True, capture_output=True,
@@ -186,11 +202,12 @@ def digits_accuracy(name: str, seed: int, epochs: int, fast: bool) -> float:
 
 def accuracy_suite(args: argparse.Namespace) -> None:
     print(f"\n## digits test accuracy, bf16-mixed + channels_last vs fp32 (target: within 0.5 point); "
-          f"{args.epochs} epochs, batch 64, SGD lr 0.05, one-cycle, seeds {args.seeds}")  # fmt: skip
+          f"32 px, {args.epochs} epochs, batch 64, SGD lr 0.05, one-cycle, seeds {args.seeds}")  # fmt: skip
     row("row", "bf16 acc %", "fp32 acc %", "diff")
     for name in args.fast_models:
-        fast = statistics.median(digits_accuracy(name, s, args.epochs, True) for s in args.seeds) * 100
-        base = statistics.median(digits_accuracy(name, s, args.epochs, False) for s in args.seeds) * 100
+        fast = statistics.median(digits_accuracy(name, s, args.epochs, True) for s in args.seeds)
+        base = statistics.median(digits_accuracy(name, s, args.epochs, False) for s in args.seeds)
+        fast, base = fast * 100, base * 100
         row(f"{name} median digits test acc", f"{fast:.2f}", f"{base:.2f}", f"{fast - base:+.2f}")
 
 
@@ -265,6 +282,7 @@ def main() -> None:
     parser.add_argument("--fast-models", nargs="+", default=FAST_MODELS)
     parser.add_argument("--cpu-batch", type=int, default=8)
     parser.add_argument("--cpu-size", type=int, default=112, help="CPU input size (ViT-B/16 is built for it)")
+    parser.add_argument("--fast-size", type=int, default=224, help="fast suite input size")
     parser.add_argument("--cpu-rounds", type=int, default=7)
     parser.add_argument("--cpu-steps", type=int, default=2, help="CPU steps per round per candidate")
     parser.add_argument("--loop-epochs", type=int, default=25)

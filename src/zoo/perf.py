@@ -1,15 +1,22 @@
 """Speed switches of a training run: precision, memory format, compilation.
 
-``trainer.precision=auto`` and ``perf.channels_last=auto`` (the defaults) choose, for a
-convolutional network on hardware with fast bfloat16 (a CUDA GPU that supports it, or a
-CPU with AVX-512 BF16 or AMX), ``bf16-mixed`` autocast and channels-last weights; anything
-else trains in float32, NCHW. This is the fastest setting that measured safe:
+``trainer.precision=auto`` and ``perf.channels_last=auto`` (the defaults) choose
+``bf16-mixed`` autocast and channels-last weights for a network whose family measured
+faster that way (``ImageModel.fast_path``: the ImageNet CNNs, AlexNet to EfficientNet;
+not LeNet-5, the MLP or ViT) on hardware with fast bfloat16 (a CUDA GPU that supports it,
+or a CPU with AVX-512 BF16 or AMX); anything else trains in float32, NCHW. This is the fastest setting that measured safe:
 ``scripts/bench_perf.py`` (suite ``fast``) times it against torchvision's fp32 NCHW
 training step and checks digits accuracy against the fp32 run (docs/performance.md).
 Autocast keeps weights, optimizer state and reductions (losses, norms' statistics) in
 float32; only matrix products and convolutions run in bfloat16. ``16-mixed`` (float16
 with loss scaling) is Lightning's and is never chosen automatically: it needs the scaler
 and CPUs have no fast float16.
+
+On a CPU, bf16-mixed leaves depthwise convolutions (EfficientNet's) in float32: oneDNN's
+bfloat16 depthwise backward pass is slower than its float32 one (EfficientNet-B0, batch 8,
+2-core AMD EPYC, against torchvision's fp32 NCHW step: 1.38x with them in bf16 and 2.06x in
+fp32 at 224 px; 0.94x and 1.39x at 112 px), so :func:`depthwise_in_float32` takes them out
+of autocast.
 
 ``perf.compile`` compiles the network with :func:`torch.compile` (its ``mode``); if the
 platform cannot compile, or compilation fails on the first batch, a warning says why and
@@ -50,9 +57,9 @@ def fast_bf16(device_type: str) -> bool:
     return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def is_convolutional(net: nn.Module) -> bool:
-    """A network whose work is mostly convolutions (``ImageModel.convolutional``)."""
-    return bool(getattr(net, "convolutional", False))
+def has_fast_path(net: nn.Module) -> bool:
+    """Whether bf16 + channels-last was measured faster for ``net``'s family (``ImageModel.fast_path``)."""
+    return bool(getattr(net, "fast_path", False))
 
 
 def resolve_precision(precision: Any, accelerator: str, net: nn.Module) -> Any:
@@ -61,16 +68,16 @@ def resolve_precision(precision: Any, accelerator: str, net: nn.Module) -> Any:
         if str(precision) not in PRECISIONS:
             raise ValueError(f"trainer.precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
         return precision
-    if is_convolutional(net) and fast_bf16(accelerator_type(accelerator)):
+    if has_fast_path(net) and fast_bf16(accelerator_type(accelerator)):
         return "bf16-mixed"
     return "32-true"
 
 
 def use_channels_last(setting: Any, precision: Any, net: nn.Module) -> bool:
-    """``perf.channels_last``: true, false, or auto (on for convolutional networks trained
-    in bf16-mixed, where it measured faster on both CPU and GPU)."""
+    """``perf.channels_last``: true, false, or auto (on for fast-path networks trained in
+    bf16-mixed, where it measured faster on both CPU and GPU)."""
     if setting == "auto":
-        return is_convolutional(net) and str(precision).startswith("bf16")
+        return has_fast_path(net) and str(precision).startswith("bf16")
     if not isinstance(setting, bool):
         raise ValueError(f"perf.channels_last must be true, false or auto; got {setting!r}")
     return setting
@@ -118,6 +125,22 @@ def compile_network(net: nn.Module, mode: str = "default", device_type: str = "c
     return True
 
 
+def depthwise_in_float32(net: nn.Module, device_type: str = "cpu") -> int:
+    """Run ``net``'s depthwise convolutions outside ``device_type``'s autocast, in float32;
+    returns how many. Their weights stay as they are; only the forward call changes."""
+    count = 0
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            module.forward = functools.partial(_float32_forward, module.forward, device_type)
+            count += 1
+    return count
+
+
+def _float32_forward(forward: Any, device_type: str, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(device_type, enabled=False):
+        return forward(x.float())
+
+
 def speed_up(net: nn.Module, precision: Any, channels_last: Any = "auto", compile: str | None = None, accelerator: str = "auto") -> dict[str, Any]:
     """Apply the ``perf`` switches to ``net`` (in place) for a run at ``precision`` (resolved);
     returns what was applied, for the log."""
@@ -125,7 +148,10 @@ def speed_up(net: nn.Module, precision: Any, channels_last: Any = "auto", compil
     if use_channels_last(channels_last, precision, net):
         net.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
-    if compile and compile_network(net, compile, accelerator_type(accelerator)):
+    device_type = accelerator_type(accelerator)
+    if str(precision) == "bf16-mixed" and device_type == "cpu":
+        depthwise_in_float32(net, device_type)
+    if compile and compile_network(net, compile, device_type):
         applied["compile"] = compile
     log.info("speed: precision %s, channels_last %s, compile %s", *applied.values())
     return applied

@@ -68,8 +68,10 @@ class ImageModel(nn.Module):
     default_image_size: int = 224
     fixed_image_size: int | None = None
     min_image_size: int = 1
-    #: Mostly convolutions: trained in bf16 + channels-last where that is fast (zoo.perf).
-    convolutional: bool = True
+    #: bf16 autocast + channels-last memory trains this family faster than fp32 NCHW on
+    #: hardware with fast bfloat16 (measured per family: docs/performance.md), so
+    #: ``trainer.precision=auto`` and ``perf.channels_last=auto`` choose them (zoo.perf).
+    fast_path: bool = True
     #: The maps :meth:`feature_maps` yields, input to output; families fill it in from
     #: their configuration in ``__init__``. Empty: the model has no spatial feature maps.
     feature_info: Sequence[FeatureInfo] = ()

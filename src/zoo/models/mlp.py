@@ -29,7 +29,7 @@ _NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 class MLP(ImageModel):
     """Fully connected classifier of ``in_channels x image_size x image_size`` images."""
 
-    convolutional = False
+    fast_path = False  # matrix products of a few hundred units: nothing for bf16 kernels to gain
 
     def __init__(
         self,

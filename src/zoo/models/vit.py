@@ -172,7 +172,7 @@ class VisionTransformer(ImageModel):
             backward pass instead of storing them (same results, less memory, slower).
     """
 
-    convolutional = False  # one patch-projection convolution; the rest is matrix products
+    fast_path = False  # not measured as a CNN default; bf16-mixed is a trainer.precision away
 
     def __init__(
         self,

@@ -1,0 +1,300 @@
+"""``zoo-bench [PATTERN]``: the benchmark table of the registered models, beside the published numbers.
+
+For every model the pattern matches: parameters (ours, torchvision's same architecture,
+the published count), MACs at the published input size (``torch.utils.flop_counter``, on
+the ``meta`` device), the published accuracy (``benchmarks/reference.yaml``), and with
+``--throughput`` the inference and training throughput at ``--batch-size`` on ``--device``
+at ``--precision``, and the training step's peak memory (CUDA: max allocated; CPU: the
+peak resident memory a fresh process adds). ``--compare torchvision`` times torchvision's
+same architecture side by side, interleaved round by round, and prints the ratio.
+
+Writes ``bench.csv``, ``bench.md`` and two plots (published acc@1 against MACs; training
+throughput against parameters, with ``--throughput``) into ``--out``. A parameter count
+that differs from the published one, or MACs more than 2% off, is flagged in the table.
+
+    zoo-bench 'resnet*'
+    zoo-bench resnet50 vgg16 --throughput --batch-size 16 --image-size 112 --compare torchvision
+    zoo-bench 'efficientnet*' --throughput --device cuda --precision bf16 --channels-last
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from zoo.benchmark import Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved
+from zoo.errors import ZooError
+from zoo.models import ImageModel
+from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.registry import MODELS
+
+MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
+
+
+def reference_path() -> Path:
+    """``benchmarks/reference.yaml``: inside the installed package, else the repository's."""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "benchmarks" / "reference.yaml"
+    return packaged if packaged.is_file() else here.parents[3] / "benchmarks" / "reference.yaml"
+
+
+def load_reference(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = path or reference_path()
+    if not path.is_file():
+        raise ZooError(f"the reference numbers file {path} does not exist")
+    return yaml.safe_load(path.read_text())["models"]
+
+
+@dataclass
+class Row:
+    model: str
+    params: int
+    macs: int | None
+    image_size: int | None
+    tv_params: int | None = None
+    resizable: bool = True  # the constructor takes image_size (ViT, MLP), or the net takes any size
+    ref: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def flags(self) -> list[str]:
+        published = self.ref.get("torchvision", {})
+        flags = []
+        if "params" in published and published["params"] != self.params:
+            flags.append(f"params {self.params:,} != published {published['params']:,}")
+        if "gflops" in published and self.macs is not None:
+            if abs(self.macs / 1e9 - published["gflops"]) > MAC_TOLERANCE * published["gflops"]:
+                flags.append(f"GMACs {self.macs / 1e9:.3f} != published {published['gflops']}")
+        return flags
+
+    def record(self) -> dict[str, Any]:
+        tv, paper = self.ref.get("torchvision", {}), self.ref.get("paper", {})
+        paper_text = f"{paper['metric']}: {paper['value']}" if paper else ""
+        return {
+            "model": self.model, "params": self.params, "torchvision_params": self.tv_params,
+            "published_params": tv.get("params"), "gmacs": None if self.macs is None else round(self.macs / 1e9, 4),
+            "published_gmacs": tv.get("gflops"), "image_size": self.image_size,
+            "published_acc1": tv.get("acc1"), "published_acc5": tv.get("acc5"), "weights": tv.get("weights"),
+            "paper": paper_text, **{k: round(v, 3) for k, v in self.measured.items()},
+            "flags": "; ".join(self.flags) or "ok",
+        }  # fmt: skip
+
+
+def torchvision_builder(name: str):
+    import torchvision
+
+    return (lambda **kw: torchvision.models.get_model(name, weights=None, **kw)) if name in torchvision.models.list_models() else None
+
+
+def static_row(name: str, ref: dict[str, Any]) -> Row:
+    """Parameters and MACs, counted on the ``meta`` device."""
+    build = ref.get("build", {})
+    model = build_on_meta(MODELS.get(name), **build)
+    published = ref.get("torchvision", {})
+    if isinstance(model, ImageModel):
+        size = published.get("image_size", model.default_image_size)
+        macs = count_macs(model, (1, model.in_channels, size, size))
+    else:
+        size, macs = None, count_macs(model)
+    builder = torchvision_builder(name)
+    tv_params = count_params(build_on_meta(builder, **build)) if builder else None
+    resizable = getattr(model, "fixed_image_size", None) is None or "image_size" in inspect.signature(type(model)).parameters
+    return Row(name, count_params(model), macs, size, tv_params, resizable=resizable, ref=ref)
+
+
+class InferStep:
+    """One forward pass in eval mode without autograd, as :class:`TrainStep` sets models up."""
+
+    def __init__(self, train_step: TrainStep):
+        self.train_step = train_step
+
+    def __call__(self) -> torch.Tensor:
+        step = self.train_step
+        step.model.eval()
+        with torch.inference_mode(), step.autocast():
+            out = step.forward(step.inputs)
+        step.model.train()
+        return out
+
+
+def _build_step(source: str, name: str, args: argparse.Namespace, size: int) -> TrainStep:
+    """A training step of ``name`` (``source``: ours or torchvision); module-level so that a
+    fresh process can build it for the memory measurement."""
+    torch.manual_seed(0)
+    meta = build_on_meta(MODELS.get(name))
+    fixed = getattr(meta, "fixed_image_size", None)
+    options = {"image_size": size} if fixed is not None and fixed != size else {}
+    if source == "ours":
+        model = MODELS.build(name, num_classes=1000, **options)
+    else:
+        model = torchvision_builder(name)(num_classes=1000, **options)
+    inputs, targets = synthetic_batch(args.batch_size, getattr(model, "in_channels", 3), size, 1000)
+    setting = Setting(args.precision, args.channels_last, args.compile)
+    return TrainStep(model, inputs, targets, setting, args.device)
+
+
+def measure(row: Row, args: argparse.Namespace) -> None:
+    """Throughput (images/s) and the training step's peak memory, into ``row.measured``."""
+    size = (args.image_size if row.resizable else None) or row.image_size
+    sources = ["ours"] + (["torchvision"] if args.compare == "torchvision" and torchvision_builder(row.model) else [])
+    row.measured["timed_at_px"] = size
+    steps = {s: _build_step(s, row.model, args, size) for s in sources}
+    timing = {f"{s} train": step for s, step in steps.items()}
+    timing |= {f"{s} infer": InferStep(step) for s, step in steps.items()}
+    seconds = time_interleaved(timing, rounds=args.rounds, steps_per_round=args.steps, warmup=args.warmup, device=args.device)
+    for label, per_round in seconds.items():
+        row.measured[f"{label.replace(' ', '_')}_img_s"] = args.batch_size / statistics.median(per_round)
+    if "torchvision train" in seconds:
+        row.measured["train_ratio_vs_torchvision"] = median_ratio(seconds["ours train"], seconds["torchvision train"])
+        row.measured["infer_ratio_vs_torchvision"] = median_ratio(seconds["ours infer"], seconds["torchvision infer"])
+    if args.memory:
+        for source, step in steps.items():
+            if torch.device(args.device).type == "cuda":
+                row.measured[f"{source}_train_peak_mib"] = cuda_peak_mib(step, args.device)
+            else:
+                from functools import partial
+
+                row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(partial(_build_step, source, row.model, args, size))
+
+
+def markdown(rows: list[Row], args: argparse.Namespace) -> str:
+    records = [r.record() for r in rows]
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    lines = [
+        f"zoo-bench, {datetime.now():%Y-%m-%d %H:%M}; device {args.device}, precision {args.precision}, "
+        f"batch {args.batch_size}, channels_last {args.channels_last}, compile {args.compile}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for r in records:
+        lines.append("| " + " | ".join("" if r.get(c) is None else f"{r[c]:,}" if isinstance(r.get(c), int) else str(r[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    points = [(r.macs / 1e9, r.ref["torchvision"]["acc1"], r.model) for r in rows if r.macs and "acc1" in r.ref.get("torchvision", {})]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for x, y, name in points:
+            ax.scatter(x, y)
+            ax.annotate(name, (x, y), fontsize=7)
+        ax.set(xscale="log", xlabel="GMACs (ours, at the published input size)", ylabel="published acc@1 (%)",
+               title="ImageNet-1K accuracy of torchvision's weights against compute")  # fmt: skip
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_macs.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "accuracy_vs_macs.png")
+    points = [(r.params / 1e6, r.measured["ours_train_img_s"], r.model) for r in rows if "ours_train_img_s" in r.measured]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for x, y, name in points:
+            ax.scatter(x, y)
+            ax.annotate(name, (x, y), fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="parameters (M)", ylabel="training images/s", title="Training throughput")
+        fig.tight_layout()
+        fig.savefig(out / "throughput_vs_params.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "throughput_vs_params.png")
+    return written
+
+
+def bench(args: argparse.Namespace) -> list[Row]:
+    reference = load_reference(args.reference)
+    names = list(dict.fromkeys(n for pattern in args.patterns for n in MODELS.names(pattern)))
+    if not names:
+        raise ZooError(f"no registered model matches {args.patterns}; available: {', '.join(MODELS.names())}")
+    out = Path(args.out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("zoo-bench", total=len(names))
+        for name in names:
+            progress.update(task, description=f"zoo-bench {name}")
+            row = static_row(name, reference.get(name, {}))
+            if args.throughput and row.image_size is not None:
+                measure(row, args)
+            rows.append(row)
+            progress.advance(task)
+    records = [r.record() for r in rows]
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    with open(out / "bench.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+    (out / "bench.md").write_text(markdown(rows, args))
+    plot(rows, out)
+    print_table(rows, out)
+    return rows
+
+
+def print_table(rows: list[Row], out: Path) -> None:
+    timed = any("ours_train_img_s" in r.measured for r in rows)
+    compared = any("train_ratio_vs_torchvision" in r.measured for r in rows)
+    columns = ["model", "params", "published", "GMACs", "published", "acc@1"]
+    columns += ["train img/s", "infer img/s"] if timed else []
+    columns += ["train vs tv", "infer vs tv"] if compared else []
+    table = Table(title=f"zoo-bench (tables and plots in {out})")
+    for c in [*columns, "check"]:
+        table.add_column(c, justify="left" if c in ("model", "check") else "right")
+    for r in rows:
+        tv, m = r.ref.get("torchvision", {}), r.measured
+        cells = [
+            r.model, f"{r.params:,}", f"{tv['params']:,}" if "params" in tv else "-",
+            "-" if r.macs is None else f"{r.macs / 1e9:.4g}", str(tv.get("gflops", "-")), str(tv.get("acc1", "-")),
+        ]  # fmt: skip
+        keys = (["ours_train_img_s", "ours_infer_img_s"] if timed else []) + (
+            ["train_ratio_vs_torchvision", "infer_ratio_vs_torchvision"] if compared else [])  # fmt: skip
+        cells += [f"{m[k]:.3g}" if k in m else "-" for k in keys]
+        table.add_row(*cells, "; ".join(r.flags) or "ok")
+    Console(width=160).print(table)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="zoo-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("patterns", nargs="*", default=["*"], help="model names or shell-style patterns")
+    parser.add_argument("--out", default=None, help="output folder (default outputs/bench/<date>/<time>)")
+    parser.add_argument("--reference", type=Path, default=None, help="published numbers (default benchmarks/reference.yaml)")
+    parser.add_argument("--throughput", action="store_true", help="also time inference and training steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"], help="autocast precision")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", default=None, help="a torch.compile mode")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=None, help="default: each model's published input size")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
+    parser.add_argument("--steps", type=int, default=2, help="steps per round per candidate")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
+    parser.add_argument("--compare", choices=["torchvision"], default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        bench(args)
+    except ZooError as err:
+        raise SystemExit(f"Error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

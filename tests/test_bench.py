@@ -1,0 +1,69 @@
+"""zoo-bench and the published numbers it compares against (benchmarks/reference.yaml)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torchvision
+import yaml
+
+from zoo.cli.bench import MAC_TOLERANCE, load_reference, main, reference_path, static_row
+from zoo.profiling import build_on_meta, count_params
+from zoo.registry import MODELS
+
+REFERENCE = load_reference()
+PUBLISHED = sorted(name for name, ref in REFERENCE.items() if "torchvision" in ref)
+
+
+def test_every_reference_entry_names_a_registered_model_and_cites_a_source():
+    document = yaml.safe_load(reference_path().read_text())
+    assert set(REFERENCE) <= set(MODELS.names())
+    for name, ref in REFERENCE.items():
+        if "paper" in ref:
+            assert ref["paper"]["source"] in document["sources"], name
+    assert {"resnet50", "vgg16", "googlenet", "densenet121", "efficientnet_b0", "vit_b_16", "alexnet"} <= set(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_parameters_and_macs_match_ours_and_torchvisions(name):
+    """The published counts are torchvision's models' (so a typo in the file fails here)
+    and ours equal them; our MACs agree with torchvision's GFLOPS to its rounding."""
+    ref = REFERENCE[name]
+    published = ref["torchvision"]
+    theirs = build_on_meta(lambda **kw: torchvision.models.get_model(name, weights=None, **kw), **ref.get("build", {}))
+    assert count_params(theirs) == published["params"]
+    row = static_row(name, ref)
+    assert row.params == published["params"] == row.tv_params
+    assert abs(row.macs / 1e9 - published["gflops"]) <= MAC_TOLERANCE * published["gflops"]
+    assert row.flags == []
+
+
+def test_a_count_that_disagrees_with_the_published_one_is_flagged():
+    ref = {"torchvision": {**REFERENCE["resnet18"]["torchvision"], "params": 11_000_000, "gflops": 2.5}}
+    flags = static_row("resnet18", ref).flags
+    assert len(flags) == 2 and "11,000,000" in flags[0] and "2.5" in flags[1]
+
+
+def test_zoo_bench_writes_tables_and_plots_and_compares_with_torchvision(tmp_path, capsys):
+    main([
+        "resnet18", "lenet5", "transformer_small", "--throughput", "--compare", "torchvision", "--image-size", "64",
+        "--batch-size", "2", "--rounds", "2", "--steps", "1", "--warmup", "1", "--out", str(tmp_path),
+    ])  # fmt: skip
+    rows = {r["model"]: r for r in csv.DictReader((tmp_path / "bench.csv").open())}
+    assert set(rows) == {"resnet18", "lenet5", "transformer_small"}
+    resnet = rows["resnet18"]
+    assert resnet["flags"] == "ok" and resnet["published_acc1"] == "69.758" and resnet["timed_at_px"] == "64"
+    for key in ("ours_train_img_s", "torchvision_train_img_s", "train_ratio_vs_torchvision", "ours_train_peak_mib"):
+        assert float(resnet[key]) > 0, key
+    assert rows["lenet5"]["timed_at_px"] == "32"  # LeNet-5 takes only its own size
+    assert "MNIST" in rows["lenet5"]["paper"] and float(rows["lenet5"]["ours_train_peak_mib"]) > 0
+    assert rows["transformer_small"]["ours_train_img_s"] == ""  # sequence models: counts only
+    assert "| resnet18 | 11,689,512 |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 0 and (tmp_path / "throughput_vs_params.png").is_file()
+    assert "vs tv" in capsys.readouterr().out
+
+
+def test_an_unknown_model_pattern_lists_the_choices(tmp_path):
+    with pytest.raises(SystemExit, match="no registered model matches.*resnet18"):
+        main(["resnet9000", "--out", str(tmp_path)])
