@@ -141,6 +141,7 @@ class Preprocessing:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    resize_size: int | None = None  # the shorter side before the centre crop, where the weights say
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _from_torchvision(name: str, download: bool) -> Pretrained:
             )
         _fetch(weights.url, path)
     preset = weights.transforms()  # ImageClassification: resize, centre crop, normalise
-    preprocessing = Preprocessing(preset.crop_size[0], tuple(preset.mean), tuple(preset.std))
+    preprocessing = Preprocessing(preset.crop_size[0], tuple(preset.mean), tuple(preset.std), preset.resize_size[0])
     return Pretrained(f"{name} ({path})", _as_state_dict(load_file(path), path), preprocessing)
 
 

@@ -129,6 +129,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         callbacks.append(ExactResume())
     if cfg.get("early_stopping"):
         callbacks.append(cb.EarlyStopping(**plain(cfg.early_stopping)))
+    if cfg.get("ema"):
+        # An exponential moving average of the weights (Polyak averaging), validated,
+        # tested and checkpointed in place of the trained weights: Lightning's callback.
+        callbacks.append(cb.EMAWeightAveraging(**plain(cfg.ema)))
     bar = cfg.get("progress_bar", "tqdm")
     if bar == "rich":
         callbacks.append(cb.RichProgressBar(refresh_rate=cfg.get("refresh_rate", 1), leave=True))

@@ -1,7 +1,18 @@
-"""``zoo-eval ckpt_path=...``: test a training checkpoint again on its own data split.
+"""``zoo-eval``: test a trained network again, from a training checkpoint or from weights.
 
-The data settings stored in the checkpoint rebuild the same split; ``+data.<key>=...``
-overrides them (e.g. ``+data.root=/elsewhere``). Writes ``metrics.json`` to the run folder.
+``zoo-eval ckpt_path=<run>/checkpoints/best.ckpt``: the checkpoint's own data settings
+rebuild the same split; ``+data.<key>=...`` overrides them (e.g. ``+data.root=/elsewhere``).
+
+``zoo-eval model=resnet50 weights=ResNet50_Weights.IMAGENET1K_V2 folder=/data/imagenet/val``:
+weights (a torchvision-format ``.pth``, ``.safetensors``, a zoo ``.ckpt`` or a torchvision
+weights name) evaluated on an ImageNet-style folder ``<folder>/<class>/<image>``, classes
+in sorted order as torchvision's ``ImageFolder`` (and ImageNet's synset folders) give
+them, fed as torchvision evaluates: shorter side resized to ``resize_size`` (the weights'
+own where they say, else ``image_size / 0.875``: 256 for 224), centre crop ``image_size``,
+ImageNet mean/std (or the checkpoint's). acc@1 and acc@5 are torchvision's: the share of
+images whose true class is the first / among the five highest logits.
+
+Writes ``metrics.json`` to the run folder.
 """
 
 from __future__ import annotations
@@ -14,30 +25,74 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from torchvision import datasets
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import (
-    config_dir, config_errors, plain, quiet_known_warnings, reports_user_errors, trainer_options, write_metrics,
+    config_dir, config_errors, fit_model_to_data, plain, quiet_known_warnings, reports_user_errors, trainer_options,
+    write_metrics,
 )  # fmt: skip
-
+from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, load_image
+from zoo.errors import ConfigError, DataError
+from zoo.finetune import WeightsError, load_pretrained
 from zoo.inference import load_trained
+from zoo.tasks.classification import ImageClassifier
 
 log = logging.getLogger("zoo")
+
+
+def checkpoint_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
+    trained = load_trained(cfg.ckpt_path, **(plain(cfg.get("data")) or {}))
+    trained.datamodule.setup("test")
+    return trained.module, {"datamodule": trained.datamodule}
+
+
+def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
+    if not cfg.model or not cfg.folder:
+        raise ConfigError("weights= needs model=<a configs/model/ name> and folder=<folder>/<class>/<image>")
+    pretrained = load_pretrained(cfg.weights, download=cfg.download)
+    pre = pretrained.preprocessing
+    size = cfg.image_size or pre.image_size or 224
+    prep = ImageFolderDataModule(
+        root=cfg.folder, image_size=size, resize_size=cfg.resize_size or pre.resize_size,
+        mean=pre.mean or IMAGENET_MEAN, std=pre.std or IMAGENET_STD,
+    )  # fmt: skip
+    try:
+        folder = datasets.ImageFolder(cfg.folder, transform=prep.predict_transform(), loader=load_image)
+    except FileNotFoundError as err:
+        raise DataError(f"{Path(cfg.folder).resolve()}: {err} (expected <folder>/<class>/<image>)") from None
+    facts = {"num_classes": len(folder.classes), "in_channels": 3, "image_size": size}
+    model_cfg = fit_model_to_data(plain(cfg.model), facts, str(cfg.folder))
+    name = model_cfg["name"]
+    with config_errors(f"model '{name}'"):
+        module = ImageClassifier(model=model_cfg, optim={"name": "sgd", "lr": 0.0})  # the optimizer is never built
+    try:
+        module.net.load_state_dict(pretrained.state_dict, strict=True)
+    except RuntimeError as err:
+        raise WeightsError(
+            f"{pretrained.source} does not fit {name} with the {len(folder.classes)} classes of {cfg.folder}: "
+            f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
+        ) from None
+    log.info("%s on %d images of %d classes: resize %d, centre crop %d", name, len(folder), len(folder.classes),
+             prep.resize_size, size)  # fmt: skip
+    loader = DataLoader(folder, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    return module.eval(), {"dataloaders": loader}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     quiet_known_warnings()
-    trained = load_trained(cfg.ckpt_path, **(plain(cfg.get("data")) or {}))
-    module, datamodule = trained.module, trained.datamodule
-    datamodule.setup("test")
+    if bool(cfg.ckpt_path) == bool(cfg.weights):
+        raise ConfigError("give either ckpt_path=<training checkpoint> or weights=<file or torchvision name> (with model= and folder=)")
+    module, data = checkpoint_test(cfg) if cfg.ckpt_path else weights_test(cfg)
+    # precision auto: the training run's rule, so its test metrics are reproduced
     with config_errors("trainer"):
-        # precision auto: the training run's rule, so its test metrics are reproduced
         trainer = L.Trainer(**trainer_options(cfg.trainer, module.net), logger=False, callbacks=[RichProgressBar(leave=True)])
-    results = trainer.test(module, datamodule=datamodule)[0]
-    write_metrics(
-        run_dir / "metrics.json", results, checkpoint=str(Path(cfg.ckpt_path).resolve()), data=datamodule.hparams["name"]
-    )
+    results = trainer.test(module, **data)[0]
+    source = str(Path(cfg.ckpt_path).resolve()) if cfg.ckpt_path else cfg.weights
+    name = data["datamodule"].hparams["name"] if "datamodule" in data else str(Path(cfg.folder).resolve())
+    write_metrics(run_dir / "metrics.json", results, checkpoint=source, data=name)
     log.info("run folder: %s", run_dir)
     return results
 

@@ -70,9 +70,17 @@ class TrainConf:
 
 @dataclass
 class EvalConf:
-    ckpt_path: str = "???"
+    ckpt_path: Optional[str] = None
     data: Dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    weights: Optional[str] = None
+    model: Optional[Dict[str, Any]] = None
+    folder: Optional[str] = None
+    image_size: Optional[int] = None
+    resize_size: Optional[int] = None
+    batch_size: int = 64
+    num_workers: int = 2
+    download: bool = False
 
 
 def register_schemas() -> None:

@@ -13,7 +13,9 @@ Nothing is downloaded unless ``download=true``. The validation set of the fixed
 train/test datasets is a seeded ``val_fraction`` of the official training set, so the
 official test set stays untouched. Standard augmentation (``augment=true``): random
 crops with padding, plus horizontal flips for natural images; ImageNet-style random
-resized crops for ``imagefolder``.
+resized crops for ``imagefolder``. Recipes add ``auto_augment`` (autoaugment,
+randaugment, trivialaugment) and ``random_erasing`` (a probability); batch-level MixUp
+and CutMix are the task's (``task.mixup_alpha``, ``task.cutmix_alpha``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ def _to_tensor() -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
 
+# Learned and random augmentation policies (torchvision transforms v2), applied to the
+# uint8 image after the crop and flip, as torchvision's reference recipes do.
+AUTO_AUGMENT = {
+    "autoaugment": v2.AutoAugment,  # Cubuk et al., 2018: the ImageNet policy
+    "randaugment": v2.RandAugment,  # Cubuk et al., 2019: 2 random ops of magnitude 9
+    "trivialaugment": v2.TrivialAugmentWide,  # Mueller and Hutter, 2021: 1 op, random magnitude
+}
+
+
+def train_augmentation(geometric: list, auto_augment: str | None, random_erasing: float, normalize: v2.Normalize) -> list:
+    """``ToImage -> geometric (crop, flip) -> policy -> float -> normalize -> random erasing``."""
+    if auto_augment is not None and auto_augment not in AUTO_AUGMENT:
+        raise DataError(f"data.auto_augment must be null or one of {', '.join(AUTO_AUGMENT)}; got {auto_augment!r}")
+    if not 0.0 <= random_erasing <= 1.0:
+        raise DataError(f"data.random_erasing is a probability in [0, 1]; got {random_erasing}")
+    steps = [v2.ToImage(), *geometric]
+    if auto_augment:
+        steps.append(AUTO_AUGMENT[auto_augment]())
+    steps += [v2.ToDtype(torch.float32, scale=True), normalize]
+    if random_erasing:
+        steps.append(v2.RandomErasing(p=random_erasing))  # Zhong et al., 2017; on the normalised tensor
+    return steps
+
+
 def split_off(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A seeded (rest, held-out) split of ``range(n)`` with ``fraction`` held out."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -95,11 +121,14 @@ class TorchvisionDataModule(ImageDataModule):
         drop_last: bool = False,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        auto_augment: str | None = None,
+        random_erasing: float = 0.0,
     ):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
             pin_memory=pin_memory, persistent_workers=persistent_workers,
         )  # fmt: skip
+        self.auto_augment, self.random_erasing = auto_augment, random_erasing
         self.spec, self.root, self.download = spec, Path(root), download
         self.num_classes, self.in_channels = spec.num_classes, spec.in_channels
         self.image_size = image_size or spec.image_size
@@ -107,15 +136,13 @@ class TorchvisionDataModule(ImageDataModule):
         self.val_fraction, self.split_seed, self.augment = val_fraction, split_seed, augment
 
     def _transform(self, train: bool) -> v2.Compose:
-        size, steps = self.image_size, _to_tensor()
-        if size != self.spec.image_size:
-            steps.append(v2.Resize(size, antialias=True))
+        size = self.image_size
+        resize = [v2.Resize(size, antialias=True)] if size != self.spec.image_size else []
         if train and self.augment:
-            steps.append(v2.RandomCrop(size, padding=size // 8))
-            if self.spec.flip:
-                steps.append(v2.RandomHorizontalFlip())
-        steps.append(v2.Normalize(self.mean, self.std))
-        return v2.Compose(steps)
+            crop = [v2.RandomCrop(size, padding=size // 8)] + ([v2.RandomHorizontalFlip()] if self.spec.flip else [])
+            normalize = v2.Normalize(self.mean, self.std)
+            return v2.Compose(train_augmentation(resize + crop, self.auto_augment, self.random_erasing, normalize))
+        return v2.Compose([*_to_tensor(), *resize, v2.Normalize(self.mean, self.std)])
 
     def _open(self, train: bool, transform: v2.Compose | None = None, download: bool = False) -> Dataset:
         try:
@@ -172,12 +199,17 @@ class ImageFolderDataModule(ImageDataModule):
         drop_last: bool = False,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        resize_size: int | None = None,
+        auto_augment: str | None = None,
+        random_erasing: float = 0.0,
     ):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
             pin_memory=pin_memory, persistent_workers=persistent_workers,
         )  # fmt: skip
+        self.auto_augment, self.random_erasing = auto_augment, random_erasing
         self.root, self.image_size = Path(root), image_size
+        self.resize_size = resize_size or int(round(image_size / 0.875))  # 256 for 224, as torchvision evaluates
         self.in_channels = 1 if grayscale else 3
         self.mean, self.std = tuple(mean), tuple(std)
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
@@ -205,19 +237,18 @@ class ImageFolderDataModule(ImageDataModule):
     def _transform(self, train: bool) -> v2.Compose:
         steps = [v2.Grayscale()] if self.grayscale else []
         if train and self.augment:
-            steps += [
-                *_to_tensor(), v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip(),
-                v2.Normalize(self.mean, self.std),
-            ]  # fmt: skip
+            crop = [v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()]
+            normalize = v2.Normalize(self.mean, self.std)
+            steps += train_augmentation(crop, self.auto_augment, self.random_erasing, normalize)
         else:
             steps += self.eval_steps()
         return v2.Compose(steps)
 
     def eval_steps(self) -> list:
-        """The usual eval crop: resize to ``image_size / 0.875``, keep the central square."""
-        size = self.image_size
+        """torchvision's eval crop: resize the shorter side to ``resize_size`` (by default
+        ``image_size / 0.875``: 256 for 224), keep the central ``image_size`` square."""
         return [
-            *_to_tensor(), v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size),
+            *_to_tensor(), v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size),
             v2.Normalize(self.mean, self.std),
         ]  # fmt: skip
 

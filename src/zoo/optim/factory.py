@@ -88,8 +88,11 @@ def _none(optimizer, total_steps, steps_per_epoch):
 
 
 @SCHEDULERS.register("step")
-def _step(optimizer, total_steps, steps_per_epoch, step_size: int = 30, gamma: float = 0.1):
-    """Multiply the LR by ``gamma`` every ``step_size`` epochs (He et al., 2015)."""
+def _step(optimizer, total_steps, steps_per_epoch, step_size: int = 30, gamma: float = 0.1, milestones: list[int] | None = None):
+    """Multiply the LR by ``gamma`` every ``step_size`` epochs, or at each of the epochs in
+    ``milestones`` when given (He et al., 2015: epochs 30, 60 on ImageNet)."""
+    if milestones:
+        return {"scheduler": lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma), "interval": "epoch"}
     return {"scheduler": lr_scheduler.StepLR(optimizer, step_size, gamma), "interval": "epoch"}
 
 

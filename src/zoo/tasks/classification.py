@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
+from torchvision.transforms import v2
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.finetune import parameter_lrs
@@ -27,6 +28,16 @@ from zoo.nn.regularization import l1_penalty
 from zoo.registry import get_model
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
+
+
+def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int, loss: str) -> v2.Transform | None:
+    """The batch transform that mixes images and turns labels into class probabilities."""
+    mixers = [cls(alpha=a, num_classes=num_classes) for cls, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a > 0]
+    if not mixers:
+        return None
+    if loss != "cross_entropy":
+        raise ValueError(f"task.mixup_alpha/cutmix_alpha need loss=cross_entropy (soft targets); got loss={loss}")
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 @TASKS.register("classification")
@@ -43,6 +54,11 @@ class ImageClassifier(TaskModule):
         l1: weight of the L1 penalty on weights (0: none).
         stage_lrs: learning rates by stage of ``net.stages()`` for fine-tuning (``head``:
             the last stage, ``backbone``: the others); other parameters use ``optim.lr``.
+        mixup_alpha: MixUp (Zhang et al., 2017) with ``lambda ~ Beta(alpha, alpha)`` on each
+            training batch; 0: off.
+        cutmix_alpha: CutMix (Yun et al., 2019) likewise; with both on, each batch gets one
+            of the two at random, as torchvision's reference recipes do. Training accuracy is
+            then measured against each image's original label.
     """
 
     monitor, monitor_mode = "val/acc", "max"  # the metric that picks the best checkpoint
@@ -57,12 +73,15 @@ class ImageClassifier(TaskModule):
         loss: str = "cross_entropy",
         l1: float = 0.0,
         stage_lrs: dict[str, float] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         kwargs = dict(model)
         self.net = get_model(kwargs.pop("name"), **kwargs)
         self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
+        self.mix = batch_mixing(mixup_alpha, cutmix_alpha, self.net.num_classes, loss)
         self.aux_loss_weight = aux_loss_weight
         n = self.net.num_classes
         # No argument checks per update: out-of-range labels already fail in the loss.
@@ -87,7 +106,8 @@ class ImageClassifier(TaskModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss, logits = self._loss(self.net(x), y)
+        x, target = self.mix(x, y) if self.mix is not None else (x, y)  # target: class probabilities when mixed
+        loss, logits = self._loss(self.net(x), target)
         if self.hparams.l1:
             loss = loss + l1_penalty((p for p in self.net.parameters() if p.ndim > 1), self.hparams.l1)
         self.train_metrics.update(logits.detach(), y)

@@ -1,0 +1,26 @@
+"""``zoo-train -m hparams_search=digits_optuna``: Optuna tunes the default run."""
+
+from __future__ import annotations
+
+import yaml
+
+from helpers import run_cli
+
+
+def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
+    result = run_cli(
+        "zoo-train", "-m", "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
+        "callbacks.progress_bar=none", "trainer.enable_model_summary=false", f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    best = results["best_params"]
+    assert set(best) == {"optim.lr", "optim.weight_decay", "task.label_smoothing"}
+    assert 0.01 <= best["optim.lr"] <= 0.5 and 0.0 <= best["task.label_smoothing"] <= 0.2
+    # The objective is the best validation accuracy of one of the two trials.
+    trial_scores = []
+    for trial in ("0", "1"):
+        overrides = yaml.safe_load((tmp_path / trial / ".hydra" / "overrides.yaml").read_text())
+        assert any(o.startswith("optim.lr=") for o in overrides)
+        trial_scores.append((tmp_path / trial / "metrics.json").is_file())
+    assert all(trial_scores) and 0.0 < results["best_value"] <= 1.0

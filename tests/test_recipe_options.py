@@ -1,0 +1,90 @@
+"""The options the published recipes need: augmentation policies, random erasing, MixUp and
+CutMix, an exponential moving average of the weights; and the recipes themselves compose."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torchvision.transforms import v2
+
+from zoo.cli.common import build_callbacks
+from zoo.cli.train import train
+from zoo.data import build_datamodule
+from zoo.errors import DataError
+from zoo.tasks.classification import ImageClassifier
+
+from helpers import CONFIGS, QUIET, compose_config, write_image_folder
+
+
+def train_transforms(tmp_path, **options) -> list:
+    write_image_folder(tmp_path, splits=("train",), classes=("a", "b"), per_class=2)
+    dm = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=32, num_workers=0, **options)
+    dm.setup("fit")
+    return dm, list(dm.train_set.dataset.transform.transforms)
+
+
+@pytest.mark.parametrize("policy, cls", [("randaugment", v2.RandAugment), ("trivialaugment", v2.TrivialAugmentWide),
+                                         ("autoaugment", v2.AutoAugment)])  # fmt: skip
+def test_augmentation_policies_run_on_the_uint8_image_before_normalising(tmp_path, policy, cls):
+    dm, steps = train_transforms(tmp_path, auto_augment=policy, random_erasing=1.0)
+    kinds = [type(t) for t in steps]
+    assert kinds.index(cls) < kinds.index(v2.ToDtype) < kinds.index(v2.Normalize) < kinds.index(v2.RandomErasing)
+    x, _ = dm.train_set[0]
+    assert x.shape == (3, 32, 32) and (x == 0).sum() > 0  # an erased rectangle (zeros after normalising)
+
+
+def test_an_unknown_policy_names_the_choices(tmp_path):
+    with pytest.raises(DataError, match="randaugment, trivialaugment"):
+        train_transforms(tmp_path, auto_augment="augmix")
+
+
+def test_mixup_and_cutmix_give_soft_targets_and_train():
+    module = ImageClassifier(
+        model={"name": "lenet5", "num_classes": 10, "in_channels": 1}, optim={"name": "sgd", "lr": 0.1},
+        mixup_alpha=0.2, cutmix_alpha=1.0,
+    )  # fmt: skip
+    assert isinstance(module.mix, v2.RandomChoice)
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(10, (8,))
+    mixed, target = module.mix(x, y)
+    assert target.shape == (8, 10) and torch.allclose(target.sum(1), torch.ones(8)) and not torch.equal(mixed, x)
+    loss = module.training_step((x, y), 0)
+    assert loss.isfinite() and loss.requires_grad
+    with pytest.raises(ValueError, match="loss=cross_entropy"):
+        ImageClassifier(model={"name": "lenet5"}, optim={"name": "sgd", "lr": 0.1}, mixup_alpha=0.2, loss="multi_margin")
+
+
+def test_ema_of_the_weights_is_lightnings_callback_and_a_run_uses_it(tmp_path):
+    cfg = compose_config("train", tmp_path, [
+        "callbacks.ema={decay: 0.9, update_every_n_steps: 1}", "trainer.max_epochs=2", "data.batch_size=64", *QUIET,
+    ])  # fmt: skip
+    callbacks = build_callbacks(cfg.callbacks, tmp_path, has_logger=False, task=ImageClassifier)
+    ema = [c for c in callbacks if isinstance(c, EMAWeightAveraging)]
+    assert len(ema) == 1
+    train(cfg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["test/acc"] > 0.5
+
+
+RECIPES = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes(tmp_path, recipe):
+    cfg = compose_config("train", tmp_path, [f"experiment={recipe}"])
+    assert cfg.model.name and cfg.data.name and cfg.optim.name
+
+
+def test_recipes_carry_the_published_hyperparameters(tmp_path):
+    resnet = compose_config("train", tmp_path / "a", ["experiment=imagenet_resnet50"])
+    assert (resnet.optim.lr, resnet.optim.weight_decay, resnet.sched.step_size, resnet.trainer.max_epochs) == (0.1, 1e-4, 30, 90)
+    assert resnet.data.batch_size * resnet.trainer.devices == 256
+    vgg = compose_config("train", tmp_path / "b", ["experiment=imagenet_vgg16"])
+    assert vgg.model.name == "vgg16" and vgg.optim.lr == 0.01 and vgg.sched.step_size == 30
+    vit = compose_config("train", tmp_path / "c", ["experiment=imagenet_vit_b_16"])
+    assert (vit.optim.name, vit.optim.lr, vit.optim.weight_decay, vit.task.label_smoothing) == ("adamw", 0.003, 0.3, 0.11)
+    assert (vit.task.mixup_alpha, vit.task.cutmix_alpha, vit.data.auto_augment) == (0.2, 1.0, "randaugment")
+    assert vit.callbacks.ema.decay == 0.99998 and vit.trainer.gradient_clip_val == 1.0
+    cifar = compose_config("train", tmp_path / "d", ["experiment=resnet18_cifar10"])
+    assert list(cifar.sched.milestones) == [91, 136] and cifar.model.small_input
