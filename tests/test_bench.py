@@ -60,6 +60,8 @@ def test_zoo_bench_writes_tables_and_plots_and_compares_with_torchvision(tmp_pat
     assert "MNIST" in rows["lenet5"]["paper"] and float(rows["lenet5"]["ours_train_peak_mib"]) > 0
     assert rows["transformer_small"]["ours_train_img_s"] == ""  # sequence models: counts only
     assert "| resnet18 | 11,689,512 |" in (tmp_path / "bench.md").read_text()
+    assert "| `resnet18` | 11,689,512 / 11,689,512 | 1.814 / 1.81 (224) | 69.758 / 89.078 (IMAGENET1K_V1) | - | ok |" in (
+        tmp_path / "summary.md").read_text()  # fmt: skip
     assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 0 and (tmp_path / "throughput_vs_params.png").is_file()
     assert "vs tv" in capsys.readouterr().out
 

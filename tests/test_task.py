@@ -28,6 +28,7 @@ def test_hyperparameters_are_plain_values_that_rebuild_the_module():
     assert hparams == {
         "model": {"name": "lenet5", "num_classes": 10}, "optim": SGD, "sched": {"name": "none"},
         "label_smoothing": 0.0, "aux_loss_weight": 0.3, "loss": "cross_entropy", "l1": 0.0, "stage_lrs": None,
+        "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
     }  # fmt: skip
     clone = ImageClassifier(**hparams)
     clone.load_state_dict(module.state_dict())

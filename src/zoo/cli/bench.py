@@ -8,7 +8,7 @@ at ``--precision``, and the training step's peak memory (CUDA: max allocated; CP
 peak resident memory a fresh process adds). ``--compare torchvision`` times torchvision's
 same architecture side by side, interleaved round by round, and prints the ratio.
 
-Writes ``bench.csv``, ``bench.md`` and two plots (published acc@1 against MACs; training
+Writes ``bench.csv``, ``bench.md`` (every column), ``summary.md`` (the README's table) and two plots (published acc@1 against MACs; training
 throughput against parameters, with ``--throughput``) into ``--out``. A parameter count
 that differs from the published one, or MACs more than 2% off, is flagged in the table.
 
@@ -184,6 +184,23 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(rows: list[Row]) -> str:
+    """The compact table the README shows: ours beside the published numbers, checked."""
+    lines = [
+        "| model | params: ours / published | GMACs: ours / published (px) | published acc@1 / acc@5 (torchvision weights) | paper | check |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tv, paper = r.ref.get("torchvision", {}), r.ref.get("paper", {})
+        params = f"{r.params:,} / {tv['params']:,}" if "params" in tv else f"{r.params:,} / -"
+        macs = "-" if r.macs is None else f"{r.macs / 1e9:.4g}"
+        macs += f" / {tv['gflops']} ({r.image_size})" if "gflops" in tv else f" / - ({r.image_size or 'example'})"
+        acc = f"{tv['acc1']} / {tv['acc5']} ({tv['weights'].split('.')[-1]})" if "acc1" in tv else "-"
+        paper_text = f"{paper['metric']}: {paper['value']}" if paper else "-"
+        lines.append(f"| `{r.model}` | {params} | {macs} | {acc} | {paper_text} | {'; '.join(r.flags) or 'ok'} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[Row], out: Path) -> list[Path]:
     import matplotlib
 
@@ -241,6 +258,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
         writer.writeheader()
         writer.writerows(records)
     (out / "bench.md").write_text(markdown(rows, args))
+    (out / "summary.md").write_text(summary_markdown(rows))
     plot(rows, out)
     print_table(rows, out)
     return rows
