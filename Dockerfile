@@ -10,6 +10,7 @@ WORKDIR /app
 RUN pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY configs ./configs
+COPY benchmarks ./benchmarks
 COPY src ./src
 RUN pip install .
 

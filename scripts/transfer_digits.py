@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--lecture-rates", action="store_true", help="the lecture's rates, not the experiment's")
     parser.add_argument("--weights", default=None, help="a pretrained checkpoint to reuse instead of pretraining")
     parser.add_argument("--out", default="outputs/transfer_digits")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="which rows to run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each with --threads threads)")
     args = parser.parse_args()
     env = dict(os.environ)
     if args.threads:
@@ -87,19 +90,21 @@ def main() -> None:
         acc = 100 * record["test"]["test/acc"]
         print(f"pretrained on digits 0-4: test acc {acc:.1f}% in {seconds:.0f} s", flush=True)
 
-    rows = []
-    for mode, overrides in MODES.items():
-        accs, times, params = [], [], 0
-        for seed in args.seeds:
-            extra = [] if mode == "scratch" else [f"finetune.weights={weights}"]
-            extra += LECTURE_RATES.get(mode, []) if args.lecture_rates else []
-            record, seconds = zoo_train([*overrides, *extra, f"seed={seed}"], out / mode / str(seed), env)
-            accs.append(100 * record["test"]["test/acc"])
-            times.append(seconds)
-            params = record["trainable_params"]
-        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
-        rows.append(f"| {mode} | {params:,} | {statistics.mean(accs):.1f}{spread} | {statistics.mean(times):.0f} |")
-        print(rows[-1], flush=True)
+    def run(mode: str, seed: int) -> tuple[dict, float]:
+        extra = [] if mode == "scratch" else [f"finetune.weights={weights}"]
+        extra += LECTURE_RATES.get(mode, []) if args.lecture_rates else []
+        return zoo_train([*MODES[mode], *extra, f"seed={seed}"], out / mode / str(seed), env)
+
+    rows, accuracy = [], {}
+    with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process
+        results = {(m, s): pool.submit(run, m, s) for m in args.modes for s in args.seeds}
+        for mode in args.modes:
+            records = [results[mode, s].result() for s in args.seeds]
+            accs = accuracy[mode] = [100 * r["test"]["test/acc"] for r, _ in records]
+            times, params = [t for _, t in records], records[-1][0]["trainable_params"]
+            spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
+            rows.append(f"| {mode} | {params:,} | {statistics.mean(accs):.1f}{spread} | {statistics.mean(times):.0f} |")
+            print(rows[-1], flush=True)
 
     threads = args.threads or torch.get_num_threads()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {threads} torch thread(s), torch {torch.__version__}"
@@ -111,6 +116,13 @@ def main() -> None:
     )
     print("| mode | trainable params | test acc (%) | wall time (s) |\n|---|---|---|---|")
     print("\n".join(rows))
+    if "scratch" in accuracy and len(args.seeds) > 1:
+        # Paired by seed: runs with the same seed see the same batches in the same order.
+        for mode in (m for m in args.modes if m != "scratch"):
+            diffs = [a - b for a, b in zip(accuracy[mode], accuracy["scratch"], strict=True)]
+            wins = sum(d > 0 for d in diffs)
+            print(f"{mode} - scratch, paired by seed: mean {statistics.mean(diffs):+.2f} points "
+                  f"(std {statistics.stdev(diffs):.2f}), ahead in {wins} of {len(diffs)} seeds")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -47,3 +47,17 @@ def test_batches_are_made_on_the_datasets_device():
     cpu = TensorBatches(torch.arange(10.0).view(10, 1), torch.arange(10))
     loader = DataLoader(cpu, batch_size=4, collate_fn=already_batched)
     assert [b[1].tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_disk_datasets_take_their_loader_settings_from_config(tmp_path):
+    from helpers import write_image_folder
+
+    write_image_folder(tmp_path, splits=("train",), classes=("a", "b"), per_class=2)
+    kept = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1)
+    fresh = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1, persistent_workers=False)
+    for dm in (kept, fresh):
+        dm.setup("fit")
+    assert kept.train_dataloader().persistent_workers and not fresh.train_dataloader().persistent_workers
+    assert kept.train_dataloader().num_workers == 1
+    # Page-locked memory helps copies to a GPU only; without one it is left off.
+    assert kept.train_dataloader().pin_memory == torch.cuda.is_available()

@@ -25,6 +25,7 @@ import inspect
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from zoo.models import ImageModel
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import MODELS
 
-MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
+MAC_TOLERANCE = 0.02
+PROC_STATUS = Path("/proc/self/clear_refs")  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
 
 
 def reference_path() -> Path:
@@ -163,9 +165,7 @@ def measure(row: Row, args: argparse.Namespace) -> None:
         for source, step in steps.items():
             if torch.device(args.device).type == "cuda":
                 row.measured[f"{source}_train_peak_mib"] = cuda_peak_mib(step, args.device)
-            else:
-                from functools import partial
-
+            elif PROC_STATUS.exists():  # Linux: the fresh process's peak RSS (zoo.benchmark)
                 row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(partial(_build_step, source, row.model, args, size))
 
 

@@ -56,7 +56,7 @@ class TensorBatches(TensorDataset):
     """
 
     def __getitems__(self, indices: list[int]) -> Any:
-        return self.batch(torch.as_tensor(indices, device=self.tensors[0].device))
+        return self.batch(torch.as_tensor(indices, device=self.device))
 
     def batch(self, index: torch.Tensor) -> Any:
         """The batch of the examples at ``index`` (a 1-D index tensor)."""

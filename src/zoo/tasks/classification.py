@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
-from torchvision.transforms import v2
 from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
 
 from zoo.finetune import parameter_lrs
 from zoo.nn import LOSSES
