@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--cpu-rounds", type=int, default=7)
     parser.add_argument("--cpu-steps", type=int, default=2, help="CPU steps per round per candidate")
     parser.add_argument("--loop-epochs", type=int, default=25)
-    parser.add_argument("--epochs", type=int, default=5, help="accuracy suite: training epochs")
+    parser.add_argument("--epochs", type=int, default=10, help="accuracy suite: training epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
     parser.add_argument("--image-size", type=int, default=224)
