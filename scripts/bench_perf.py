@@ -50,7 +50,7 @@ from zoo.benchmark import (
     Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
-from zoo.perf import speed_up
+from zoo.cli.bench import build_step, torchvision_builder
 
 SCRIPTS = Path(__file__).resolve().parent
 PARITY_MODELS = ("resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")
@@ -59,12 +59,6 @@ FAST_MODELS = ("resnet50", "densenet121", "efficientnet_b0")
 
 def row(name: str, ours: str, reference: str, ratio: str = "") -> None:
     print(f"{name:<60} {ours:>12} {reference:>12} {ratio:>8}", flush=True)
-
-
-def torchvision_model(name: str, num_classes: int, **options) -> torch.nn.Module:
-    import torchvision
-
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
 
 
 def machine(device: torch.device) -> str:
@@ -98,7 +92,7 @@ def gpu_suite(args: argparse.Namespace) -> None:
             return TrainStep(zoo.get_model(name, num_classes=1000), inputs, targets, setting, device)
 
         candidates = {
-            "torchvision fp32": TrainStep(torchvision_model(name, 1000), inputs, targets, fp32, device),
+            "torchvision fp32": TrainStep(torchvision_builder(name)(num_classes=1000), inputs, targets, fp32, device),
             "ours fp32": ours(fp32),
             "ours bf16": ours(fast_eager),
             "ours fast": compiled_or_eager(ours, fast),
@@ -126,21 +120,6 @@ def gpu_suite(args: argparse.Namespace) -> None:
         torch.cuda.empty_cache()
 
 
-def build_step(source: str, name: str, batch: int, size: int, setting: Setting = Setting()) -> TrainStep:
-    """A CPU training step of ``name`` (``source``: ours or torchvision), 10 classes.
-    Module-level, so a fresh process can build it (peak_rss_mib)."""
-    torch.manual_seed(0)
-    options = {"image_size": size} if name.startswith("vit") else {}
-    if source == "ours":
-        model = zoo.get_model(name, num_classes=10, **options)
-        if setting.precision == "bf16":  # as zoo-train sets up bf16-mixed on a CPU
-            speed_up(model, "bf16-mixed", setting.channels_last, accelerator="cpu")
-    else:
-        model = torchvision_model(name, 10, **options)
-    inputs, targets = synthetic_batch(batch, 3, size, 10)
-    return TrainStep(model, inputs, targets, setting)
-
-
 def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memory: bool, size: int) -> None:
     """Time each (ours, reference) pair interleaved, print throughput (and memory) rows."""
     print(f"\n## {title}; batch {args.cpu_batch}, {size} px, {torch.get_num_threads()} threads")
@@ -161,8 +140,8 @@ def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memor
 def parity_suite(args: argparse.Namespace) -> None:
     pairs = {
         f"{name} fp32 train step: ours vs torchvision": (
-            partial(build_step, "ours", name, args.cpu_batch, args.cpu_size),
-            partial(build_step, "torchvision", name, args.cpu_batch, args.cpu_size),
+            partial(build_step, "ours", name, args.cpu_batch, args.cpu_size, num_classes=10),
+            partial(build_step, "torchvision", name, args.cpu_batch, args.cpu_size, num_classes=10),
         )
         for name in args.parity_models
     }
@@ -173,8 +152,8 @@ def fast_suite(args: argparse.Namespace) -> None:
     fast = Setting("bf16", channels_last=True)
     pairs = {
         f"{name} {fast.label} vs torchvision fp32 NCHW": (
-            partial(build_step, "ours", name, args.cpu_batch, args.fast_size, fast),
-            partial(build_step, "torchvision", name, args.cpu_batch, args.fast_size),
+            partial(build_step, "ours", name, args.cpu_batch, args.fast_size, fast, num_classes=10),
+            partial(build_step, "torchvision", name, args.cpu_batch, args.fast_size, num_classes=10),
         )
         for name in args.fast_models
     }

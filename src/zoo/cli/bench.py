@@ -38,6 +38,7 @@ from rich.table import Table
 from zoo.benchmark import Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved
 from zoo.errors import ZooError
 from zoo.models import ImageModel
+from zoo.perf import speed_up
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import MODELS
 
@@ -131,20 +132,24 @@ class InferStep:
         return out
 
 
-def _build_step(source: str, name: str, args: argparse.Namespace, size: int) -> TrainStep:
-    """A training step of ``name`` (``source``: ours or torchvision); module-level so that a
-    fresh process can build it for the memory measurement."""
+def build_step(
+    source: str, name: str, batch_size: int, size: int, setting: Setting = Setting(),
+    device: str = "cpu", num_classes: int = 1000,
+) -> TrainStep:
+    """A training step of ``name`` (``source``: ours or torchvision) on a synthetic batch,
+    set up as zoo-train would run it (bf16 on a CPU: ``zoo.perf.speed_up``). Module-level,
+    so that a fresh process can build it for the memory measurement."""
     torch.manual_seed(0)
-    meta = build_on_meta(MODELS.get(name))
-    fixed = getattr(meta, "fixed_image_size", None)
+    fixed = getattr(build_on_meta(MODELS.get(name)), "fixed_image_size", None)
     options = {"image_size": size} if fixed is not None and fixed != size else {}
     if source == "ours":
-        model = MODELS.build(name, num_classes=1000, **options)
+        model = MODELS.build(name, num_classes=num_classes, **options)
+        if setting.precision == "bf16" and torch.device(device).type == "cpu":
+            speed_up(model, "bf16-mixed", setting.channels_last, accelerator="cpu")
     else:
-        model = torchvision_builder(name)(num_classes=1000, **options)
-    inputs, targets = synthetic_batch(args.batch_size, getattr(model, "in_channels", 3), size, 1000)
-    setting = Setting(args.precision, args.channels_last, args.compile)
-    return TrainStep(model, inputs, targets, setting, args.device)
+        model = torchvision_builder(name)(num_classes=num_classes, **options)
+    inputs, targets = synthetic_batch(batch_size, getattr(model, "in_channels", 3), size, num_classes)
+    return TrainStep(model, inputs, targets, setting, device)
 
 
 def measure(row: Row, args: argparse.Namespace) -> None:
@@ -152,7 +157,9 @@ def measure(row: Row, args: argparse.Namespace) -> None:
     size = (args.image_size if row.resizable else None) or row.image_size
     sources = ["ours"] + (["torchvision"] if args.compare == "torchvision" and torchvision_builder(row.model) else [])
     row.measured["timed_at_px"] = size
-    steps = {s: _build_step(s, row.model, args, size) for s in sources}
+    setting = Setting(args.precision, args.channels_last, args.compile)
+    build = {s: partial(build_step, s, row.model, args.batch_size, size, setting, args.device) for s in sources}
+    steps = {s: b() for s, b in build.items()}
     timing = {f"{s} train": step for s, step in steps.items()}
     timing |= {f"{s} infer": InferStep(step) for s, step in steps.items()}
     seconds = time_interleaved(timing, rounds=args.rounds, steps_per_round=args.steps, warmup=args.warmup, device=args.device)
@@ -166,7 +173,7 @@ def measure(row: Row, args: argparse.Namespace) -> None:
             if torch.device(args.device).type == "cuda":
                 row.measured[f"{source}_train_peak_mib"] = cuda_peak_mib(step, args.device)
             elif PROC_STATUS.exists():  # Linux: the fresh process's peak RSS (zoo.benchmark)
-                row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(partial(_build_step, source, row.model, args, size))
+                row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(build[source])
 
 
 def markdown(rows: list[Row], args: argparse.Namespace) -> str:
