@@ -72,6 +72,10 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/transfer_digits")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="which rows to run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each with --threads threads)")
+    parser.add_argument("--override", nargs="*", default=[], help="zoo-train overrides for every run on digits 5-9")
+    parser.add_argument(
+        "--finetune-override", nargs="*", default=[], help="zoo-train overrides for the fine-tuning runs only"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     if args.threads:
@@ -91,9 +95,9 @@ def main() -> None:
         print(f"pretrained on digits 0-4: test acc {acc:.1f}% in {seconds:.0f} s", flush=True)
 
     def run(mode: str, seed: int) -> tuple[dict, float]:
-        extra = [] if mode == "scratch" else [f"finetune.weights={weights}"]
+        extra = [] if mode == "scratch" else [f"finetune.weights={weights}", *args.finetune_override]
         extra += LECTURE_RATES.get(mode, []) if args.lecture_rates else []
-        return zoo_train([*MODES[mode], *extra, f"seed={seed}"], out / mode / str(seed), env)
+        return zoo_train([*MODES[mode], *args.override, *extra, f"seed={seed}"], out / mode / str(seed), env)
 
     rows, accuracy = [], {}
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process

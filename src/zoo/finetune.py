@@ -77,6 +77,7 @@ class FinetuneConfig:
     preprocessing: str = "pretrained"
     freeze_stages: int = -2
     freeze_modules: tuple[str, ...] = ()
+    reinit_stages: tuple[str, ...] = ()
     lr_backbone: float | None = None
     lr_head: float | None = None
     unfreeze_epochs: tuple[int, ...] = ()
@@ -88,7 +89,7 @@ class FinetuneConfig:
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(options) - known):
             raise ConfigError(f"unknown finetune option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for key in ("freeze_modules", "unfreeze_epochs"):
+        for key in ("freeze_modules", "reinit_stages", "unfreeze_epochs"):
             options[key] = tuple(options.get(key) or ())
         config = cls(**options)
         choices_of = {"mode": MODES, "adapt_channels": CHANNEL_ADAPTATIONS, "preprocessing": PREPROCESSING_SOURCES}
@@ -105,6 +106,8 @@ class FinetuneConfig:
             raise ConfigError(
                 f"finetune={config.mode} fine-tunes pretrained weights: set finetune.weights=<{EXPECTED}>"
             )
+        if config.reinit_stages and not config.weights:
+            raise ConfigError("finetune.reinit_stages re-initialises stages of pretrained weights: set finetune.weights")
         if list(config.unfreeze_epochs) != sorted(config.unfreeze_epochs) or any(e < 0 for e in config.unfreeze_epochs):
             raise ConfigError(
                 f"finetune.unfreeze_epochs must be non-decreasing epochs >= 0, got {list(config.unfreeze_epochs)}"
@@ -121,6 +124,7 @@ class FinetuneConfig:
         lrs = {"backbone": self.lr_backbone, "head": self.lr_head}
         if self.mode in ("freeze", "gradual"):  # the backbone is not in the optimizer at the start
             del lrs["backbone"]
+        lrs |= dict.fromkeys(self.reinit_stages, self.lr_head)  # fresh weights learn like the new head
         lrs = {k: v for k, v in lrs.items() if v is not None}
         return lrs or None
 
@@ -294,14 +298,32 @@ def _listing(keys: Iterable[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def stage_keys(net: nn.Module, names: Iterable[str]) -> list[str]:
+    """The ``state_dict`` keys of the stages ``names`` of ``net`` (see :func:`stage_groups`)."""
+    groups = dict(stage_groups(net))
+    if unknown := [n for n in names if n not in groups]:
+        raise ConfigError(
+            f"finetune.reinit_stages: {type(net).__name__} has no stage {', '.join(map(repr, unknown))}; "
+            f"its stages are {', '.join(groups)}"
+        )
+    tensors = {id(t) for n in names for t in [*groups[n].parameters(), *groups[n].buffers()]}
+    return [k for k, t in net.state_dict(keep_vars=True).items() if id(t) in tensors]
+
+
 def load_into(
-    net: nn.Module, pretrained: Pretrained, adapt_channels: str = "sum", reset_head: bool = False
+    net: nn.Module,
+    pretrained: Pretrained,
+    adapt_channels: str = "sum",
+    reset_head: bool = False,
+    reinit_stages: Iterable[str] = (),
 ) -> list[str]:
-    """Load ``pretrained`` into ``net`` strictly; returns the keys left out (the head).
+    """Load ``pretrained`` into ``net`` strictly; returns the keys left out.
 
     Every key must be present on both sides with the same shape, except: the classifier
     head when the class count differs (or ``reset_head``), which is re-initialised; and
     the first conv's input channels, adapted by summing (``adapt_channels="sum"``).
+    The stages named in ``reinit_stages`` keep ``net``'s own fresh initialisation (their
+    keys must still fit: the weights are of the same architecture, only not used there).
     """
     state = dict(pretrained.state_dict)
     own = net.state_dict()
@@ -334,13 +356,19 @@ def load_into(
             f"{pretrained.source} does not fit {type(net).__name__}: {k} has shape {tuple(state[k].shape)} in the "
             f"weights and {tuple(own[k].shape)} in the model{more}"
         )
-    skipped = sorted(head) if mismatched or reset_head else []
+    head_skipped = sorted(head) if mismatched or reset_head else []
+    reinit = [k for k in stage_keys(net, reinit_stages) if k not in head]
+    skipped = head_skipped + reinit
     net.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)
-    if skipped:
+    if head_skipped:
         why = "reset_head=true" if reset_head and not mismatched else "the class count differs"
         log.info(
-            "classifier head re-initialised for %d classes (%s); not loaded: %s", net.num_classes, why, ", ".join(skipped)
-        )
+            "classifier head re-initialised for %d classes (%s); not loaded: %s",
+            net.num_classes, why, ", ".join(head_skipped),
+        )  # fmt: skip
+    if reinit:
+        log.info("stages %s keep their fresh initialisation (finetune.reinit_stages): %d tensors not loaded",
+                 ", ".join(reinit_stages), len(reinit))  # fmt: skip
     return skipped
 
 
@@ -361,17 +389,18 @@ def set_trainable(modules: Iterable[nn.Module], trainable: bool) -> None:
 def frozen_stage_names(net: nn.Module, config: FinetuneConfig) -> list[str]:
     """The stages ``config.mode`` freezes at the start of training."""
     names = [name for name, _ in stage_groups(net)]
+    frozen: list[str] = []
     if config.mode in ("freeze", "gradual"):
-        return names[:-1]
-    if config.mode == "partial":
+        frozen = names[:-1]
+    elif config.mode == "partial":
         k = config.freeze_stages if config.freeze_stages >= 0 else len(names) + config.freeze_stages
         if not 0 <= k < len(names):
             raise ConfigError(
                 f"finetune.freeze_stages={config.freeze_stages} is out of range for {type(net).__name__}, whose "
                 f"{len(names)} stages are {', '.join(names)}: use 0..{len(names) - 1} (or -1..-{len(names)})"
             )
-        return names[:k]
-    return []
+        frozen = names[:k]
+    return [name for name in frozen if name not in config.reinit_stages]  # fresh stages always train
 
 
 def freeze_modules(net: nn.Module, prefixes: Iterable[str]) -> None:
@@ -444,7 +473,7 @@ def apply_finetuning(net: nn.Module, config: FinetuneConfig, pretrained: Pretrai
             f"use finetune=none with finetune.freeze_modules=[<module name>, ...]"
         )
     if pretrained is not None:
-        load_into(net, pretrained, config.adapt_channels, config.reset_head)
+        load_into(net, pretrained, config.adapt_channels, config.reset_head, config.reinit_stages)
     frozen = set(frozen_stage_names(net, config))
     set_trainable((m for n, m in stage_groups(net) if n in frozen), False)
     freeze_modules(net, config.freeze_modules)
@@ -540,23 +569,28 @@ class GradualUnfreezing(BaseFinetuning):
     duplicates), puts decayed and undecayed parameters in one group, and gives the new
     group none of the keys a running scheduler keeps per group (``initial_lr``,
     ``max_lr``, ...). Here the new group copies the head group's keys with the rates
-    scaled by ``lr / lr_head``, so it follows the same schedule shape.
+    scaled by ``lr / lr_head``, so it follows the same schedule shape. Stages named in
+    ``fresh`` (re-initialised, see ``finetune.reinit_stages``) train from the start, like
+    the head, and are not in the schedule.
     """
 
     def __init__(
         self, unfreeze_epochs: Iterable[int], lr: float | None, weight_decay: float = 0.0,
-        decay_norm_and_bias: bool = False,
+        decay_norm_and_bias: bool = False, fresh: Iterable[str] = (),
     ):  # fmt: skip
         super().__init__()
-        self.unfreeze_epochs, self.lr = list(unfreeze_epochs), lr
+        self.unfreeze_epochs, self.lr, self.fresh = list(unfreeze_epochs), lr, set(fresh)
         self.weight_decay, self.decay_norm_and_bias = weight_decay, decay_norm_and_bias
 
+    def _backbone(self, pl_module: L.LightningModule) -> list[tuple[str, nn.Module]]:
+        return [(name, m) for name, m in stage_groups(pl_module.net)[:-1] if name not in self.fresh]
+
     def _schedule(self, pl_module: L.LightningModule) -> list[tuple[int, str, nn.Module]]:
-        backbone = stage_groups(pl_module.net)[:-1]
+        backbone = self._backbone(pl_module)
         return [(e, name, module) for e, (name, module) in zip(self.unfreeze_epochs, reversed(backbone))]
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        set_trainable((m for _, m in stage_groups(pl_module.net)[:-1]), False)
+        set_trainable((m for _, m in self._backbone(pl_module)), False)
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         for start, name, module in self._schedule(pl_module):
@@ -603,7 +637,7 @@ def finetune_callbacks(config: FinetuneConfig, optim: Mapping[str, Any]) -> list
         callbacks.append(
             GradualUnfreezing(
                 config.unfreeze_epochs, config.lr_backbone,
-                optim.get("weight_decay", 0.0), optim.get("decay_norm_and_bias", False),
+                optim.get("weight_decay", 0.0), optim.get("decay_norm_and_bias", False), config.reinit_stages,
             )
         )  # fmt: skip
     if config.mode in ("freeze", "partial", "gradual") or config.freeze_modules:

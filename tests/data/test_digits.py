@@ -1,7 +1,10 @@
+import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 
 from zoo.data import build_datamodule
-from zoo.data.digits import random_shift
+from zoo.data.digits import random_rotate_scale, random_shift, rotate_scale
+from zoo.errors import ConfigError
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -37,3 +40,26 @@ def test_random_shift_moves_each_image_within_bounds():
     assert ((rows - 4).abs() <= 2).all() and ((cols - 4).abs() <= 2).all()
     assert len(set(positions.tolist())) > 5  # not all the same offset
     assert torch.equal(random_shift(x, 0), x)
+
+
+def test_rotate_scale_equals_torchvision_affine_image_by_image():
+    x = torch.zeros(3, 1, 12, 12)
+    x[..., 3:9, 3:9] = torch.rand(3, 1, 6, 6)  # a zero border: torchvision fills with 0, we repeat the edge
+    degrees, scale = torch.tensor([30.0, -20.0, 90.0]), torch.tensor([1.2, 0.85, 1.0])
+    out = rotate_scale(x, degrees, scale)
+    for image, d, s, got in zip(x, degrees.tolist(), scale.tolist(), out):
+        # torchvision's affine turns clockwise for positive angles, rotate() counter-clockwise
+        expected = TF.affine(image, angle=-d, translate=[0, 0], scale=s, shear=[0.0, 0.0],
+                             interpolation=TF.InterpolationMode.BILINEAR)  # fmt: skip
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[2], TF.rotate(x[2], 90.0))
+
+
+def test_random_rotate_scale_draws_one_transform_per_image_and_is_off_by_default():
+    x = torch.rand(1, 1, 8, 8).expand(16, -1, -1, -1)
+    out = random_rotate_scale(x, max_rotation=20, max_scale=0.15)
+    assert len({round(v, 4) for v in out.flatten(1).sum(1).tolist()}) == 16  # 16 different results
+    assert random_rotate_scale(x, 0, 0) is x
+    assert build_datamodule("digits").max_rotation == 0.0
+    with pytest.raises(ConfigError, match="max_rotation must be >= 0 degrees and data.max_scale in"):
+        build_datamodule("digits", max_scale=1.5)

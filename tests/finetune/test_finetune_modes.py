@@ -119,6 +119,28 @@ def test_optimizer_param_groups_carry_the_configured_learning_rates(one_thread):
     assert task.hparams.stage_lrs == {"backbone": 1e-5, "head": 1e-3}  # saved: checkpoints rebuild it
 
 
+def test_reinit_stages_train_in_every_mode_at_the_head_rate(resnet, one_thread):
+    apply_finetuning(_fresh(resnet), _config(mode="freeze", reinit_stages=["layer4"]), None)
+    assert _frozen(resnet) == ["stem", "layer1", "layer2", "layer3"] and _trainable(resnet) == ["layer4", "head"]
+    apply_finetuning(_fresh(resnet), _config(mode="partial", freeze_stages=-1, reinit_stages=["layer4"]), None)
+    assert _frozen(resnet) == ["stem", "layer1", "layer2", "layer3"]
+
+    config = _config(mode="full", lr_backbone=1e-5, lr_head=1e-3, reinit_stages=["layer4"])
+    assert config.stage_lrs() == {"backbone": 1e-5, "head": 1e-3, "layer4": 1e-3}
+    task = ImageClassifier(model=RESNET, optim={"name": "adamw", "lr": 0.1}, sched=None, **config.task_options())
+    lr_of = {id(p): g["lr"] for g in task.configure_optimizers().param_groups for p in g["params"]}
+    net = task.net
+    assert all(lr_of[id(p)] == 1e-3 for p in [*net.layer4.parameters(), *net.fc.parameters()])
+    assert all(lr_of[id(p)] == 1e-5 for p in [*net.conv1.parameters(), *net.layer3.parameters()])
+
+    gradual = _config(mode="gradual", unfreeze_epochs=[1, 2], reinit_stages=["layer4"])
+    callback = next(c for c in finetune_callbacks(gradual, {}) if isinstance(c, GradualUnfreezing))
+    module = type("Module", (), {"net": _fresh(resnet)})()
+    callback.freeze_before_training(module)
+    assert _trainable(resnet) == ["layer4", "head"]
+    assert [name for _, name, _ in callback._schedule(module)] == ["layer3", "layer2"]  # layer4 is not waited for
+
+
 def test_parameter_lrs_prefer_a_stage_name_to_backbone():
     net = get_model("lenet5")
     lrs = parameter_lrs(net, {"backbone": 1e-5, "c1": 1e-4}, prefix="net.")

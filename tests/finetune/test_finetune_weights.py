@@ -107,6 +107,28 @@ def test_the_head_is_loaded_when_the_class_count_matches_unless_reset(tmp_path, 
     assert torch.equal(net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
 
 
+def test_reinit_stages_keep_the_fresh_initialisation_and_load_every_other_stage(tmp_path, caplog, one_thread):
+    source = get_model("resnet18", num_classes=10, small_input=True)
+    path = _save(source.state_dict(), tmp_path / "r18.pth")
+    torch.manual_seed(1)
+    fresh = get_model("resnet18", num_classes=5, small_input=True)
+    torch.manual_seed(1)
+    net = get_model("resnet18", num_classes=5, small_input=True)
+    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
+        skipped = load_into(net, load_pretrained(str(path)), reinit_stages=["layer4"])
+
+    layer4 = {k for k in net.state_dict() if k.startswith("layer4.")}
+    assert set(skipped) == layer4 | {"fc.weight", "fc.bias"} and "layer4.0.bn1.running_var" in layer4
+    for key, value in net.state_dict().items():
+        if not key.startswith("fc."):  # (the head: re-initialised, tested above)
+            assert torch.equal(value, (fresh if key in layer4 else source).state_dict()[key]), key
+    assert "layer4" in caplog.text and "reinit_stages" in caplog.text
+    with pytest.raises(ZooError, match=r"no stage 'layer5'.*stem, layer1, layer2, layer3, layer4, head"):
+        load_into(net, load_pretrained(str(path)), reinit_stages=["layer5"])
+    with pytest.raises(ZooError, match="reinit_stages.*finetune.weights"):
+        FinetuneConfig.from_dict({"mode": "none", "reinit_stages": ["layer4"]})
+
+
 def test_zoo_checkpoints_are_read_without_the_net_prefix_and_with_their_preprocessing(tmp_path, one_thread):
     source = get_model("lenet5", num_classes=10)
     ckpt = {

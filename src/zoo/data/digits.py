@@ -19,8 +19,9 @@ training set's statistics (fine-tuning passes the pretraining's).
 
 The whole set lives in memory as tensors on the training device and each batch is one
 tensor indexing (:class:`zoo.data.base.TensorBatches`), so no worker processes are
-needed; the training-time augmentation (random shifts of up to ``max_shift`` pixels, edge pixels
-repeated) runs on whole batches after they reach the device.
+needed; the training-time augmentation (random rotations of up to ``max_rotation`` degrees and
+scalings of up to ``max_scale``, off by default, then random shifts of up to ``max_shift``
+pixels, edge pixels repeated) runs on whole batches after they reach the device.
 """
 
 from __future__ import annotations
@@ -65,6 +66,31 @@ def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[batch, channel, rows, cols]
 
 
+def rotate_scale(images: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rotate image ``i`` of a (B, C, H, W) batch by ``degrees[i]`` (counter-clockwise, as
+    ``torchvision.transforms.v2.functional.rotate``) and scale it by ``scale[i]`` about the
+    centre: bilinear sampling, edge pixels repeated where the image moves in."""
+    angle = torch.deg2rad(degrees.to(images.dtype))
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    zero = torch.zeros_like(cos)
+    # affine_grid maps each output pixel to where it samples the input: the inverse
+    # transform, in coordinates with y pointing down (hence the signs).
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_rotate_scale(images: torch.Tensor, max_rotation: float, max_scale: float) -> torch.Tensor:
+    """:func:`rotate_scale` by a random angle in [-max_rotation, max_rotation] degrees and
+    a random factor in [1 - max_scale, 1 + max_scale], drawn for each image."""
+    if max_rotation <= 0 and max_scale <= 0:
+        return images
+    b, device = images.shape[0], images.device
+    degrees = (torch.rand(b, device=device) * 2 - 1) * max_rotation
+    scale = 1 + (torch.rand(b, device=device) * 2 - 1) * max_scale
+    return rotate_scale(images, degrees, scale.to(images.dtype))
+
+
 def per_class(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Positions of ``n`` examples of each class in ``labels``, drawn with ``seed``, sorted."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -83,6 +109,8 @@ class DigitsDataModule(ImageDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         max_shift: int = 3,
+        max_rotation: float = 0.0,
+        max_scale: float = 0.0,
         drop_last: bool = False,
         classes: list[int] | None = None,
         train_per_class: int | None = None,
@@ -104,7 +132,11 @@ class DigitsDataModule(ImageDataModule):
                 raise ConfigError(f"data.{name} needs 1 or {channels} values (data.channels), got {list(value)}")
         self.image_size = image_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.max_shift = max_shift
+        if max_rotation < 0 or not 0 <= max_scale < 1:
+            raise ConfigError(
+                f"data.max_rotation must be >= 0 degrees and data.max_scale in [0, 1), got {max_rotation}, {max_scale}"
+            )
+        self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
         self.classes = list(classes) if classes is not None else list(range(10))
         self._class_names = [str(c) for c in self.classes]
         self.train_per_class = train_per_class
@@ -143,6 +175,7 @@ class DigitsDataModule(ImageDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
             images, labels = batch
+            images = random_rotate_scale(images, self.max_rotation, self.max_scale)
             batch = random_shift(images, self.max_shift), labels
         return batch
 
