@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Transfer learning on the bundled digits, as a Markdown table.
 
-    python scripts/transfer_digits.py [--pretrain-epochs 8] [--seeds 42 43 44] [--threads 1]
+    python scripts/transfer_digits.py [--pretrain-epochs 30] [--seeds 42 43 44] [--threads 1]
                                       [--lecture-rates] [--weights PRETRAINED.ckpt]
 
 1. Pretrain a small-input ResNet-18 on digits 0-4 (all their training images).
@@ -64,7 +64,7 @@ def zoo_train(overrides: list[str], run_dir: Path, env: dict[str, str]) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--lecture-rates", action="store_true", help="the lecture's rates, not the experiment's")

@@ -63,3 +63,17 @@ def test_random_rotate_scale_draws_one_transform_per_image_and_is_off_by_default
     assert build_datamodule("digits").max_rotation == 0.0
     with pytest.raises(ConfigError, match="max_rotation must be >= 0 degrees and data.max_scale in"):
         build_datamodule("digits", max_scale=1.5)
+
+
+def test_training_batches_are_rotated_and_scaled_only_while_training():
+    from types import SimpleNamespace
+
+    dm = build_datamodule("digits", image_size=8, max_shift=0, max_rotation=30, max_scale=0.2)
+    dm.setup()
+    batch = dm.train_set.batch(torch.arange(8))
+    dm.trainer = SimpleNamespace(training=True)
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert images.shape == batch[0].shape and torch.equal(labels, batch[1])
+    assert not torch.allclose(images, batch[0])
+    dm.trainer = SimpleNamespace(training=False)  # validation, test, prediction: untouched
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], batch[0])
