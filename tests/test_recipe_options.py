@@ -65,6 +65,10 @@ def test_ema_of_the_weights_is_lightnings_callback_and_a_run_uses_it(tmp_path):
     assert len(ema) == 1
     train(cfg)
     assert json.loads((tmp_path / "metrics.json").read_text())["test"]["test/acc"] > 0.5
+    # The checkpoint holds the average as its weights and the trained ones beside them.
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    key = "net.c1.0.weight"
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
 
 
 RECIPES = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))

@@ -160,11 +160,15 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+# Linux only: writing 5 here resets the process's peak resident memory (VmHWM).
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
 def _rss_child(build: Callable[[], Callable[[], object]], steps: int, threads: int, queue) -> None:
     torch.set_num_threads(threads)
     # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS, so
     # the start-up's own peak (imports) does not mask what the steps use.
-    Path("/proc/self/clear_refs").write_text("5")
+    CLEAR_REFS.write_text("5")
     baseline = _status_kib("VmRSS")
     step = build()
     for _ in range(steps):
@@ -179,7 +183,7 @@ def peak_rss_mib(build: Callable[[], Callable[[], object]], steps: int = 3) -> f
     The figure is the process's peak RSS during build and steps minus its RSS before (the
     interpreter and torch), read from ``/proc/self/status`` (Linux only).
     """
-    if not Path("/proc/self/clear_refs").exists():
+    if not CLEAR_REFS.exists():
         raise RuntimeError("peak_rss_mib reads Linux's /proc/self/status; use a CUDA device elsewhere")
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

@@ -35,15 +35,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from zoo.benchmark import Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved
+from zoo.benchmark import (
+    CLEAR_REFS, Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
+)  # fmt: skip
 from zoo.errors import ZooError
 from zoo.models import ImageModel
 from zoo.perf import speed_up
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.registry import MODELS
 
-MAC_TOLERANCE = 0.02
-PROC_STATUS = Path("/proc/self/clear_refs")  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
+MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
 
 
 def reference_path() -> Path:
@@ -172,7 +173,7 @@ def measure(row: Row, args: argparse.Namespace) -> None:
         for source, step in steps.items():
             if torch.device(args.device).type == "cuda":
                 row.measured[f"{source}_train_peak_mib"] = cuda_peak_mib(step, args.device)
-            elif PROC_STATUS.exists():  # Linux: the fresh process's peak RSS (zoo.benchmark)
+            elif CLEAR_REFS.exists():  # the fresh process's peak RSS
                 row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(build[source])
 
 

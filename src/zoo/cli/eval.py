@@ -35,7 +35,7 @@ from zoo.cli.common import (
 )  # fmt: skip
 from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
-from zoo.finetune import WeightsError, load_pretrained
+from zoo.finetune import WeightsError, load_into, load_pretrained
 from zoo.inference import load_trained
 from zoo.tasks.classification import ImageClassifier
 
@@ -67,13 +67,11 @@ def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
     name = model_cfg["name"]
     with config_errors(f"model '{name}'"):
         module = ImageClassifier(model=model_cfg, optim={"name": "sgd", "lr": 0.0})  # the optimizer is never built
-    try:
-        module.net.load_state_dict(pretrained.state_dict, strict=True)
-    except RuntimeError as err:
+    if skipped := load_into(module.net, pretrained):  # strict, with its messages; the head differs
         raise WeightsError(
             f"{pretrained.source} does not fit {name} with the {len(folder.classes)} classes of {cfg.folder}: "
-            f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
-        ) from None
+            f"its classifier ({', '.join(skipped)}) is for another number of classes"
+        )
     log.info("%s on %d images of %d classes: resize %d, centre crop %d", name, len(folder), len(folder.classes),
              prep.resize_size, size)  # fmt: skip
     loader = DataLoader(folder, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
