@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Transfer learning on the bundled digits, as a Markdown table.
 
-    python scripts/transfer_digits.py [--pretrain-epochs 30] [--seeds 42 43 44] [--threads 1]
+    python scripts/transfer_digits.py [--pretrain-epochs 12] [--seeds 42 43 44] [--threads 1]
                                       [--lecture-rates] [--weights PRETRAINED.ckpt]
 
-1. Pretrain a small-input ResNet-18 on digits 0-4 (all their training images).
+1. Pretrain a small-input ResNet-18 on digits 0-4 (all their training images), each
+   image in its 8 orientations, each orientation of each digit a class of its own
+   (``data.orientations=8``: 40 classes; README, "Transfer learning").
 2. Fine-tune it on digits 5-9 with 10 training images per class in each mode of
    ``configs/finetune`` (freeze, partial, full, gradual), and train the same network
    from scratch on the same 50 images.
@@ -62,9 +64,17 @@ def zoo_train(overrides: list[str], run_dir: Path, env: dict[str, str]) -> tuple
     return json.loads((run_dir / "metrics.json").read_text()), seconds
 
 
+def sign_flip_p(diffs: list[float], draws: int = 100_000) -> float:
+    """Two-sided p-value of the paired differences under "no effect": how often a random
+    sign on each difference gives a mean at least as far from zero (Monte Carlo, seeded)."""
+    d = torch.tensor(diffs, dtype=torch.float64)
+    signs = torch.randint(0, 2, (draws, len(d)), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return ((signs * d).mean(1).abs() >= d.mean().abs() - 1e-9).double().mean().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain-epochs", type=int, default=30)
+    parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (OMP_NUM_THREADS)")
     parser.add_argument("--lecture-rates", action="store_true", help="the lecture's rates, not the experiment's")
@@ -73,6 +83,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="which rows to run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each with --threads threads)")
     parser.add_argument("--override", nargs="*", default=[], help="zoo-train overrides for every run on digits 5-9")
+    parser.add_argument("--pretrain-override", nargs="*", default=[], help="zoo-train overrides for the pretraining")
     parser.add_argument(
         "--finetune-override", nargs="*", default=[], help="zoo-train overrides for the fine-tuning runs only"
     )
@@ -83,8 +94,8 @@ def main() -> None:
     out = Path(args.out)
 
     pretrain = [
-        "finetune=none", "data.classes=[0,1,2,3,4]", "data.train_per_class=null", "data.batch_size=32",
-        f"trainer.max_epochs={args.pretrain_epochs}",
+        "finetune=none", "data.classes=[0,1,2,3,4]", "data.train_per_class=null", "data.orientations=8",
+        "data.batch_size=32", f"trainer.max_epochs={args.pretrain_epochs}", *args.pretrain_override,
     ]  # fmt: skip
     if args.weights:
         weights = Path(args.weights)
@@ -92,7 +103,7 @@ def main() -> None:
         record, seconds = zoo_train(pretrain, out / "pretrain", env)
         weights = out / "pretrain" / "checkpoints" / "best.ckpt"
         acc = 100 * record["test"]["test/acc"]
-        print(f"pretrained on digits 0-4: test acc {acc:.1f}% in {seconds:.0f} s", flush=True)
+        print(f"pretrained on digits 0-4 in 8 orientations: test acc {acc:.1f}% in {seconds:.0f} s", flush=True)
 
     def run(mode: str, seed: int) -> tuple[dict, float]:
         extra = [] if mode == "scratch" else [f"finetune.weights={weights}", *args.finetune_override]
@@ -114,7 +125,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {threads} torch thread(s), torch {torch.__version__}"
     rates = "the lecture's rates" if args.lecture_rates else "the experiment's rates (head 1e-2, stages 1e-3)"
     print(
-        f"\nResNet-18 (small input, 8x8 digits) pretrained on digits 0-4 for {args.pretrain_epochs} epochs, "
+        f"\nResNet-18 (small input, 8x8 digits) pretrained on digits 0-4 in 8 orientations for "
+        f"{args.pretrain_epochs} epochs, "
         f"then digits 5-9 with 10 training images per class (180 test images), {rates}; "
         f"seeds {', '.join(map(str, args.seeds))}; {machine}:\n"
     )
@@ -124,9 +136,10 @@ def main() -> None:
         # Paired by seed: runs with the same seed see the same batches in the same order.
         for mode in (m for m in args.modes if m != "scratch"):
             diffs = [a - b for a, b in zip(accuracy[mode], accuracy["scratch"], strict=True)]
-            wins = sum(d > 0 for d in diffs)
+            ahead, behind = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
             print(f"{mode} - scratch, paired by seed: mean {statistics.mean(diffs):+.2f} points "
-                  f"(std {statistics.stdev(diffs):.2f}), ahead in {wins} of {len(diffs)} seeds")  # fmt: skip
+                  f"(std {statistics.stdev(diffs):.2f}), ahead in {ahead} of {len(diffs)} seeds, behind in {behind}; "
+                  f"sign-flip test p = {sign_flip_p(diffs):.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

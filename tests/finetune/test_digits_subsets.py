@@ -66,11 +66,45 @@ def test_channels_replicate_the_gray_image_and_given_statistics_are_used():
     assert subset.class_names == ["7", "3"]  # label 0 is digit 7
 
 
+def test_orient_is_each_symmetry_of_the_square_as_torchvision_does_it():
+    from torchvision.transforms.v2 import functional as TF
+
+    from zoo.data.digits import ORIENTATIONS, orient
+
+    image = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)  # no symmetry of its own
+    for o, name in enumerate(ORIENTATIONS):
+        expected = TF.horizontal_flip(image) if "mirror" in name else image
+        expected = TF.rotate(expected, 90.0 * (o % 4))  # counter-clockwise, as torchvision's angle
+        assert torch.equal(orient(image, o), expected), name
+    assert len({orient(image, o).flatten().tolist().__repr__() for o in range(8)}) == 8
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_orientations_make_each_orientation_of_each_digit_its_own_class(full, n):
+    from zoo.data.digits import ORIENTATIONS, orient
+
+    plain = build_datamodule("digits", classes=[3, 7], max_shift=0)
+    dm = build_datamodule("digits", classes=[3, 7], max_shift=0, orientations=n)
+    plain.setup()
+    dm.setup()
+    assert dm.num_classes == 2 * n and dm.model_facts()["num_classes"] == 2 * n
+    assert dm.class_names[:n] == ["3", *(f"3 {o}" for o in ORIENTATIONS[1:n])] and dm.class_names[n] == "7"
+    assert (dm.mean, dm.std) == (plain.mean, plain.std)  # a pixel permutation: the same statistics
+    for subset, whole in ((dm.train_set, plain.train_set), (dm.val_set, plain.val_set), (dm.test_set, plain.test_set)):
+        x, y = subset.tensors
+        wx, wy = whole.tensors
+        assert len(x) == n * len(wx)
+        for o in range(n):  # block o: every image of the split in orientation o, labelled digit * n + o
+            block = slice(o * len(wx), (o + 1) * len(wx))
+            assert torch.equal(x[block], orient(wx, o)) and torch.equal(y[block], wy * n + o)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [({"classes": [1, 1]}, "distinct digits"), ({"classes": [10]}, "distinct digits"),
      ({"classes": []}, "distinct digits"),
-     ({"train_per_class": 0}, "train_per_class must be >= 1"), ({"channels": 3, "mean": [0.1, 0.2]}, "1 or 3 values")],
+     ({"train_per_class": 0}, "train_per_class must be >= 1"), ({"channels": 3, "mean": [0.1, 0.2]}, "1 or 3 values"),
+     ({"orientations": 2}, "orientations must be 1, 4 or 8")],
 )  # fmt: skip
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -15,7 +15,13 @@ class 0); ``train_per_class`` keeps that many training images of each class (a s
 draw; validation and test sets stay whole). Both apply *after* the fixed split, so a
 test image is a test image under every option. ``channels: 3`` replicates the gray
 channel, for networks pretrained on colour images; ``mean``/``std`` replace the
-training set's statistics (fine-tuning passes the pretraining's).
+training set's statistics (fine-tuning passes the pretraining's). ``orientations: 4``
+(or ``8``) is a pretraining task: every image of every split also appears turned by
+quarter turns (and mirrored), each orientation of each digit its own class (digit ``c``
+in orientation ``o`` of :data:`ORIENTATIONS` is class ``c * orientations + o``), which
+asks the network for features of stroke direction that the digits alone do not
+("self-supervised label augmentation", Lee, Hwang & Shin, ICML 2020; Omniglot's
+rotated characters as new classes, Santoro et al. 2016, Vinyals et al. 2016).
 
 The whole set lives in memory as tensors on the training device and each batch is one
 tensor indexing (:class:`zoo.data.base.TensorBatches`), so no worker processes are
@@ -91,6 +97,18 @@ def random_rotate_scale(images: torch.Tensor, max_rotation: float, max_scale: fl
     return rotate_scale(images, degrees, scale.to(images.dtype))
 
 
+ORIENTATIONS = ("", "rot90", "rot180", "rot270", "mirror", "mirror rot90", "mirror rot180", "mirror rot270")
+
+
+def orient(images: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (B, C, H, W) batch in orientation ``orientation`` (0-7) of :data:`ORIENTATIONS`,
+    the eight symmetries of the square: 0-3 turn it by that many quarter turns
+    counter-clockwise, 4-7 mirror it left-right first."""
+    if orientation >= 4:
+        images = images.flip(3)
+    return images.rot90(orientation % 4, dims=(2, 3))
+
+
 def per_class(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Positions of ``n`` examples of each class in ``labels``, drawn with ``seed``, sorted."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -117,6 +135,7 @@ class DigitsDataModule(ImageDataModule):
         channels: int = 1,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        orientations: int = 1,
     ):
         super().__init__(batch_size=batch_size, num_workers=0, drop_last=drop_last)
         if classes is not None and (
@@ -130,6 +149,9 @@ class DigitsDataModule(ImageDataModule):
         for name, value in (("mean", mean), ("std", std)):
             if value is not None and len(value) not in (1, channels):
                 raise ConfigError(f"data.{name} needs 1 or {channels} values (data.channels), got {list(value)}")
+        if orientations not in (1, 4, 8):
+            raise ConfigError(f"data.orientations must be 1, 4 or 8, got {orientations}")
+        self.orientations = orientations
         self.image_size = image_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         if max_rotation < 0 or not 0 <= max_scale < 1:
@@ -138,9 +160,9 @@ class DigitsDataModule(ImageDataModule):
             )
         self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
         self.classes = list(classes) if classes is not None else list(range(10))
-        self._class_names = [str(c) for c in self.classes]
+        self._class_names = [f"{c} {o}".strip() for c in self.classes for o in ORIENTATIONS[:orientations]]
         self.train_per_class = train_per_class
-        self.num_classes, self.in_channels = len(self.classes), channels
+        self.num_classes, self.in_channels = len(self.classes) * orientations, channels
         self._mean, self._std = mean, std
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
@@ -168,9 +190,13 @@ class DigitsDataModule(ImageDataModule):
         std = self._std or [images[train].std().item()]
         self.mean, self.std = tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std))
         images = (images - torch.tensor(self.mean).view(1, c, 1, 1)) / torch.tensor(self.std).view(1, c, 1, 1)
-        self.train_set = TensorBatches(images[train].contiguous(), labels[train])
-        self.val_set = TensorBatches(images[val].contiguous(), labels[val])
-        self.test_set = TensorBatches(images[test].contiguous(), labels[test])
+        n = self.orientations
+
+        def split(indices: list[int]) -> TensorBatches:  # every image in each orientation, its own class
+            x, y = images[indices], labels[indices]
+            return TensorBatches(torch.cat([orient(x, o) for o in range(n)]), torch.cat([y * n + o for o in range(n)]))
+
+        self.train_set, self.val_set, self.test_set = split(train), split(val), split(test)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
