@@ -22,6 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
+from zoo.errors import ConfigError
 from zoo.finetune import parameter_lrs
 from zoo.nn import LOSSES
 from zoo.nn.regularization import l1_penalty
@@ -36,7 +37,7 @@ def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int, loss
     if not mixers:
         return None
     if loss != "cross_entropy":
-        raise ValueError(f"task.mixup_alpha/cutmix_alpha need loss=cross_entropy (soft targets); got loss={loss}")
+        raise ConfigError(f"task.mixup_alpha/cutmix_alpha need loss=cross_entropy (soft targets); got loss={loss}")
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
