@@ -124,9 +124,9 @@ def main() -> None:
     threads = args.threads or torch.get_num_threads()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {threads} torch thread(s), torch {torch.__version__}"
     rates = "the lecture's rates" if args.lecture_rates else "the experiment's rates (head 1e-2, stages 1e-3)"
+    source = f"the weights {weights}" if args.weights else f"pretrained ({' '.join(pretrain[1:])})"
     print(
-        f"\nResNet-18 (small input, 8x8 digits) pretrained on digits 0-4 in 8 orientations for "
-        f"{args.pretrain_epochs} epochs, "
+        f"\nResNet-18 (small input, 8x8 digits) from {source}, "
         f"then digits 5-9 with 10 training images per class (180 test images), {rates}; "
         f"seeds {', '.join(map(str, args.seeds))}; {machine}:\n"
     )
@@ -139,7 +139,9 @@ def main() -> None:
             ahead, behind = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
             print(f"{mode} - scratch, paired by seed: mean {statistics.mean(diffs):+.2f} points "
                   f"(std {statistics.stdev(diffs):.2f}), ahead in {ahead} of {len(diffs)} seeds, behind in {behind}; "
-                  f"sign-flip test p = {sign_flip_p(diffs):.3f}")  # fmt: skip
+                  f"sign-flip test p = {sign_flip_p(diffs):.3f}; median {statistics.median(accuracy[mode]):.1f} "
+                  f"vs {statistics.median(accuracy['scratch']):.1f}, worst seed {min(accuracy[mode]):.1f} "
+                  f"vs {min(accuracy['scratch']):.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

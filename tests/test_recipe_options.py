@@ -100,8 +100,10 @@ def test_every_recipe_builds_its_data_model_optimizer_schedule_and_callbacks(tmp
     optimizer = build_optimizer(module.named_parameters(), **plain(cfg.optim), param_lrs=module.parameter_lrs())
     if cfg.sched:
         assert build_scheduler(optimizer, total_steps=100, steps_per_epoch=10, **plain(cfg.sched)) is not None
-    callbacks = build_callbacks(cfg.callbacks, tmp_path / "run", has_logger=True, task=type(module))
-    assert module.net.__class__.__name__ and optimizer.param_groups and callbacks
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == trainable  # each once, none left out
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(trainable)
+    assert build_callbacks(cfg.callbacks, tmp_path / "run", has_logger=True, task=type(module))
 
 
 def test_recipes_carry_the_published_hyperparameters(tmp_path):
