@@ -72,13 +72,30 @@ def test_short_training_run_learns_and_writes_the_run_folder(trained_run):
 
 def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):
     run_dir, _ = trained_run
-    result = run_cli("zoo-eval", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tmp_path}")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["test_weights"] == "last" and record["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    result = run_cli("zoo-eval", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    trained = record["test"]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())["test"]
     assert evaluated.keys() == trained.keys()
     for key in trained:
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_test_weights_chooses_the_checkpoint_the_test_split_measures(tmp_path):
+    """``last`` tests the weights training ended with, ``best`` the best validation score's:
+    with a learning rate so large that training diverges after its first epochs, the two differ."""
+    overrides = ["trainer.max_epochs=4", "sched=none", "optim.lr=5", "callbacks.stop_on_nonfinite_loss=false", *QUIET]
+    results = {}
+    for weights in ("last", "best"):
+        run_dir = tmp_path / weights
+        train(compose_config("train", run_dir, [*overrides, f"test_weights={weights}"]))
+        record = json.loads((run_dir / "metrics.json").read_text())
+        assert record["test_weights"] == weights
+        assert record["checkpoint"] == str(run_dir / "checkpoints" / f"{weights}.ckpt")
+        results[weights] = record["test"]["test/acc"]
+    assert results["best"] != results["last"], results
 
 
 BAD_INPUT = {

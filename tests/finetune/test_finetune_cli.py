@@ -152,14 +152,14 @@ def test_eval_and_predict_work_on_a_fine_tuned_checkpoint_with_its_new_classes(t
     overrides = ["finetune=full", f"finetune.weights={tmp_path / 'lenet5.pth'}", "finetune.reset_head=true",
                  "data.classes=[7,8,9]", *SHORT, *QUIET]  # fmt: skip
     train(compose_config("train", run, overrides))
-    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt = json.loads((run / "metrics.json").read_text())["checkpoint"]
 
     evaluated = run_cli(
         "zoo-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", "trainer.limit_test_batches=1"
     )  # the batch the training run tested on
     assert evaluated.returncode == 0, evaluated.stderr
     evaluated_acc = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"]
-    trained_acc = json.loads((run / "metrics.json").read_text())["test"]["test/acc"]  # the best checkpoint's
+    trained_acc = json.loads((run / "metrics.json").read_text())["test"]["test/acc"]  # the tested checkpoint's
     assert evaluated_acc == pytest.approx(trained_acc, abs=1e-6)
 
     digit = load_digits()

@@ -97,8 +97,9 @@ def test_short_training_run_on_reverse_learns(reverse_run):
 
 def test_eval_reproduces_the_test_metrics(one_thread, reverse_run, tmp_path):
     run_dir, _, _ = reverse_run
-    evaluate(compose_config("eval", tmp_path, [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}"]))
-    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    evaluate(compose_config("eval", tmp_path, [f"ckpt_path={record['checkpoint']}"]))
+    trained = record["test"]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())["test"]
     assert evaluated.keys() == trained.keys() >= {"test/exact_match", "test/bleu", "test/acc", "test/loss"}
     for key in trained:

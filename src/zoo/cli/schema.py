@@ -66,6 +66,7 @@ class TrainConf:
     loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None
     resume: bool = False
+    test_weights: str = "last"
 
 
 @dataclass

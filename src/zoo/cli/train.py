@@ -22,6 +22,7 @@ from zoo.cli.common import (
     reports_user_errors, write_metrics,
 )  # fmt: skip
 from zoo.data import build_datamodule
+from zoo.errors import ConfigError
 from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
 from zoo.plotting import plot_curves
 
@@ -40,9 +41,24 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
+def tested_checkpoint(test_weights: str, trainer: L.Trainer) -> str | None:
+    """The checkpoint file whose weights ``trainer.test`` should use; ``None``: the weights in memory.
+
+    ``last``: the weights training ended with (``last.ckpt`` when it is written); ``best``:
+    the checkpoint with the best validation score (``best.ckpt``).
+    """
+    want_last = test_weights == "last"
+    for callback in trainer.checkpoint_callbacks:
+        if (callback.monitor is None) == want_last and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
 def train(cfg: DictConfig) -> float:
     """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.test_weights not in ("last", "best"):
+        raise ConfigError(f"test_weights must be last or best, got {cfg.test_weights!r}")
     quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -68,15 +84,19 @@ def train(cfg: DictConfig) -> float:
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint else ""
     score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)[0]
+    tested = tested_checkpoint(cfg.test_weights, trainer)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
     if trainer.is_global_zero:
         write_metrics(
             run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
-            checkpoint=best or None, epochs=trainer.current_epoch, seed=cfg.seed, trainable_params=trainable,
+            test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
+            trainable_params=trainable,
         )  # fmt: skip
         metrics_csv = run_dir / "csv" / "metrics.csv"
         if metrics_csv.is_file():
             plot_curves(metrics_csv, run_dir / "curves.png")
+        summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
+        log.info("%s (%s weights)", summary, cfg.test_weights)
     log.info("run folder: %s", run_dir)
     return float(score) if score is not None else float("nan")
 
