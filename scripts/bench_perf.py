@@ -14,11 +14,12 @@ or for memory rows, ours uses more). Suites (default: every CPU suite):
           EfficientNet-B0 vs torchvision's fp32 NCHW eager step.
   accuracy  digits test accuracy of those three models trained by zoo-train in fp32 and
           in bf16-mixed + channels_last (same seed, same recipe), side by side.
-  loop    zoo-train's training loop vs a plain PyTorch loop on the default run (steps/s).
   rnn     fused nn.LSTM/nn.GRU vs the reference cells (training steps/s).
   sdpa    multi-head attention through F.scaled_dot_product_attention vs the written-out
           equation, 512 tokens, forward + backward; outputs checked equal first.
-  default the default zoo-train run: test accuracy and seconds from start to exit.
+
+The default run and zoo-train's training loop against a plain PyTorch loop are
+scripts/bench_default.py's (docs/benchmarks/default-run.md).
 
   gpu   ResNet-50 and ViT-B/16 training steps on synthetic 224 px data on a CUDA GPU:
         ours fp32 eager (NCHW) against torchvision's same architecture, and ours at
@@ -192,14 +193,6 @@ def accuracy_suite(args: argparse.Namespace) -> None:
         row(f"{name} median digits test acc", f"{fast:.2f}", f"{base:.2f}", f"{fast - base:+.2f}")
 
 
-def loop_suite(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    from bench_default import overhead
-
-    print("\n## zoo-train loop vs plain PyTorch on the default run (target: ratio >= 0.90)")
-    overhead(args.loop_epochs, None)
-
-
 def rnn_suite(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(SCRIPTS))
     from bench_rnn import steps_per_second
@@ -240,19 +233,11 @@ def sdpa_suite(args: argparse.Namespace) -> None:
         f"{statistics.median(seconds['reference']) * 1e3:.1f}", f"{median_ratio(seconds['fast'], seconds['reference']):.2f}")  # fmt: skip
 
 
-def default_suite(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(SCRIPTS))
-    from bench_default import run_default
-
-    print("\n## the default run (zoo-train, LeNet-5 on digits): target >= 99.0% in <= 20 s")
-    run_default(args.seeds)
-
-
 SUITES = {
-    "parity": parity_suite, "fast": fast_suite, "accuracy": accuracy_suite, "loop": loop_suite,
-    "rnn": rnn_suite, "sdpa": sdpa_suite, "default": default_suite, "gpu": gpu_suite,
+    "parity": parity_suite, "fast": fast_suite, "accuracy": accuracy_suite,
+    "rnn": rnn_suite, "sdpa": sdpa_suite, "gpu": gpu_suite,
 }  # fmt: skip
-CPU_SUITES = ["parity", "fast", "loop", "rnn", "sdpa", "default", "accuracy"]
+CPU_SUITES = ["parity", "fast", "rnn", "sdpa", "accuracy"]
 
 
 def main() -> None:
@@ -266,7 +251,6 @@ def main() -> None:
     parser.add_argument("--fast-size", type=int, default=224, help="fast suite input size")
     parser.add_argument("--cpu-rounds", type=int, default=7)
     parser.add_argument("--cpu-steps", type=int, default=2, help="CPU steps per round per candidate")
-    parser.add_argument("--loop-epochs", type=int, default=25)
     parser.add_argument("--epochs", type=int, default=10, help="accuracy suite: training epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=None, help="default: per model")

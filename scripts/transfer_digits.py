@@ -6,7 +6,7 @@
 
 1. Pretrain a small-input ResNet-18 on digits 0-4 (all their training images), each
    image in its 8 orientations, each orientation of each digit a class of its own
-   (``data.orientations=8``: 40 classes; README, "Transfer learning").
+   (``data.orientations=8``: 40 classes; docs/experiments/transfer-digits.md).
 2. Fine-tune it on digits 5-9 with 10 training images per class in each mode of
    ``configs/finetune`` (freeze, partial, full, gradual), and train the same network
    from scratch on the same 50 images.

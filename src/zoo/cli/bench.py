@@ -8,10 +8,14 @@ at ``--precision``, and the training step's peak memory (CUDA: max allocated; CP
 peak resident memory a fresh process adds). ``--compare torchvision`` times torchvision's
 same architecture side by side, interleaved round by round, and prints the ratio.
 
-Writes ``bench.csv``, ``bench.md`` (every column), ``summary.md`` (the README's table) and two plots (published acc@1 against MACs; training
-throughput against parameters, with ``--throughput``) into ``--out``. A parameter count
-that differs from the published one, or MACs more than 2% off, is flagged in the table.
+Writes ``bench.csv``, ``bench.md`` (every column), ``summary.md`` (ours beside the published
+numbers) and two plots (published acc@1 against MACs; training throughput against
+parameters, with ``--throughput``) into ``--out``. A parameter count that differs from the
+published one, or MACs more than 2% off, is flagged in the table. ``--page`` also writes
+``summary.md`` as a documentation page, headed by the command, date and machine, with
+the accuracy plot beside it.
 
+    zoo-bench --page docs/benchmarks/models.md      # the docs' model table
     zoo-bench 'resnet*'
     zoo-bench resnet50 vgg16 --throughput --batch-size 16 --image-size 112 --compare torchvision
     zoo-bench 'efficientnet*' --throughput --device cuda --precision bf16 --channels-last
@@ -22,10 +26,14 @@ from __future__ import annotations
 import argparse
 import csv
 import inspect
+import shlex
+import shutil
 import statistics
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +201,7 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
 
 
 def summary_markdown(rows: list[Row]) -> str:
-    """The compact table the README shows: ours beside the published numbers, checked."""
+    """The compact table of the docs (docs/benchmarks/models.md): ours beside the published numbers, checked."""
     lines = [
         "| model | params: ours / published | GMACs: ours / published (px) | published acc@1 / acc@5 (torchvision weights) | paper | check |",
         "|---|---|---|---|---|---|",
@@ -207,6 +215,30 @@ def summary_markdown(rows: list[Row]) -> str:
         paper_text = f"{paper['metric']}: {paper['value']}" if paper else "-"
         lines.append(f"| `{r.model}` | {params} | {macs} | {acc} | {paper_text} | {'; '.join(r.flags) or 'ok'} |")
     return "\n".join(lines) + "\n"
+
+
+def write_page(page: Path, command: str, rows: list[Row], plots: list[Path]) -> None:
+    """``summary.md`` as a documentation page: the command that wrote it, date, machine, plots."""
+    page.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Models: ours beside the published numbers",
+        "",
+        "Parameters and multiply-accumulates (MACs, `torch.utils.flop_counter` on the `meta` device, at the",
+        "published input size with 1,000 classes) of every registered model, beside torchvision's counts, its",
+        "weights' published ImageNet accuracy and the papers' headline results (`benchmarks/reference.yaml`,",
+        "each with its source). A count that disagrees is flagged in the last column. Written by:",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        f"on {datetime.now():%Y-%m-%d}, torch {torch.__version__}, torchvision {version('torchvision')}.",
+        "",
+        summary_markdown(rows).rstrip(),
+    ]
+    for image in plots:
+        target = page.with_name(f"{page.stem}-{image.name}")
+        shutil.copyfile(image, target)
+        lines += ["", f"![{image.stem.replace('_', ' ')}]({target.name})"]
+    page.write_text("\n".join(lines) + "\n")
 
 
 def plot(rows: list[Row], out: Path) -> list[Path]:
@@ -267,7 +299,9 @@ def bench(args: argparse.Namespace) -> list[Row]:
         writer.writerows(records)
     (out / "bench.md").write_text(markdown(rows, args))
     (out / "summary.md").write_text(summary_markdown(rows))
-    plot(rows, out)
+    plots = plot(rows, out)
+    if args.page:
+        write_page(Path(args.page), args.command, rows, plots)
     print_table(rows, out)
     return rows
 
@@ -311,7 +345,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
-    return parser.parse_args(argv)
+    parser.add_argument("--page", default=None, help="also write the summary as this documentation page (Markdown)")
+    args = parser.parse_args(argv)
+    args.command = shlex.join(["zoo-bench", *(sys.argv[1:] if argv is None else argv)])
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

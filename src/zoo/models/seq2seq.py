@@ -146,7 +146,11 @@ class Seq2SeqRNN(Seq2SeqModel):
 
     Args:
         cell: ``lstm`` or ``gru``.
-        src_vocab_size, tgt_vocab_size, pad_idx, bos_idx, eos_idx: fixed by the data.
+        src_vocab_size: source vocabulary size (fixed by the data, like the four below).
+        tgt_vocab_size: target vocabulary size.
+        pad_idx: index of ``<pad>``.
+        bos_idx: index of ``<bos>``.
+        eos_idx: index of ``<eos>``.
         emb_dim: embedding width (source and target).
         hidden: encoder output and decoder state width.
         layers: RNN layers in the encoder and the decoder.

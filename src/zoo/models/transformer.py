@@ -34,11 +34,8 @@ Parameter count, with ``V`` the shared vocabulary and ``d``, ``d_ff``, ``N``:
     embeddings     V d  (one matrix for both embeddings and the output projection)
 
 Base with ``V = 37,000``: 18,914,304 (encoder) + 25,224,192 (decoder) + 18,944,000 =
-**63,082,496**, where Table 3 says 65M; big: **214,245,376**, Table 3: 213M. The paper
-does not say how it counted; its two numbers sit on opposite sides of this formula, so no
-single missing term (an output bias, a separate source embedding, position embeddings)
-explains both. The most likely causes are vocabulary sizes other than exactly 37,000 in
-the runs counted (about 3,800 more tokens would give the base's 65M) and rounding.
+**63,082,496**, where Table 3 says 65M; big: **214,245,376**, Table 3: 213M (the docs'
+Transformer page discusses the difference).
 
 Deviations from the paper:
 

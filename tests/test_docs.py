@@ -1,0 +1,62 @@
+"""The README is a user guide that keeps its promises, and the docs build into a site."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_a_short_guide_with_the_two_commands_and_the_three_jobs_near_the_top():
+    assert len(README.encode()) <= 15 * 1024
+    commands = [line for line in README.splitlines() if re.match(r"^pip install -e .+ && (zoo-train|pytest)", line)]
+    assert commands == ['pip install -e . && zoo-train', 'pip install -e ".[test]" && pytest']  # what .ci/run reads
+    top = README[: len(README) // 2]
+    for job in ("## Train with overrides", "## Fine-tune a pretrained backbone", "## Reproduce a benchmark table"):
+        assert job in top, job
+
+
+def test_every_relative_link_of_the_readme_exists():
+    targets = re.findall(r"\]\((?!https?:|#)([^)]+)\)", README)
+    assert targets
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing
+
+
+def test_every_generated_page_names_the_command_that_wrote_it():
+    pages = sorted((ROOT / "docs" / "benchmarks").glob("*.md"))
+    assert {p.name for p in pages} >= {"default-run.md", "models.md", "digits.md", "seq2seq.md"}
+    for page in pages:
+        assert re.search(r"```bash\n(python scripts/\S+\.py|zoo-bench)[^`]*```", page.read_text()), page.name
+
+
+def test_the_default_run_prints_what_the_readme_promises(tmp_path):
+    """``zoo-train`` with nothing but its run folder: the README quotes this line at seed 42."""
+    result = run_cli("zoo-train", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["seed"] == 42 and record["test_weights"] == "last" and record["epochs"] == 20
+    assert record["test"]["test/acc"] >= 0.99, record
+    line = re.search(r"\[zoo\]\[INFO\] - (test/acc \S+, test/acc_top5 \S+, test/loss \S+ \(last weights\))", result.stdout)
+    assert line, result.stdout[-2000:]
+    assert f"test/acc {record['test']['test/acc']:.4f}," in line.group(1)
+
+
+def test_the_docs_build_into_a_site_without_broken_links(tmp_path):
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    resnet = (tmp_path / "site" / "models" / "resnet" / "index.html").read_text()
+    assert "Deep Residual Learning for Image Recognition" in resnet  # the module docstring, rendered
+    assert 'id="zoo.models.resnet.ResNet"' in resnet  # and the module's API
