@@ -254,15 +254,11 @@ def load_pretrained(weights: str, download: bool = True) -> Pretrained:
 # --------------------------------------------------------------------------- fitting weights to a model
 
 
-def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    """The network's first convolution: the first ``nn.Conv2d`` of the stem stage, else of the module tree."""
-    names = {id(m): n for n, m in net.named_modules()}
-    roots = [net.stages()[0][1], net] if isinstance(net, ImageModel) else [net]
-    for root in roots:
-        for module in root.modules():
-            if isinstance(module, nn.Conv2d) and id(module) in names:
-                return names[id(module)], module
-    return None
+def first_conv(net: nn.Module) -> tuple[str, nn.Module] | None:
+    """The layer that reads the input channels, as the model declares it (``spec.first_conv``)."""
+    if not isinstance(net, ImageModel) or net.spec.first_conv is None:
+        return None
+    return net.spec.first_conv, net.get_submodule(net.spec.first_conv)
 
 
 def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -282,14 +278,8 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor
 
 
 def head_keys(net: nn.Module) -> set[str]:
-    """state_dict keys of the classifier head, found through the contract: the entries that
-    ``reset_classifier`` replaces. The head is re-initialised as a side effect."""
-    if not isinstance(net, ImageModel):
-        return set()
-    before = {k: id(v) for k, v in [*net.named_parameters(), *net.named_buffers()]}
-    net.reset_classifier(net.num_classes)
-    after = {k: id(v) for k, v in [*net.named_parameters(), *net.named_buffers()]}
-    return {k for k in after if before.get(k) != after[k]}
+    """``state_dict`` keys of the classifier head, as the model declares it (none outside image models)."""
+    return net.head_keys() if isinstance(net, ImageModel) else set()
 
 
 def _listing(keys: Iterable[str], limit: int = 8) -> str:
@@ -357,6 +347,8 @@ def load_into(
             f"weights and {tuple(own[k].shape)} in the model{more}"
         )
     head_skipped = sorted(head) if mismatched or reset_head else []
+    if head_skipped:
+        net.reset_classifier(net.num_classes)  # a fresh head, not the one the model was built with
     reinit = [k for k in stage_keys(net, reinit_stages) if k not in head]
     skipped = head_skipped + reinit
     net.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)

@@ -284,7 +284,7 @@ def test_a_malicious_pickle_is_refused_and_its_code_never_runs(tmp_path):
 
 
 @pytest.mark.parametrize("name", [*FAMILIES, "lenet5", "mlp"])
-def test_the_first_conv_is_found_generically_and_reads_the_input(name):
+def test_the_declared_first_conv_reads_the_input(name):
     net = build_on_meta(MODELS.get(name), in_channels=2)
     assert isinstance(net, ImageModel)
     found = first_conv(net)

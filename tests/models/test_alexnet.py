@@ -34,7 +34,7 @@ def test_outputs_match_torchvision():
     ours.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        features = ours.forward_features(x)
+        features = ours.forward_head(ours.forward_features(x), pre_logits=True)
         logits = ours(x)
         ref_features = torch.flatten(ref.avgpool(ref.features(x)), 1)
         ref_logits = ref.classifier(ref_features)  # torchvision's forward, without a second trunk pass

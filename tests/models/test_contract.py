@@ -44,17 +44,19 @@ def test_model_keeps_the_contract(name):
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
 
-    # Evaluation: one tensor, equal to head(features).
+    # Evaluation: one tensor, equal to head(features); the features are the trunk's
+    # unpooled output and forward_head(pre_logits=True) pools them to num_features.
     model.eval()
     with torch.no_grad():
         logits = model(x)
         features = model.forward_features(x)
         assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)
-        assert features.shape == (2, model.num_features)
+        assert features.dim() in (2, 3, 4) and features.shape[0] == 2
+        assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
         torch.testing.assert_close(model.forward_head(features), logits)
 
-        model.reset_classifier(5)
-        assert model.num_classes == 5 and model(x).shape == (2, 5)
+        model.double().reset_classifier(5)
+        assert model.num_classes == 5 and model(x.double()).shape == (2, 5)
 
     # Stages run from input to head and hold every parameter exactly once.
     stages = model.stages()
@@ -76,3 +78,31 @@ def test_model_builds_on_meta_and_counts_macs_on_its_example(name):
     inputs = model.example_inputs(batch_size=2)
     assert all(t.device.type == "meta" for t in inputs)
     assert count_macs(model, inputs) > 0
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_the_declared_parts_are_the_models_own(name):
+    """``spec`` names the first convolution (it reads the input channels), the classifier
+    and the head keys: exactly the tensors that a new head replaces."""
+    model = build_on_meta(MODELS.get(name), in_channels=5)
+    if model.spec.first_conv is not None:
+        assert model.get_submodule(model.spec.first_conv).weight.shape[1] == 5
+    assert model.get_classifier() is model.get_submodule(model.spec.classifier)
+    assert model.get_classifier().out_features == model.num_classes
+    before = {k: id(v) for k, v in model.state_dict(keep_vars=True).items()}
+    declared = model.head_keys()
+    model.reset_classifier(model.num_classes)
+    replaced = {k for k, v in model.state_dict(keep_vars=True).items() if before[k] != id(v)}
+    assert declared == replaced and declared
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_a_new_head_keeps_the_models_device_and_dtype(name):
+    model = build_on_meta(MODELS.get(name)).to(torch.float64)
+    model.reset_classifier(3)
+    for path in (model.spec.classifier, *model.spec.aux_classifiers):
+        head = model.get_submodule(path)
+        assert head.out_features == 3, path
+        assert head.weight.dtype == head.bias.dtype == torch.float64, path
+        assert head.weight.device.type == "meta", path
+    assert model.num_classes == 3

@@ -4,7 +4,7 @@ Every registered image model is checked on the ``meta`` device (shapes only, no 
 its maps have the channels ``feature_info`` declares and the size its stride implies,
 and the head is gone. Small models are then run on real numbers, to show that each map
 is the activation of the module ``feature_info`` names in the full model, that the last
-one pooled the family's way is ``forward_features``, that ``out_indices`` picks the same
+one pooled the family's way is ``forward_head(..., pre_logits=True)``, that ``out_indices`` picks the same
 tensors, and that the extractor keeps no parameter it does not use.
 """
 
@@ -129,7 +129,7 @@ REAL_CASES = {
     "efficientnet_b0": ({}, 64),
     "vit_tiny": ({}, 224),
 }
-# The family's own way from its last map to forward_features: pooling, norm, what remains.
+# The family's own way from its last map to the pooled features (pre_logits): pooling, norm, what remains.
 POOLED = {
     "lenet5": lambda model, f: model.f6(f.flatten(1)),
     "alexnet": lambda model, f: model.avgpool(f).flatten(1),
@@ -172,7 +172,7 @@ def test_maps_are_the_full_models_activations(name, one_thread):
     if name.startswith("vit"):
         hooks.append(full.encoder.register_forward_hook(_capture(encoder_out, "encoder")))
     with torch.no_grad():
-        features = full.forward_features(x)
+        features = full.forward_head(full.forward_features(x), pre_logits=True)
         maps = backbone(x)
         last_pooled = POOLED[name](full, maps[-1])
     for hook in hooks:
@@ -219,7 +219,7 @@ def test_the_model_gives_the_same_maps_without_a_wrapper(one_thread):
         logits = model(x)  # the model keeps its head
     assert [m.shape[1] for m in maps] == [f.channels for f in model.feature_info]
     torch.testing.assert_close(last_two, maps[-2:], rtol=0, atol=0)
-    torch.testing.assert_close(model.forward_head(model.avgpool(maps[-1]).flatten(1)), logits, rtol=0, atol=0)
+    torch.testing.assert_close(model.forward_head(maps[-1]), logits, rtol=0, atol=0)  # the last map is the trunk's output
     with pytest.raises(ValueError, match=r"expects input of shape \(B, 3, H, W\)"):
         model.forward_intermediates(torch.randn(1, 1, 64, 64))
 

@@ -119,7 +119,7 @@ def test_small_input_single_channel():
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 10)
-        assert model.forward_features(x).shape == (2, 1024)
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 1024)
     assert [o.shape for o in model.train()(x)] == [(2, 10)] * 3
 
 

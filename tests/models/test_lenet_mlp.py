@@ -40,7 +40,8 @@ def test_partial_conv_equals_a_full_conv_with_unconnected_kernels_zeroed():
 def test_lenet5_shapes_and_macs(options):
     model = get_model("lenet5", num_classes=7, in_channels=3, **options)
     assert model(torch.randn(4, 3, 32, 32)).shape == (4, 7)
-    assert model.forward_features(torch.randn(4, 3, 32, 32)).shape == (4, 84)
+    assert model.forward_features(torch.randn(4, 3, 32, 32)).shape == (4, 120, 1, 1)  # C5, unpooled
+    assert model.forward_head(model.forward_features(torch.randn(4, 3, 32, 32)), pre_logits=True).shape == (4, 84)
     # conv MACs: C1 6*28*28*75, C3 16*10*10*150 (full), C5 120*400; F6 120*84; out 84*7
     if options.get("c3_table") == "full":
         expected = 6 * 28 * 28 * 75 + 16 * 10 * 10 * 150 + 120 * 400 + 120 * 84 + 84 * 7

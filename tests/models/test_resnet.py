@@ -128,7 +128,8 @@ def test_small_input_single_channel_keeps_resolution():
     model.layer1.register_forward_pre_hook(lambda _, inputs: seen.update(layer1=inputs[0].shape))
     with torch.no_grad():
         assert model(x).shape == (2, 10)
-        assert model.forward_features(x).shape == (2, 512)
+        assert model.forward_features(x).shape == (2, 512, 4, 4)  # unpooled
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 512)
     assert seen["layer1"] == (2, 64, 32, 32)  # the default stem would leave 8x8
     assert model.conv1.weight.shape == (64, 1, 3, 3) and model.conv1.stride == (1, 1)
     stem = dict(model.stages())["stem"]

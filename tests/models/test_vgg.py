@@ -78,7 +78,7 @@ def test_outputs_match_torchvision(name):
     size = 224 if name == FULL_SIZE else ours.min_image_size
     x = torch.randn(1 if size == 224 else 2, 3, size, size)
     with torch.no_grad():
-        features = ours.forward_features(x)
+        features = ours.forward_head(ours.forward_features(x), pre_logits=True)
         logits = ours(x)
         ref_features = torch.flatten(ref.avgpool(ref.features(x)), 1)
         ref_logits = ref.classifier(ref_features)  # torchvision's forward, without a second trunk pass

@@ -108,7 +108,7 @@ def test_stages_cover_every_parameter_in_order():
     assert {id(p) for p in embed.parameters()} == {
         id(model.class_token), id(model.encoder.pos_embedding), id(model.conv_proj.weight), id(model.conv_proj.bias)
     }
-    assert [len(s) for _, s in build_on_meta(get_model, name="vit_tiny", depth=2).stages()[1:-1]] == [1, 2]
+    assert [len(paths) for _, paths in build_on_meta(get_model, name="vit_tiny", depth=2).spec.stages[1:-1]] == [1, 2]
     assert sorted(model.state_dict()) == sorted(build_on_meta(torchvision.models.vit_b_16).state_dict())
 
 
@@ -118,7 +118,7 @@ def test_fixed_image_size_and_input_checks(one_thread):
     assert model.encoder.pos_embedding.shape == (1, 65, 192)
     with torch.no_grad():
         assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
-        assert model.forward_features(torch.randn(2, 1, 32, 32)).shape == (2, 192)
+        assert model.forward_features(torch.randn(2, 1, 32, 32)).shape == (2, 65, 192)  # every token
     with pytest.raises(ValueError, match=r"expects 32x32 images \(input shape \(B, 1, 32, 32\)\), got 28x28"):
         model(torch.randn(2, 1, 28, 28))
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
@@ -140,14 +140,16 @@ def test_small_input_cuts_4x4_patches_and_keeps_the_keys(name):
     assert ours_shapes == ref_shapes
 
 
-def test_features_are_the_class_token_after_the_final_norm(one_thread):
+def test_features_are_the_tokens_and_pre_logits_the_class_token_after_the_final_norm(one_thread):
     model = get_model("vit_tiny", num_classes=3, in_channels=1, image_size=16, patch_size=4, depth=2).eval()
     seen = {}
     model.encoder.ln.register_forward_hook(lambda m, i, out: seen.update(tokens=out))
     with torch.no_grad():
         features = model.forward_features(torch.randn(2, 1, 16, 16))
+        pooled = model.forward_head(features, pre_logits=True)
     assert seen["tokens"].shape == (2, 17, 192)
-    torch.testing.assert_close(features, seen["tokens"][:, 0])
+    torch.testing.assert_close(features, seen["tokens"])
+    torch.testing.assert_close(pooled, seen["tokens"][:, 0])
 
 
 def test_reset_classifier_keeps_device_and_starts_at_zero():

@@ -45,13 +45,12 @@ Deviations from the paper (all but the last two follow torchvision):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
+from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
 from zoo.registry import register_model
 
 
@@ -66,7 +65,7 @@ class ConvSpec:
     pool: bool
 
 
-class AlexNet(ImageModel):
+class AlexNet(SequentialTrunkModel):
     """Single-tower AlexNet (torchvision's layout); see the module docstring.
 
     Args:
@@ -121,40 +120,14 @@ class AlexNet(ImageModel):
             nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),  # fc8
         )
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        # Shapes for a 224 px image (small_input, 32 px: 32 -> 32 -> 15 -> 7, then 6 pooled).
-        x = self.features(x)  # (B, 256, 6, 6): 55 -> 27 -> 13 -> 6 along the way
-        x = self.avgpool(x)  # (B, 256, 6, 6)
-        return torch.flatten(x, 1)  # (B, 9216)
-
-    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        # 224 px: (B, 64, 27, 27), (B, 192, 13, 13), (B, 384, 13, 13), (B, 256, 13, 13), (B, 256, 6, 6)
-        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.classifier[-1]
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(
-            old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype
-        )
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """conv1 .. conv5 (each with its ReLU and max pool), then head (pool + classifier)."""
-        groups: list[tuple[str, nn.Module]] = []
-        current: list[nn.Module] = []
-        for module in self.features:
-            if isinstance(module, nn.Conv2d) and current:
-                groups.append((f"conv{len(groups) + 1}", nn.Sequential(*current)))
-                current = []
-            current.append(module)
-        groups.append((f"conv{len(groups) + 1}", nn.Sequential(*current)))
-        groups.append(("head", nn.Sequential(self.avgpool, self.classifier)))
-        return groups
-
+        # conv1 .. conv5, each with its ReLU and max pool; the head is the pool and classifier.
+        # Shapes for a 224 px image: (B, 64, 27, 27), (B, 192, 13, 13), (B, 384, 13, 13),
+        # (B, 256, 13, 13), (B, 256, 6, 6); avgpool keeps 6x6 (9216 features).
+        starts = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)] + [len(self.features)]
+        convs = split_sequential("features", starts, "conv")
+        self.spec = ModelSpec(
+            classifier="classifier.6", first_conv="features.0", stages=(*convs, ("head", ("avgpool", "classifier")))
+        )  # fmt: skip
 
 # The convolutions of "One weird trick" (torchvision's alexnet). The 2012 paper's
 # two-GPU widths were 96, 256, 384, 384, 256 with conv1 unpadded on a 227 px input.

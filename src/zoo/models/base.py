@@ -1,12 +1,22 @@
-"""The contract every image model in the zoo keeps.
+"""The contract every image model in the zoo keeps, written once.
 
 Tasks, fine-tuning, benchmarks and tests rely only on this interface, never on a
-family's internals:
+family's internals. A family declares where its parts are (:class:`ModelSpec`: the
+classifier, the first convolution, the stages) and implements its forward pass in two
+halves, as timm's models do:
+
+- ``forward_features(x)`` -> the trunk's output before pooling: (B, C, H', W') for the
+  CNNs, (B, 1 + N, D) tokens for the ViT, the last hidden layer for the MLP;
+- ``forward_head(x, pre_logits=False)`` -> pools that output to ``num_features`` per
+  image (``pre_logits=True`` stops there) and applies the classifier; ``forward(x)`` is
+  ``forward_head(forward_features(x))``.
+
+From the declaration the base class implements ``get_classifier()``,
+``reset_classifier(num_classes)`` (a fresh head on the old head's device and dtype),
+``head_keys()`` (the classifier's ``state_dict`` keys) and ``stages()`` (stem to head,
+for freezing and per-stage learning rates). Also part of the contract:
 
 - ``num_classes``, ``in_channels`` and ``num_features`` (width of the pooled features);
-- ``forward(x) -> logits`` = ``forward_head(forward_features(x))``;
-- ``reset_classifier(num_classes)`` swaps the head for a freshly initialised one;
-- ``stages()`` -> ordered ``(name, module)`` groups from stem to head, for freezing;
 - ``default_image_size`` (the canonical input) and the input-size rule the family has:
   ``fixed_image_size`` when the architecture only takes one size, otherwise
   ``min_image_size``. Inputs are checked and a wrong shape raises ``ValueError``;
@@ -19,7 +29,7 @@ family's internals:
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,21 +56,45 @@ class FeatureInfo:
     stride: int
 
 
-def sequential_feature_maps(
-    sequential: nn.Sequential, x: torch.Tensor, feature_info: Sequence[FeatureInfo], prefix: str
-) -> Iterator[torch.Tensor]:
-    """Run ``sequential`` (registered at path ``prefix``) on ``x``, yielding the output of
-    every child whose path is a ``feature_info`` name: a trunk kept as one flat
-    ``Sequential`` (torchvision's VGG, AlexNet, EfficientNet) split into its maps."""
-    names = {info.name for info in feature_info}
-    for key, module in sequential.named_children():
-        x = module(x)
-        if f"{prefix}.{key}" in names:
-            yield x
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where an image model's parts are, as paths of ``named_modules()`` / ``named_parameters()``.
+
+    Each family declares one (timm's ``default_cfg["classifier"]``, ``["first_conv"]`` and
+    ``group_matcher``); :class:`ImageModel` implements the contract from it, once.
+
+    Attributes:
+        classifier: The ``nn.Linear`` that maps the pre-logits features to logits
+            (``"fc"``, ``"classifier.6"``, ``"heads.head"``): :meth:`ImageModel.reset_classifier`
+            replaces it, and its keys are the head's when weights are loaded.
+        first_conv: The layer that reads the input channels, its ``weight`` shaped
+            ``(out, in_channels, ...)``: fine-tuning adapts it to the data's channels.
+            ``None`` when there is none (the MLP reads flattened pixels).
+        stages: ``(name, paths)`` from input to output, the last one ``head``: the groups
+            that fine-tuning freezes and gives learning rates. Every parameter is in exactly
+            one; a path names a module or, for a bare parameter (ViT's class token), that.
+        aux_classifiers: Further heads that :meth:`ImageModel.reset_classifier` replaces
+            with ``classifier`` (GoogLeNet's auxiliary classifiers).
+    """
+
+    classifier: str
+    first_conv: str | None
+    stages: tuple[tuple[str, tuple[str, ...]], ...]
+    aux_classifiers: tuple[str, ...] = ()
+
+
+def split_sequential(prefix: str, bounds: Sequence[int], name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Stages ``<name>1``, ``<name>2``, ... of the ``nn.Sequential`` at ``prefix``: stage ``k``
+    holds its children ``bounds[k - 1]`` up to (not including) ``bounds[k]``."""
+    return tuple(
+        (f"{name}{k}", tuple(f"{prefix}.{i}" for i in range(lo, hi)))
+        for k, (lo, hi) in enumerate(zip(bounds, bounds[1:]), start=1)
+    )  # fmt: skip
 
 
 class ImageModel(nn.Module):
-    """Base class for image classifiers; subclasses fill in the abstract parts."""
+    """Base class for image classifiers; subclasses declare :attr:`spec` and implement
+    ``forward_features`` and ``forward_head``."""
 
     num_classes: int
     in_channels: int
@@ -75,22 +109,65 @@ class ImageModel(nn.Module):
     #: The maps :meth:`feature_maps` yields, input to output; families fill it in from
     #: their configuration in ``__init__``. Empty: the model has no spatial feature maps.
     feature_info: Sequence[FeatureInfo] = ()
+    #: Where the classifier, first convolution and stages are; set in ``__init__``.
+    spec: ModelSpec
+    #: Initialises a new head as the family's constructor does (``staticmethod``); ``None``:
+    #: ``nn.Linear``'s own initialisation.
+    init_head: Callable[[nn.Module], None] | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, num_features)."""
+        """The trunk's output before pooling."""
         raise NotImplementedError
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) from pooled features."""
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled features (B, num_features) of :meth:`forward_features`' output with
+        ``pre_logits``, else logits (B, num_classes)."""
         raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        """The layer that maps the pooled features to logits (``spec.classifier``)."""
+        return self.get_submodule(self.spec.classifier)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classification head with a new one for ``num_classes``."""
-        raise NotImplementedError
+        """Replace the classifier (and the auxiliary heads) with fresh ones for
+        ``num_classes``, on the device and in the dtype of the ones they replace."""
+        for path in (self.spec.classifier, *self.spec.aux_classifiers):
+            old = self.get_submodule(path)
+            new = nn.Linear(
+                old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
+            )  # fmt: skip
+            if self.init_head is not None:
+                self.init_head(new)
+            parent, _, name = path.rpartition(".")
+            self.get_submodule(parent).register_module(name, new)  # "" is the model itself
+        self.num_classes = num_classes
+
+    def head_keys(self) -> set[str]:
+        """``state_dict`` keys of the classifier and the auxiliary heads: what
+        :meth:`reset_classifier` replaces, and what weights for another class count lack."""
+        prefixes = tuple(f"{path}." for path in (self.spec.classifier, *self.spec.aux_classifiers))
+        return {key for key in self.state_dict(keep_vars=True) if key.startswith(prefixes)}
 
     def stages(self) -> list[tuple[str, nn.Module]]:
-        """Ordered groups of modules from input to output: stem, stage 1..N, head."""
-        raise NotImplementedError
+        """Ordered groups of modules from input to output: stem, stage 1..N, head.
+
+        A stage of one module is that module; a stage of several is an ``nn.Sequential`` view
+        built on the fly (not registered on the model, so ``state_dict`` keys stay), which
+        also holds the bare parameters the stage names.
+        """
+        return [(name, self._stage(paths)) for name, paths in self.spec.stages]
+
+    def _stage(self, paths: tuple[str, ...]) -> nn.Module:
+        modules = dict(self.named_modules())
+        if len(paths) == 1 and paths[0] in modules:
+            return modules[paths[0]]
+        view = nn.Sequential()  # in the order they run, so a stem view can be called
+        for path in paths:
+            if path in modules:
+                view.append(modules[path])
+            else:
+                view.register_parameter(path.replace(".", "_"), self.get_parameter(path))
+        return view
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         """Yield the maps of ``feature_info`` in order, (B, C_i, H_i, W_i) each.
@@ -176,6 +253,30 @@ class ImageModel(nn.Module):
                 f"{type(self).__name__} expects images of at least {s}x{s} "
                 f"(input shape (B, {self.in_channels}, >={s}, >={s})), got {h}x{w}"
             )
+
+
+class SequentialTrunkModel(ImageModel):
+    """torchvision's layout of AlexNet, VGG and EfficientNet: a ``features`` trunk (one
+    ``nn.Sequential``), ``avgpool``, flatten, ``classifier``. Families fill in the three
+    modules, ``feature_info`` (paths ``features.<i>``) and ``spec``."""
+
+    features: nn.Sequential
+    avgpool: nn.Module
+    classifier: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, C, H / stride, W / stride)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)  # (B, num_features)
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
+
+    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        names = {info.name for info in self.feature_info}
+        for key, module in self.features.named_children():
+            x = module(x)
+            if f"features.{key}" in names:
+                yield x
 
 
 class Seq2SeqModel(nn.Module):

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zoo.models.base import FeatureInfo, ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.registry import register_model
 
 
@@ -206,6 +206,8 @@ class DenseNet(ImageModel):
         drop_rate: Dropout probability on the new maps of every dense layer.
     """
 
+    init_head = staticmethod(_init_weights)  # a new head starts as the constructor's (zero bias)
+
     def __init__(
         self,
         variant: DenseNetVariant,
@@ -255,14 +257,26 @@ class DenseNet(ImageModel):
         # 2^(n_blocks - 1); the default stem divides by 4, rounding up (torchvision: 29 px).
         first_block = 2 ** (n_blocks - 1)
         self.min_image_size = first_block if small_input else 4 * (first_block - 1) + 1
+        # Stage i is dense block i with the transition that follows it (norm5 for the last).
+        blocks = tuple(
+            (f"denseblock{i}", (f"features.denseblock{i}", f"features.transition{i}" if i < n_blocks else "features.norm5"))
+            for i in range(1, n_blocks + 1)
+        )  # fmt: skip
+        stem = tuple(f"features.{name}" for name in stem)
+        self.spec = ModelSpec(
+            classifier="classifier", first_conv="features.conv0", stages=(("stem", stem), *blocks, ("head", ("classifier",)))
+        )  # fmt: skip
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # Shapes for a 224 px image; C_i is the width after block i (DenseNet-121: 64 at
         # the stem, C_1..C_4 = 256, 512, 1024, 1024, halved by each transition).
-        x = self.features(x)  # stem (B, 2k, 56, 56) -> blocks 56, 28, 14, 7 -> (B, C_4, 7, 7)
+        return self.features(x)  # stem (B, 2k, 56, 56) -> blocks 56, 28, 14, 7 -> (B, C_4, 7, 7)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.relu(x)  # the final BN (norm5) is followed by a ReLU, then global pooling
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, num_features)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, num_features)
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         f = self.features
@@ -279,26 +293,6 @@ class DenseNet(ImageModel):
             yield y
             # Not the transition's in-place ReLU: it would overwrite the map just yielded.
             x = transition.pool(transition.conv(torch.relu(y)))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        w = self.classifier.weight
-        self.classifier = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype)
-        _init_weights(self.classifier)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        # Views over ``features`` built on the fly (not registered: state_dict keys stay).
-        # Stage i is dense block i with the transition that follows it (norm5 for the last).
-        f = self.features
-        stages: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0))]
-        n_blocks = len(self.variant.block_config)
-        for i in range(1, n_blocks + 1):
-            after = getattr(f, f"transition{i}") if i < n_blocks else f.norm5
-            stages.append((f"denseblock{i}", nn.Sequential(getattr(f, f"denseblock{i}"), after)))
-        return [*stages, ("head", self.classifier)]
 
 
 @dataclass(frozen=True)

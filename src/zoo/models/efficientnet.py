@@ -47,7 +47,6 @@ Deviations from the paper (torchvision parity; its ``state_dict`` loads with
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +55,7 @@ from torch import nn
 from zoo.layers.conv import ConvNormAct
 from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import StochasticDepth
-from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
+from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel
 from zoo.registry import register_model
 
 
@@ -145,7 +144,7 @@ class MBConv(nn.Module):
         return h
 
 
-class EfficientNet(ImageModel):
+class EfficientNet(SequentialTrunkModel):
     """EfficientNet built from the B0 stage table and a variant's scaling coefficients.
 
     Args:
@@ -158,6 +157,7 @@ class EfficientNet(ImageModel):
     """
 
     min_image_size = 1  # every layer is "same"-padded, so even a 1x1 image goes through
+    init_head = staticmethod(_init_weights)  # a new head starts as the constructor's
 
     def __init__(
         self,
@@ -206,32 +206,15 @@ class EfficientNet(ImageModel):
             nn.Dropout(p=variant.dropout if dropout is None else dropout),
             nn.Linear(self.num_features, num_classes),
         )
+        # B0 at 224 px: maps (B, 16, 112, 112), (B, 24, 56, 56), (B, 40, 28, 28), (B, 112, 14, 14),
+        # (B, 320, 7, 7); the 1x1 head conv gives (B, num_features, 7, 7) to the pool.
+        stages = tuple((f"stage{i}", (f"features.{i}",)) for i in range(1, len(B0_STAGES) + 1))
+        self.spec = ModelSpec(
+            classifier="classifier.1", first_conv="features.0.0",
+            stages=(("stem", ("features.0",)), *stages, ("conv_head", (f"features.{len(layers) - 1}",)),
+                    ("head", ("avgpool", "classifier"))),
+        )  # fmt: skip
         _init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, num_features, H / 32, W / 32)
-        return self.avgpool(x).flatten(1)  # (B, num_features)
-
-    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        # B0 at 224 px: (B, 16, 112, 112), (B, 24, 56, 56), (B, 40, 28, 28), (B, 112, 14, 14), (B, 320, 7, 7)
-        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(self.num_features, num_classes)
-        _init_weights(self.classifier[-1])
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        *blocks, conv_head = list(self.features)[1:]
-        return [
-            ("stem", self.features[0]),
-            *((f"stage{i}", stage) for i, stage in enumerate(blocks, start=1)),
-            ("conv_head", conv_head),
-            ("head", nn.ModuleList([self.avgpool, self.classifier])),
-        ]
 
 
 @dataclass(frozen=True)

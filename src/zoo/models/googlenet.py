@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.models.base import FeatureInfo, ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.registry import register_model
 
 
@@ -154,6 +154,7 @@ class GoogLeNet(ImageModel):
     """
 
     default_image_size = 224
+    init_head = staticmethod(_init_weights)  # new heads start as the constructor's
 
     def __init__(
         self,
@@ -203,10 +204,25 @@ class GoogLeNet(ImageModel):
             FeatureInfo("inception4e", channels["4e"], reduction * 2),
             FeatureInfo("inception5b", channels["5b"], reduction * 4),
         ]
+        # The auxiliary classifiers belong to ``head``: like ``fc`` they map features to
+        # logits and are reset with it, so freezing all but the head leaves them trainable.
+        aux = ("aux1", "aux2") if aux_logits else ()
+        inception4 = ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4")
+        self.spec = ModelSpec(
+            classifier="fc", first_conv="conv1.conv", aux_classifiers=tuple(f"{a}.fc2" for a in aux),
+            stages=(
+                ("stem", ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")),
+                ("inception3", ("inception3a", "inception3b", "maxpool3")),
+                ("inception4", inception4),
+                ("inception5", ("inception5a", "inception5b")),
+                ("head", ("avgpool", "dropout", "fc", *aux)),
+            ),
+        )  # fmt: skip
         _init_weights(self)
 
     def _trunk(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Pooled features and, if ``with_aux``, the two auxiliary logits. Shapes for 224 px."""
+        """The last inception module's output and, if ``with_aux``, the two auxiliary logits.
+        Shapes for 224 px."""
         x = self.conv1(x)  # (B, 64, 112, 112)
         x = self.maxpool1(x)  # (B, 64, 56, 56)
         x = self.conv3(self.conv2(x))  # (B, 192, 56, 56)
@@ -220,10 +236,10 @@ class GoogLeNet(ImageModel):
         x = self.inception4e(x)  # (B, 832, 14, 14)
         x = self.maxpool4(x)  # (B, 832, 7, 7)
         x = self.inception5b(self.inception5a(x))  # (B, 1024, 7, 7)
-        return self.avgpool(x).flatten(1), aux2, aux1  # (B, 1024)
+        return x, aux2, aux1
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._trunk(x, with_aux=False)[0]
+        return self._trunk(x, with_aux=False)[0]  # (B, 1024, H/32, W/32)
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         # Shapes for 224 px; the auxiliary classifiers are not run.
@@ -238,8 +254,9 @@ class GoogLeNet(ImageModel):
         x = self.inception5b(self.inception5a(self.maxpool4(x)))
         yield x  # (B, 1024, 7, 7)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(features))  # (B, num_classes)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.avgpool(x).flatten(1)  # (B, 1024)
+        return x if pre_logits else self.fc(self.dropout(x))  # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits in eval mode (or without aux heads); ``(logits, aux2, aux1)`` in training."""
@@ -248,37 +265,6 @@ class GoogLeNet(ImageModel):
         features, aux2, aux1 = self._trunk(x, with_aux)
         logits = self.forward_head(features)
         return (logits, aux2, aux1) if with_aux else logits
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-        heads = [self.fc]
-        for aux in (self.aux1, self.aux2):
-            if aux is not None:
-                aux.fc2 = nn.Linear(aux.fc2.in_features, num_classes)
-                heads.append(aux.fc2)
-        for head in heads:
-            _init_weights(head)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """stem, inception3, inception4, inception5, head.
-
-        The auxiliary classifiers belong to ``head``: like ``fc`` they map features to
-        logits and are reset by :meth:`reset_classifier`, so freezing everything but the
-        head must leave them trainable.
-        """
-
-        def group(*names: str) -> nn.ModuleList:
-            return nn.ModuleList(m for m in (getattr(self, n) for n in names) if m is not None)
-
-        inception4 = ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4")
-        return [
-            ("stem", group("conv1", "maxpool1", "conv2", "conv3", "maxpool2")),
-            ("inception3", group("inception3a", "inception3b", "maxpool3")),
-            ("inception4", group(*inception4)),
-            ("inception5", group("inception5a", "inception5b")),
-            ("head", group("avgpool", "dropout", "fc", "aux1", "aux2")),
-        ]
 
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.layers import make_activation
-from zoo.models.base import FeatureInfo, ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.registry import register_model
 
 # Table I of the paper: the S2 maps each C3 map is connected to.
@@ -154,12 +154,19 @@ class LeNet5(ImageModel):
             FeatureInfo("c3", 16, 4),
             FeatureInfo("c5", 120, 4),
         ]
+        self.spec = ModelSpec(
+            classifier="classifier.1", first_conv="c1.0",
+            stages=(("c1", ("c1",)), ("c3", ("c3",)), ("c5", ("c5",)), ("f6", ("f6",)), ("head", ("classifier",))),
+        )  # fmt: skip
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.c1(x)  # (B, 6, 14, 14)
         x = self.c3(x)  # (B, 16, 5, 5)
-        x = self.c5(x).flatten(1)  # (B, 120)
-        return self.f6(x)  # (B, 84)
+        return self.c5(x)  # (B, 120, 1, 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.f6(x.flatten(1))  # (B, 84)
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         x = self.c1[:-1](x)
@@ -171,16 +178,6 @@ class LeNet5(ImageModel):
         x = self.c3[-1](x)
         yield x  # S4: (B, 16, 5, 5)
         yield self.c5(x)  # C5: (B, 120, 1, 1)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(self.num_features, num_classes)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        return [("c1", self.c1), ("c3", self.c3), ("c5", self.c5), ("f6", self.f6), ("head", self.classifier)]
 
 
 @register_model

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from zoo.layers import make_activation
-from zoo.models.base import ImageModel
+from zoo.models.base import ImageModel, ModelSpec
 from zoo.registry import register_model
 
 _NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
@@ -60,20 +60,14 @@ class MLP(ImageModel):
         self.features = nn.Sequential(*layers)
         self.num_features = width
         self.classifier = nn.Linear(width, num_classes)
+        hidden = tuple((f"hidden{i}", (f"features.{i}",)) for i in range(1, len(layers)))
+        self.spec = ModelSpec(classifier="classifier", first_conv=None, stages=(*hidden, ("head", ("classifier",))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, num_features)
+        return self.features(x)  # (B, num_features): the last hidden layer, nothing to pool
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        hidden = [(f"hidden{i}", m) for i, m in enumerate(self.features[1:], start=1)]
-        return hidden + [("head", self.classifier)]
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
 
 
 @register_model

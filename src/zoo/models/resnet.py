@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zoo.models.base import FeatureInfo, ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.registry import register_model
 
 
@@ -203,6 +203,11 @@ class ResNet(ImageModel):
         for i, planes in enumerate(STAGE_PLANES, start=1):
             reduction *= 1 if i == 1 else 2
             self.feature_info.append(FeatureInfo(f"layer{i}", planes * block.expansion, reduction))
+        layers = tuple((f"layer{i}", (f"layer{i}",)) for i in range(1, len(STAGE_PLANES) + 1))
+        self.spec = ModelSpec(
+            classifier="fc", first_conv="conv1",
+            stages=(("stem", ("conv1", "bn1", "relu", "maxpool")), *layers, ("head", ("fc",))),
+        )  # fmt: skip
         _init_weights(self)
         if zero_init_residual:
             for m in self.modules():
@@ -216,8 +221,11 @@ class ResNet(ImageModel):
         x = self.layer1(x)  # (B, 64 e, 56, 56), e = block expansion (1 or 4)
         x = self.layer2(x)  # (B, 128 e, 28, 28)
         x = self.layer3(x)  # (B, 256 e, 14, 14)
-        x = self.layer4(x)  # (B, 512 e, 7, 7)
-        return self.avgpool(x).flatten(1)  # (B, num_features)
+        return self.layer4(x)  # (B, 512 e, 7, 7)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.avgpool(x).flatten(1)  # (B, num_features)
+        return x if pre_logits else self.fc(x)  # (B, num_classes)
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -225,20 +233,6 @@ class ResNet(ImageModel):
         for i in range(1, len(STAGE_PLANES) + 1):
             x = getattr(self, f"layer{i}")(x)
             yield x  # (B, 64 e 2^(i-1), H/2^(i+1), W/2^(i+1))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        w = self.fc.weight
-        self.fc = nn.Linear(self.num_features, num_classes, device=w.device, dtype=w.dtype)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        # The stem is a view built on the fly: not registered, so state_dict keys are unaffected.
-        stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
-        layers = [(f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, len(STAGE_PLANES) + 1)]
-        return [("stem", stem), *layers, ("head", self.fc)]
 
 
 @dataclass(frozen=True)

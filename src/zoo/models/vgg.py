@@ -42,13 +42,12 @@ Deviations from the paper (all follow torchvision):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from zoo.models.base import FeatureInfo, ImageModel, sequential_feature_maps
+from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
 from zoo.registry import register_model
 
 
@@ -88,7 +87,7 @@ def make_features(blocks: tuple[tuple[int, ...], ...], in_channels: int, batch_n
     return nn.Sequential(*layers)
 
 
-class VGG(ImageModel):
+class VGG(SequentialTrunkModel):
     """VGG configuration A, B, D or E of Table 1; see the module docstring.
 
     Args:
@@ -102,6 +101,7 @@ class VGG(ImageModel):
     default_image_size = 224
     # Five 2x2/2 max pools: a side under 32 leaves the last one nothing to pool.
     min_image_size = 32
+    init_head = staticmethod(_init_weights)  # a new head starts as the constructor's: N(0, 0.01)
 
     def __init__(
         self,
@@ -134,40 +134,14 @@ class VGG(ImageModel):
             nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes),
         )
+        # block1 .. block5: ``features`` split after each max pool, (B, 64, H/2, W/2) ..
+        # (B, 512, H/32, W/32); the head is the pool (7x7, 25088 features) and classifier.
+        ends = [0] + [i + 1 for i in pools]
+        blocks = split_sequential("features", ends, "block")
+        self.spec = ModelSpec(
+            classifier="classifier.6", first_conv="features.0", stages=(*blocks, ("head", ("avgpool", "classifier")))
+        )  # fmt: skip
         _init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 512, H/32, W/32): (B, 512, 7, 7) at 224 px
-        x = self.avgpool(x)  # (B, 512, 7, 7)
-        return torch.flatten(x, 1)  # (B, 25088)
-
-    def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        # (B, 64, H/2, W/2), (B, 128, H/4, W/4), (B, 256, H/8, W/8), (B, 512, H/16, W/16), (B, 512, H/32, W/32)
-        yield from sequential_feature_maps(self.features, x, self.feature_info, "features")
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.classifier[-1]
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(
-            old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype
-        )
-        _init_weights(self.classifier[-1])
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """block1 .. block5 (``features`` split after each max pool), then head."""
-        groups: list[tuple[str, nn.Module]] = []
-        current: list[nn.Module] = []
-        for module in self.features:
-            current.append(module)
-            if isinstance(module, nn.MaxPool2d):
-                groups.append((f"block{len(groups) + 1}", nn.Sequential(*current)))
-                current = []
-        groups.append(("head", nn.Sequential(self.avgpool, self.classifier)))
-        return groups
-
 
 # Table 1 of the paper: output channels of the 3x3 convolutions, one tuple per block
 # (each block ends with a max pool).

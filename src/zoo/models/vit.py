@@ -63,7 +63,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
-from zoo.models.base import FeatureInfo, ImageModel
+from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.registry import register_model
 
 LN_EPS = 1e-6  # the paper's JAX LayerNorm default, kept by torchvision
@@ -147,13 +147,11 @@ class Encoder(nn.Module):
         return self.ln(z)
 
 
-class PatchEmbedding(nn.Module):
-    """A view of the embedding parameters (``conv_proj``, ``class_token``, ``pos_embedding``)
-    as one group for :meth:`VisionTransformer.stages`; built on the fly, never registered."""
-
-    def __init__(self, conv_proj: nn.Conv2d, class_token: nn.Parameter, pos_embedding: nn.Parameter):
-        super().__init__()
-        self.conv_proj, self.class_token, self.pos_embedding = conv_proj, class_token, pos_embedding
+def _zero_init(head: nn.Module) -> None:
+    """The head starts at zero, as in torchvision (the paper zero-initialises the head it
+    fine-tunes with, Section 3.1)."""
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
 
 
 class VisionTransformer(ImageModel):
@@ -173,6 +171,7 @@ class VisionTransformer(ImageModel):
     """
 
     fast_path = False  # not measured as a CNN default; bf16-mixed is a trainer.precision away
+    init_head = staticmethod(_zero_init)
 
     def __init__(
         self,
@@ -202,20 +201,26 @@ class VisionTransformer(ImageModel):
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))  # x_class
         self.encoder = Encoder(self.num_patches + 1, variant, dropout, attention_dropout, stochastic_depth_prob)
         self.encoder.activation_checkpointing = activation_checkpointing
-        self.heads = nn.Sequential(OrderedDict(head=self._new_head(num_classes)))
+        self.heads = nn.Sequential(OrderedDict(head=nn.Linear(d, num_classes)))
+        _zero_init(self.heads.head)
         # Every block's output is a feature map: the patch tokens on their grid, stride P.
         self.feature_info = [FeatureInfo(f"encoder.layers.encoder_layer_{i}", d, p) for i in range(variant.depth)]
+        # Stages: the patch embedding, the encoder blocks in (up to) four equal groups (the
+        # last with the final LayerNorm), and the head.
+        groups = min(4, variant.depth)
+        bounds = [round(i * variant.depth / groups) for i in range(groups + 1)]
+        blocks = tuple(
+            (f"blocks{k}", tuple(f"encoder.layers.encoder_layer_{i}" for i in range(lo, hi)) + (("encoder.ln",) if k == groups else ()))
+            for k, (lo, hi) in enumerate(zip(bounds, bounds[1:]), start=1)
+        )  # fmt: skip
+        self.spec = ModelSpec(
+            classifier="heads.head", first_conv="conv_proj",
+            stages=(("patch_embed", ("conv_proj", "class_token", "encoder.pos_embedding")), *blocks, ("head", ("heads",))),
+        )  # fmt: skip
 
         fan_in = in_channels * p * p
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.conv_proj.bias)
-
-    def _new_head(self, num_classes: int, like: torch.Tensor | None = None) -> nn.Linear:
-        kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-        head = nn.Linear(self.num_features, num_classes, **kw)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        return head
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The class token and the embedded patches, ``z_0`` before ``E_pos``: (B, N + 1, D)."""
@@ -225,7 +230,7 @@ class VisionTransformer(ImageModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.encoder(self._tokens(x))[:, 0]  # y = LN(z_L^0): (B, D)
+        return self.encoder(self._tokens(x))  # LN(z_L): (B, N + 1, D)
 
     def feature_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         """Each block's output ``z_l`` without the class token, its N = (H/P)(W/P) patch
@@ -237,23 +242,9 @@ class VisionTransformer(ImageModel):
             z = layer(z)
             yield z[:, 1:].transpose(1, 2).unflatten(2, grid)  # (B, D, H/P, W/P)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.heads(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.heads.head = self._new_head(num_classes, like=self.heads.head.weight)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """Patch embedding, the encoder blocks in (up to) four equal groups (the last with
-        the final LayerNorm), and the head."""
-        layers = list(self.encoder.layers)
-        groups = min(4, len(layers))
-        bounds = [round(i * len(layers) / groups) for i in range(groups + 1)]
-        blocks = [nn.Sequential(*layers[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-        blocks[-1].append(self.encoder.ln)
-        embed = PatchEmbedding(self.conv_proj, self.class_token, self.encoder.pos_embedding)
-        return [("patch_embed", embed), *((f"blocks{i + 1}", g) for i, g in enumerate(blocks)), ("head", self.heads)]
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0]  # y = LN(z_L^0), the class token: (B, D)
+        return x if pre_logits else self.heads(x)  # (B, num_classes)
 
 
 @dataclass(frozen=True)
