@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.finetune import (
-    FinetuneConfig, FrozenBatchNormEval, GradualUnfreezing, apply_finetuning, finetune_callbacks, parameter_lrs,
-)  # fmt: skip
+from zoo.finetune import FinetuneConfig, FrozenBatchNormEval, GradualUnfreezing, apply_finetuning, finetune_callbacks
+from zoo.optim import parameter_lrs
 from zoo.registry import get_model
 from zoo.tasks import ImageClassifier
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
 from torch import nn
 
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from zoo.errors import ConfigError
+from zoo.optim.groups import param_groups
 from zoo.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -28,34 +29,6 @@ OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
 
 SCHEDULERS = Registry("scheduler")
-
-
-def param_groups(
-    named_params: Iterable[tuple[str, nn.Parameter]],
-    weight_decay: float,
-    decay_norm_and_bias: bool,
-    lrs: Mapping[str, float] | None = None,
-) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed group and, optionally, a no-decay group.
-
-    ``lrs`` (parameter name -> learning rate) gives parameters their own rate, as
-    fine-tuning's discriminative rates do: each rate gets its own pair of groups with
-    ``lr`` set; the other parameters keep the optimizer's ``lr``.
-    """
-    buckets: dict[float | None, tuple[list, list]] = {None: ([], [])}
-    for name, p in named_params:
-        if not p.requires_grad:
-            continue
-        decay, no_decay = buckets.setdefault((lrs or {}).get(name), ([], []))
-        (decay if decay_norm_and_bias or p.ndim > 1 else no_decay).append(p)
-    groups = []
-    for lr, (decay, no_decay) in buckets.items():
-        rate = {} if lr is None else {"lr": lr}
-        if decay or (lr is None and not lrs):  # without lrs: always a first, decayed group
-            groups.append({"params": decay, "weight_decay": weight_decay, **rate})
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0, **rate})
-    return groups or [{"params": [], "weight_decay": weight_decay}]
 
 
 def build_optimizer(

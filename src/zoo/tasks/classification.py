@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
-from zoo.finetune import parameter_lrs
+from zoo.optim.groups import parameter_lrs
 from zoo.nn import LOSSES
 from zoo.nn.regularization import l1_penalty
 from zoo.registry import get_model

@@ -1,0 +1,299 @@
+"""Pretrained weights into a zoo model: reading them (files, zoo checkpoints, torchvision
+names from the local cache) through :mod:`zoo.checkpoint`, fitting them key by key (a new
+head for another class count, first-conv channels adapted), and the data settings they
+were trained with."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from zoo.checkpoint import CheckpointError, load_file, load_lightning_checkpoint
+from zoo.errors import ConfigError
+from zoo.finetune.config import EXPECTED, FinetuneConfig
+from zoo.models import ImageModel
+from zoo.optim.groups import stage_groups
+from zoo.registry import get_model
+
+log = logging.getLogger(__name__)
+
+# "ResNet50_Weights.IMAGENET1K_V2": an enum of torchvision.models and one of its members.
+TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
+
+
+class WeightsError(CheckpointError):
+    """Pretrained weights cannot be found, read, or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the pretraining data was fed to the network: side of the (square) input and
+    per-channel normalisation. Missing facts are ``None``."""
+
+    image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize_size: int | None = None  # the shorter side before the centre crop, where the weights say
+
+
+@dataclass
+class Pretrained:
+    """A state_dict ready to load, with what is known about where it came from."""
+
+    source: str  # the file, or the torchvision weights name and its cache file
+    state_dict: dict[str, torch.Tensor]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    model_name: str | None = None  # the zoo model a checkpoint was trained with
+
+
+def torchvision_cache_file(name: str) -> tuple[Any, Path]:
+    """The torchvision weights enum member called ``name`` and the file torchvision's own
+    download cache keeps it in: ``torch.hub.get_dir()/checkpoints/<file name of its url>``."""
+    from torchvision.models import get_weight
+
+    try:
+        weights = get_weight(name)
+    except (ValueError, KeyError, AttributeError) as err:
+        raise WeightsError(f"unknown torchvision weights name {name!r} ({err}); expected {EXPECTED}") from None
+    file_name = os.path.basename(urlparse(weights.url).path)
+    return weights, Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def _fetch(url: str, path: Path) -> None:
+    """Download ``url`` to ``path`` (atomically, sha256-checked against the hash in its name)."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", url, path)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a hash mismatch a RuntimeError
+        raise WeightsError(
+            f"could not download {url} ({err}). Without network access, download it elsewhere "
+            f"and place it at {path}"
+        ) from None
+
+
+def _from_torchvision(name: str, download: bool) -> Pretrained:
+    weights, path = torchvision_cache_file(name)
+    if not path.is_file():
+        if not download:
+            raise WeightsError(
+                f"torchvision weights {name} are not in the cache: place {weights.url} at {path} "
+                f"(or set finetune.download=true)"
+            )
+        _fetch(weights.url, path)
+    preset = weights.transforms()  # ImageClassification: resize, centre crop, normalise
+    preprocessing = Preprocessing(preset.crop_size[0], tuple(preset.mean), tuple(preset.std), preset.resize_size[0])
+    return Pretrained(f"{name} ({path})", _as_state_dict(load_file(path), path), preprocessing)
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        found = type(obj).__name__ if not isinstance(obj, Mapping) else f"a {type(obj).__name__} of other things"
+        raise WeightsError(
+            f"{path.resolve()} is not a state_dict: expected a mapping of parameter names to tensors "
+            f"(or a zoo checkpoint with a 'state_dict'), found {found}"
+        )
+    # Old torchvision DenseNet files name "norm.1" what the model (and torchvision) calls "norm1".
+    return {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.", r"\1\2.", k): v for k, v in obj.items()}
+
+
+def _checkpoint_preprocessing(ckpt: Mapping[str, Any]) -> Preprocessing:
+    """What an :class:`~zoo.data.ImageDataModule` recorded in a zoo checkpoint: its state
+    (``image_size``, ``mean``, ``std``), else its hyper-parameters."""
+    hparams = ckpt.get("datamodule_hyper_parameters") or {}
+    states = [v for k, v in ckpt.items() if k != "datamodule_hyper_parameters" and isinstance(v, Mapping)]
+    sources = [v for v in states if {"image_size", "mean", "std"} <= set(v)] + [hparams]
+
+    def fact(key: str) -> Any:
+        return next((s[key] for s in sources if s.get(key)), None)
+
+    mean, std = fact("mean"), fact("std")
+    return Preprocessing(fact("image_size"), tuple(mean) if mean else None, tuple(std) if std else None)
+
+
+def load_pretrained(weights: str, download: bool = True) -> Pretrained:
+    """Read ``weights`` (a file or a torchvision weights name) safely, before anything is trained.
+
+    Raises:
+        WeightsError: the file is missing, unreadable, unsafe or not a state_dict; the
+            name is unknown; or its file is neither cached nor downloadable.
+    """
+    path = Path(weights).expanduser()
+    if not path.exists() and TORCHVISION_WEIGHTS.match(weights):
+        return _from_torchvision(weights, download)
+    try:
+        obj = load_lightning_checkpoint(path) if path.suffix == ".ckpt" else load_file(path)
+    except CheckpointError as err:
+        raise WeightsError(f"cannot load pretrained weights: {err}. Expected {EXPECTED}") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):  # a zoo (Lightning) checkpoint
+        net = {k.removeprefix("net."): v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        if not net:
+            raise WeightsError(
+                f"{path.resolve()} is a checkpoint without a network ('net.*' keys); expected {EXPECTED}"
+            )
+        model = (obj.get("hyper_parameters") or {}).get("model") or {}
+        return Pretrained(str(path), _as_state_dict(net, path), _checkpoint_preprocessing(obj), model.get("name"))
+    return Pretrained(str(path), _as_state_dict(obj, path))
+
+
+def first_conv(net: nn.Module) -> tuple[str, nn.Module] | None:
+    """The layer that reads the input channels, as the model declares it (``spec.first_conv``)."""
+    if not isinstance(net, ImageModel) or net.spec.first_conv is None:
+        return None
+    return net.spec.first_conv, net.get_submodule(net.spec.first_conv)
+
+
+def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """First-conv kernels (out, c, kh, kw) for ``in_channels`` inputs.
+
+    To one channel: the kernels summed over their input channels, so a gray image gives
+    exactly what the original network gives for that image replicated c times
+    (``conv(g, sum_c W_c) = sum_c conv(g, W_c)``). From one channel: the kernel repeated
+    and divided by the count, the same identity read the other way.
+    """
+    have = weight.shape[1]
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    if have == 1:
+        return weight.repeat(1, in_channels, 1, 1) / in_channels
+    raise WeightsError(f"cannot adapt a first conv with {have} input channels to {in_channels}")
+
+
+def head_keys(net: nn.Module) -> set[str]:
+    """``state_dict`` keys of the classifier head, as the model declares it (none outside image models)."""
+    return net.head_keys() if isinstance(net, ImageModel) else set()
+
+
+def _listing(keys: Iterable[str], limit: int = 8) -> str:
+    keys = list(keys)
+    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def stage_keys(net: nn.Module, names: Iterable[str]) -> list[str]:
+    """The ``state_dict`` keys of the stages ``names`` of ``net`` (see :func:`stage_groups`)."""
+    groups = dict(stage_groups(net))
+    if unknown := [n for n in names if n not in groups]:
+        raise ConfigError(
+            f"finetune.reinit_stages: {type(net).__name__} has no stage {', '.join(map(repr, unknown))}; "
+            f"its stages are {', '.join(groups)}"
+        )
+    tensors = {id(t) for n in names for t in [*groups[n].parameters(), *groups[n].buffers()]}
+    return [k for k, t in net.state_dict(keep_vars=True).items() if id(t) in tensors]
+
+
+def load_into(
+    net: nn.Module,
+    pretrained: Pretrained,
+    adapt_channels: str = "sum",
+    reset_head: bool = False,
+    reinit_stages: Iterable[str] = (),
+) -> list[str]:
+    """Load ``pretrained`` into ``net`` strictly; returns the keys left out.
+
+    Every key must be present on both sides with the same shape, except: the classifier
+    head when the class count differs (or ``reset_head``), which is re-initialised; and
+    the first conv's input channels, adapted by summing (``adapt_channels="sum"``).
+    The stages named in ``reinit_stages`` keep ``net``'s own fresh initialisation (their
+    keys must still fit: the weights are of the same architecture, only not used there).
+    """
+    state = dict(pretrained.state_dict)
+    own = net.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if missing or unexpected:
+        trained = f" (a checkpoint of '{pretrained.model_name}')" if pretrained.model_name else ""
+        raise WeightsError(
+            f"{pretrained.source}{trained} does not fit {type(net).__name__}: {len(missing)} missing keys "
+            f"[{_listing(missing)}], {len(unexpected)} unexpected keys [{_listing(unexpected)}]. "
+            f"Expected the weights of the same architecture"
+        )
+    conv = first_conv(net)
+    if conv is not None:
+        key, want = f"{conv[0]}.weight", own[f"{conv[0]}.weight"].shape
+        have = state[key].shape
+        if have[1] != want[1] and have[:1] + have[2:] == want[:1] + want[2:]:
+            if adapt_channels == "repeat":
+                raise WeightsError(
+                    f"{pretrained.source} expects {have[1]}-channel input and the data has {want[1]}; "
+                    f"finetune.adapt_channels=repeat needs a data module with a 'channels' option (digits), "
+                    f"use finetune.adapt_channels=sum"
+                )
+            state[key] = adapt_input_channels(state[key], want[1])
+            log.info("adapted %s from %d to %d input channels (kernels summed)", key, have[1], want[1])
+    mismatched = [k for k in own if state[k].shape != own[k].shape]
+    head = head_keys(net) if mismatched or reset_head else set()
+    if wrong := [k for k in mismatched if k not in head]:
+        k, more = wrong[0], f" ({len(wrong) - 1} more mismatches)" if len(wrong) > 1 else ""
+        raise WeightsError(
+            f"{pretrained.source} does not fit {type(net).__name__}: {k} has shape {tuple(state[k].shape)} in the "
+            f"weights and {tuple(own[k].shape)} in the model{more}"
+        )
+    head_skipped = sorted(head) if mismatched or reset_head else []
+    if head_skipped:
+        net.reset_classifier(net.num_classes)  # a fresh head, not the one the model was built with
+    reinit = [k for k in stage_keys(net, reinit_stages) if k not in head]
+    skipped = head_skipped + reinit
+    net.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)
+    if head_skipped:
+        why = "reset_head=true" if reset_head and not mismatched else "the class count differs"
+        log.info(
+            "classifier head re-initialised for %d classes (%s); not loaded: %s",
+            net.num_classes, why, ", ".join(head_skipped),
+        )  # fmt: skip
+    if reinit:
+        log.info("stages %s keep their fresh initialisation (finetune.reinit_stages): %d tensors not loaded",
+                 ", ".join(reinit_stages), len(reinit))  # fmt: skip
+    return skipped
+
+
+def adapt_data_config(
+    data_cfg: dict[str, Any], model_cfg: Mapping[str, Any], config: FinetuneConfig, pretrained: Pretrained | None
+) -> dict[str, Any]:
+    """The data options that feed the data the way the pretrained network was fed.
+
+    With ``preprocessing=pretrained``: ``image_size``, ``mean`` and ``std`` of the
+    pretraining replace the data's own, where the data module has those options.
+    With ``adapt_channels=repeat``: ``channels`` (a digits option) becomes the first conv's
+    input channels, so gray images are replicated instead of the kernels summed.
+    """
+    data_cfg = dict(data_cfg)
+    if pretrained is None:
+        return data_cfg
+    changed = {}
+    if config.adapt_channels == "repeat" and "channels" in data_cfg:
+        options = {k: v for k, v in model_cfg.items() if k != "name" and v is not None}
+        with torch.device("meta"):
+            conv = first_conv(get_model(model_cfg["name"], **options))
+        weight = pretrained.state_dict.get(f"{conv[0]}.weight") if conv else None
+        if weight is not None and weight.ndim == 4 and weight.shape[1] != data_cfg["channels"]:
+            changed["channels"] = weight.shape[1]
+    if config.preprocessing == "pretrained":
+        facts = pretrained.preprocessing
+        channels = changed.get("channels", data_cfg.get("channels"))
+        for key in ("image_size", "mean", "std"):
+            value = getattr(facts, key)
+            if value is None:
+                continue
+            if key in ("mean", "std") and channels and len(value) != channels:
+                # A gray copy of the data fed to a colour network (or the reverse): one value for all channels.
+                value = (sum(value) / len(value),) * channels
+            if key not in data_cfg:
+                name = data_cfg.get("name")
+                log.warning("the pretrained %s %s is not applied: data '%s' has no %s option", key, value, name, key)
+                continue
+            changed[key] = list(value) if isinstance(value, tuple) else value
+    if changed:
+        log.info("data settings from the pretrained weights (finetune.preprocessing=data keeps the data's): %s", changed)
+    return {**data_cfg, **changed}
