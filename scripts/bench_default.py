@@ -92,7 +92,7 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
     from zoo.data.digits import random_shift
     from zoo.optim import build_optimizer, build_scheduler
     from zoo.perf import use_channels_last
-    from zoo.registry import get_model
+    from zoo.models import get_model
 
     overrides = [f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0"]
     if batch_size:

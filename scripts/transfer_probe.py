@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from zoo.data.digits import DigitsDataModule
 from zoo.finetune import load_into, load_pretrained
-from zoo.registry import get_model
+from zoo.models import get_model
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import yaml
 
 from zoo.cli.bench import MAC_TOLERANCE, load_reference, main, reference_path, static_row
 from zoo.profiling import build_on_meta, count_params
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 REFERENCE = load_reference()
 PUBLISHED = sorted(name for name, ref in REFERENCE.items() if "torchvision" in ref)

@@ -13,7 +13,7 @@ from zoo.cli.train import train
 from zoo.cli.models import model_rows
 from zoo.models import ImageModel
 from zoo.profiling import build_on_meta
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 from helpers import CONFIGS, QUIET, compose_config, run_cli
 

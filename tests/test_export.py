@@ -23,7 +23,7 @@ from zoo.cli.train import train
 from zoo.errors import ConfigError, ZooError
 from zoo.export import ExportError, export_model, export_onnx, export_program
 from zoo.inference import load_trained
-from zoo.registry import get_model
+from zoo.models import get_model
 
 ATOL = 1e-4
 

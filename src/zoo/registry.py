@@ -2,17 +2,17 @@
 
 One small mechanism serves all of them: a :class:`Registry` maps a name to a builder
 callable, refuses duplicates, lists names by shell pattern and answers an unknown name
-with the close matches. Models use the module-level :data:`MODELS` registry through
-:func:`register_model`, :func:`list_models` and :func:`get_model`.
+with the close matches. This module knows nothing of what is registered: the models'
+registry and factory (:func:`zoo.models.get_model`) live with the models.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from zoo.errors import ConfigError, UnknownNameError
+from zoo.errors import UnknownNameError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,32 +52,3 @@ class Registry:
 
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
-
-
-MODELS = Registry("model")
-
-
-def register_model(fn: F) -> F:
-    """Register a model builder under its function name."""
-    return MODELS.register()(fn)
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of registered models matching ``pattern`` (``fnmatch`` syntax), sorted."""
-    return MODELS.names(pattern)
-
-
-def get_model(name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None, **kwargs: Any):
-    """Build the registered model ``name`` with constructor ``kwargs``.
-
-    With ``features_only=True`` the result is a :class:`zoo.models.features.FeatureExtractor`:
-    the model without its head, whose ``forward(x)`` returns the feature maps at
-    ``out_indices`` (default: all of them) and whose ``feature_info`` describes them.
-    """
-    if not features_only:
-        if out_indices is not None:
-            raise ConfigError(f"out_indices={list(out_indices)} is only used with features_only=True")
-        return MODELS.build(name, **kwargs)
-    from zoo.models.features import FeatureExtractor  # zoo.models imports this module
-
-    return FeatureExtractor(MODELS.build(name, **kwargs), out_indices, name=name)

@@ -13,7 +13,7 @@ from zoo.checkpoint import load_lightning_checkpoint
 from zoo.cli.common import plain
 from zoo.cli.train import train
 from zoo.finetune import FinetuneConfig, WeightsError, adapt_data_config, load_pretrained
-from zoo.registry import get_model
+from zoo.models import get_model
 
 from helpers import QUIET, compose_config, run_cli
 

@@ -11,7 +11,7 @@ from torch import nn
 from zoo.errors import ConfigError
 from zoo.finetune import FinetuneConfig, FrozenBatchNormEval, GradualUnfreezing, apply_finetuning, finetune_callbacks
 from zoo.optim import parameter_lrs
-from zoo.registry import get_model
+from zoo.models import get_model
 from zoo.tasks import ImageClassifier
 
 RESNET = {"name": "resnet18", "num_classes": 10, "in_channels": 1, "small_input": True}

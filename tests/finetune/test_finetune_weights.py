@@ -21,7 +21,7 @@ from zoo.finetune import (
 )  # fmt: skip
 from zoo.models import ImageModel
 from zoo.profiling import build_on_meta
-from zoo.registry import MODELS, get_model
+from zoo.models import MODELS, get_model
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "zoo" / "models"
 

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model
+from zoo.models import get_model
 
 
 def test_param_count_matches_torchvision():

@@ -7,7 +7,7 @@ import yaml
 from zoo import get_model, list_models
 from zoo.models import ImageModel
 from zoo.profiling import build_on_meta, count_macs
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 from helpers import CONFIGS
 

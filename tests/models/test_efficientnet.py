@@ -11,7 +11,7 @@ from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import stochastic_depth
 from zoo.models.efficientnet import MBConv, round_filters
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model, list_models
+from zoo.models import get_model, list_models
 
 from helpers import assert_varies_with_the_input, informative_weights
 

@@ -19,7 +19,7 @@ from zoo.errors import ConfigError
 from zoo.models import ImageModel
 from zoo.models.features import FeatureExtractor
 from zoo.profiling import build_on_meta
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 from helpers import randomize_batch_norms
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model
+from zoo.models import get_model
 
 from helpers import assert_varies_with_the_input, informative_weights
 

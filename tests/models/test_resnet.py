@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.models.resnet import VARIANTS, BasicBlock, Bottleneck
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model, list_models
+from zoo.models import get_model, list_models
 
 from helpers import randomize_batch_norms
 

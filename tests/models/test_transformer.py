@@ -14,7 +14,7 @@ from zoo.layers.attention import causal_mask, set_fast_attention
 from zoo.models.base import Seq2SeqModel
 from zoo.models.transformer import Transformer, TransformerDecoderLayer, TransformerEncoderLayer
 from zoo.profiling import build_on_meta, count_params
-from zoo.registry import get_model, list_models
+from zoo.models import get_model, list_models
 
 from helpers import QUIET, compose_config
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.models.vgg import VGG
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model, list_models
+from zoo.models import get_model, list_models
 
 VARIANTS = list_models("vgg*")
 FULL_SIZE = "vgg11_bn"  # compared with torchvision at 224 px; the others at 32 px, the smallest

@@ -14,7 +14,7 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 from zoo.cli.train import train
 from zoo.models.vit import VARIANTS, EncoderBlock, VisionTransformer
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import get_model, list_models
+from zoo.models import get_model, list_models
 
 from helpers import QUIET, compose_config
 

@@ -50,7 +50,7 @@ from zoo.errors import ZooError
 from zoo.models import ImageModel
 from zoo.perf import speed_up
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.registry import MODELS
+from zoo.models import MODELS
 
 
 def model_rows(pattern: str = "*", macs: bool = True) -> list[tuple[str, int, int | None, str]]:

@@ -22,7 +22,7 @@ from zoo.errors import ConfigError
 from zoo.finetune.config import EXPECTED, FinetuneConfig
 from zoo.models import ImageModel
 from zoo.optim.groups import stage_groups
-from zoo.registry import get_model
+from zoo.models import get_model
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -56,7 +56,7 @@ from zoo.layers.conv import ConvNormAct
 from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import StochasticDepth
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def round_filters(channels: int, width_mult: float, divisor: int = 8) -> int:

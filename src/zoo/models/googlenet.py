@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def _init_weights(module: nn.Module) -> None:

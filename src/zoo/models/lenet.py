@@ -44,7 +44,7 @@ from torch import nn
 
 from zoo.layers import make_activation
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 # Table I of the paper: the S2 maps each C3 map is connected to.
 C3_TABLE: tuple[tuple[int, ...], ...] = (

@@ -21,7 +21,7 @@ from torch import nn
 
 from zoo.layers import make_activation
 from zoo.models.base import ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 _NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -59,7 +59,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
 from zoo.models.rnn import make_rnn
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 SCORES = ("bahdanau", "luong_dot", "luong_general", "scaled_dot", "cosine")
 

@@ -75,7 +75,7 @@ from torch import nn
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.positional import make_positional
 from zoo.models.base import Seq2SeqModel
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def feed_forward(layer: TransformerEncoderLayer | TransformerDecoderLayer, x: torch.Tensor) -> torch.Tensor:

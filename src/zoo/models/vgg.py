@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -64,7 +64,7 @@ from torch.utils.checkpoint import checkpoint
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
-from zoo.registry import register_model
+from zoo.models.factory import register_model
 
 LN_EPS = 1e-6  # the paper's JAX LayerNorm default, kept by torchvision
 SMALL_INPUT_PATCH = 4  # small_input=True: 32 px images in 8x8 patches of 4x4 pixels

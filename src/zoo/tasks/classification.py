@@ -26,7 +26,7 @@ from zoo.errors import ConfigError
 from zoo.optim.groups import parameter_lrs
 from zoo.nn import LOSSES
 from zoo.nn.regularization import l1_penalty
-from zoo.registry import get_model
+from zoo.models import get_model
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
 
