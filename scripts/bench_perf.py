@@ -197,7 +197,7 @@ def rnn_suite(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(SCRIPTS))
     from bench_rnn import steps_per_second
 
-    from zoo.models.rnn import make_rnn
+    from zoo.layers.recurrent import make_rnn
 
     print("\n## fused recurrent layers vs the reference cells: batch 64, 32 steps, hidden 128, 2 layers")
     row("row", "fused step/s", "reference", "speedup")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training steps per second of the reference recurrent layers (src/zoo/models/rnn.py)
+"""Training steps per second of the reference recurrent layers (src/zoo/layers/recurrent.py)
 against the fused ``torch.nn`` ones (cuDNN on a GPU), side by side, same weights.
 
     python scripts/bench_rnn.py [--device cpu|cuda] [--batch 64] [--steps 32] [--hidden 128]
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from zoo.models.rnn import make_rnn
+from zoo.layers.recurrent import make_rnn
 
 
 def steps_per_second(layer: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:

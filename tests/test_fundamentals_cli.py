@@ -1,4 +1,4 @@
-"""zoo-train with the reference optimizer, loss and activation of zoo.nn / zoo.optim.reference."""
+"""zoo-train with the reference optimizer, loss and activation of zoo.reference / zoo.reference.optim."""
 
 import json
 
@@ -7,9 +7,9 @@ import torch
 
 from zoo.cli.train import train
 from zoo.errors import UnknownNameError
-from zoo.nn.activations import ReLU
-from zoo.nn.losses import CrossEntropyLoss
-from zoo.optim.reference import Adam
+from zoo.reference.activations import ReLU
+from zoo.reference.losses import CrossEntropyLoss
+from zoo.reference.optim import Adam
 from zoo.tasks import ImageClassifier
 
 from helpers import QUIET, compose_config

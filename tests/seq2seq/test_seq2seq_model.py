@@ -1,4 +1,4 @@
-"""The attention encoder-decoder (src/zoo/models/seq2seq.py) and decoding (src/zoo/layers/decoding.py)."""
+"""The attention encoder-decoder (src/zoo/models/seq2seq.py) and decoding (src/zoo/models/decoding.py)."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from zoo import get_model
 from zoo.errors import ConfigError
-from zoo.layers.decoding import beam_search, greedy_search
+from zoo.models.decoding import beam_search, greedy_search
 from zoo.models.base import Seq2SeqModel
 from zoo.models.seq2seq import SCORES, AttentionScore
 

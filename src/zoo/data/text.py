@@ -41,6 +41,7 @@ from torch.nn.utils.rnn import pad_sequence
 from zoo.data.base import DATASETS, DataModule, TensorBatches
 from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError
+from zoo.models.base import Seq2SeqModel
 
 Pairs = list[tuple[str, str]]
 
@@ -131,8 +132,6 @@ class TextDataModule(DataModule):
         }  # fmt: skip
 
     def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
-        from zoo.models.base import Seq2SeqModel
-
         if not isinstance(net, Seq2SeqModel):
             raise ConfigError(
                 f"model '{model_cfg.get('name')}' is not a sequence-to-sequence model; it cannot train on "

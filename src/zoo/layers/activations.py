@@ -1,6 +1,6 @@
 """Activation functions selectable by name (``model.activation=relu``).
 
-The ``*_ref`` names are the reference implementations of :mod:`zoo.nn.activations`,
+The ``*_ref`` names are the reference implementations of :mod:`zoo.reference.activations`,
 written from their equations (``model.activation=relu_ref``).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.nn import activations as ref
+from zoo.reference import activations as ref
 from zoo.registry import Registry
 
 ACTIVATIONS = Registry("activation")

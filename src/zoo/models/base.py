@@ -34,6 +34,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
+
+from zoo.models.decoding import beam_search, greedy_search
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ class Seq2SeqModel(nn.Module):
 
     ``state`` may be any nesting of tuples/lists/dicts of tensors whose first dimension
     is the batch: :meth:`reorder_state` selects along it for beam search.
-    :meth:`generate` decodes with these (greedy or beam search, :mod:`zoo.layers.decoding`).
+    :meth:`generate` decodes with these (greedy or beam search, :mod:`zoo.models.decoding`).
     """
 
     src_vocab_size: int
@@ -316,8 +319,6 @@ class Seq2SeqModel(nn.Module):
 
     def reorder_state(self, state, index: torch.Tensor):
         """``state`` with every tensor indexed by ``index`` along the batch dimension."""
-        from torch.utils._pytree import tree_map
-
         return tree_map(lambda t: t.index_select(0, index) if isinstance(t, torch.Tensor) else t, state)
 
     @torch.no_grad()
@@ -327,12 +328,10 @@ class Seq2SeqModel(nn.Module):
     ):  # fmt: skip
         """Decode ``src``: greedy when ``beam_size`` is 1, else beam search.
 
-        Returns a :class:`zoo.layers.decoding.Generated`: ``tokens`` (B, L) ending in
+        Returns a :class:`zoo.models.decoding.Generated`: ``tokens`` (B, L) ending in
         ``eos_idx`` then ``pad_idx``, ``attention`` (B, L, S) or ``None`` and ``scores`` (B,)
         (log-probabilities). Call ``eval()`` first to switch dropout off.
         """
-        from zoo.layers.decoding import beam_search, greedy_search
-
         if beam_size == 1:
             return greedy_search(self, src, src_mask, max_len)
         return beam_search(self, src, src_mask, max_len, beam_size, length_penalty)

@@ -43,7 +43,7 @@ Deviations from the papers:
   their plain softmax can hardly be sharp.
 - The source gets ``<eos>`` appended by the data, so it is never empty.
 - ``impl: fused`` runs ``nn.LSTM``/``nn.GRU`` (cuDNN on a GPU); ``impl: reference`` the
-  layers of :mod:`zoo.models.rnn`. They share parameter names and load each other's weights.
+  layers of :mod:`zoo.layers.recurrent`. They share parameter names and load each other's weights.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
-from zoo.models.rnn import make_rnn
+from zoo.layers.recurrent import make_rnn
 from zoo.models.factory import register_model
 
 SCORES = ("bahdanau", "luong_dot", "luong_general", "scaled_dot", "cosine")
@@ -158,7 +158,7 @@ class Seq2SeqRNN(Seq2SeqModel):
         dropout: on embeddings, between RNN layers and before the output layer.
         attention: one of :data:`SCORES`.
         teacher_forcing: probability of feeding the gold previous token in training.
-        impl: ``fused`` (``torch.nn``) or ``reference`` (:mod:`zoo.models.rnn`) recurrent layers.
+        impl: ``fused`` (``torch.nn``) or ``reference`` (:mod:`zoo.layers.recurrent`) recurrent layers.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from torch.optim import lr_scheduler
 
 from zoo.errors import ConfigError
 from zoo.optim.groups import param_groups
+from zoo.reference import optim as reference
 from zoo.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -27,6 +28,11 @@ OPTIMIZERS.register("sgd")(torch.optim.SGD)
 OPTIMIZERS.register("adam")(torch.optim.Adam)
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
+# The lecture's update rules written out (zoo.reference.optim), trainable by name.
+OPTIMIZERS.register("sgd_ref")(reference.SGD)
+OPTIMIZERS.register("momentum_ref")(reference.Momentum)
+OPTIMIZERS.register("rmsprop_ref")(reference.RMSProp)
+OPTIMIZERS.register("adam_ref")(reference.Adam)
 
 SCHEDULERS = Registry("scheduler")
 

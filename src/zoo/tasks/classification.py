@@ -1,7 +1,7 @@
 """Image classification: one LightningModule for every image model in the registry.
 
 The loss is the cross-entropy ``L = -sum_k y_k log softmax(z)_k`` with optional label
-smoothing (Szegedy et al., 2016), or another loss of :data:`zoo.nn.LOSSES` chosen by name
+smoothing (Szegedy et al., 2016), or another loss of :data:`zoo.tasks.losses.LOSSES` chosen by name
 (``task.loss=hinge_ref``). Models with auxiliary classifiers (GoogLeNet) return
 ``(logits, *aux_logits)`` in training; their losses are added with weight
 ``aux_loss_weight`` (0.3 in Szegedy et al., 2014). ``l1 > 0`` adds the penalty
@@ -24,8 +24,8 @@ from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
 from zoo.optim.groups import parameter_lrs
-from zoo.nn import LOSSES
-from zoo.nn.regularization import l1_penalty
+from zoo.tasks.losses import LOSSES
+from zoo.reference.regularization import l1_penalty
 from zoo.models import get_model
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
@@ -50,7 +50,7 @@ class ImageClassifier(TaskModule):
         optim: optimizer config, see :func:`zoo.optim.build_optimizer`.
         sched: scheduler config ``{"name": ..., **options}``, or ``None`` for a constant LR.
         label_smoothing: cross-entropy label smoothing in [0, 1).
-        loss: name of the loss in :data:`zoo.nn.LOSSES` (``"cross_entropy"``: PyTorch's).
+        loss: name of the loss in :data:`zoo.tasks.losses.LOSSES` (``"cross_entropy"``: PyTorch's).
         aux_loss_weight: weight of each auxiliary classifier's loss.
         l1: weight of the L1 penalty on weights (0: none).
         stage_lrs: learning rates by stage of ``net.stages()`` for fine-tuning (``head``:

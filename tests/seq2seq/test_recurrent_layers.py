@@ -1,4 +1,4 @@
-"""The reference recurrent cells and layers (src/zoo/models/rnn.py) against torch.nn."""
+"""The reference recurrent cells and layers (src/zoo/layers/recurrent.py) against torch.nn."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.errors import ConfigError
-from zoo.models.rnn import (
+from zoo.layers.recurrent import (
     GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, TextbookGRU, TextbookGRUCell, make_rnn, truncated_bptt,
 )  # fmt: skip
 

@@ -36,7 +36,7 @@ The defaults give the same parameters as ``torch.optim.SGD``, ``SGD(momentum=...
 - ``weight_decay`` adds ``weight_decay * w`` to the gradient (an L2 penalty, as PyTorch's
   SGD/RMSprop/Adam do), not AdamW's decoupled decay.
 
-Registered in :data:`zoo.optim.OPTIMIZERS` as ``sgd_ref``, ``momentum_ref``, ``rmsprop_ref``
+Registered (by :mod:`zoo.optim.factory`) in :data:`zoo.optim.OPTIMIZERS` as ``sgd_ref``, ``momentum_ref``, ``rmsprop_ref``
 and ``adam_ref`` (``optim=adam_ref`` on the command line).
 """
 
@@ -49,7 +49,6 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from zoo.optim.factory import OPTIMIZERS
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -238,9 +237,3 @@ class Adam(_ReferenceOptimizer):
         v_hat = v / (1 - b2**t)
         denom = torch.sqrt(v_hat + eps) if group["eps_inside_sqrt"] else torch.sqrt(v_hat) + eps
         p.sub_(group["lr"] * m_hat / denom)
-
-
-OPTIMIZERS.register("sgd_ref")(SGD)
-OPTIMIZERS.register("momentum_ref")(Momentum)
-OPTIMIZERS.register("rmsprop_ref")(RMSProp)
-OPTIMIZERS.register("adam_ref")(Adam)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from zoo.nn.activations import ELEMENTWISE
+from zoo.reference.activations import ELEMENTWISE
 
 # One layer's forward values kept for the backward pass: (a^{l-1}, z^l).
 Cache = list[tuple[Tensor, Tensor]]
@@ -140,7 +140,7 @@ class BackpropMLP(nn.Module):
 
     Args:
         sizes: layer widths ``(n_0, n_1, ..., n_L)``; ``n_0`` is the input size.
-        activation: hidden activation (a name in ``zoo.nn.activations.ELEMENTWISE``).
+        activation: hidden activation (a name in ``zoo.reference.activations.ELEMENTWISE``).
         output_activation: activation of the output layer (``"identity"``: linear output).
     """
 

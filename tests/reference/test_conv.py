@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.nn import conv as C
+from zoo.reference import conv as C
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""zoo.nn.activations against torch, and their derivatives against autograd."""
+"""zoo.reference.activations against torch, and their derivatives against autograd."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.layers import make_activation
-from zoo.nn import activations as A
+from zoo.reference import activations as A
 
 # Spans saturation on both sides, exact zero and values near it.
 X = torch.cat([torch.linspace(-40, 40, 801, dtype=torch.float64), torch.tensor([0.0, 1e-12, -1e-12, 700.0, -700.0])])
@@ -82,7 +82,7 @@ def test_gelu_exact_and_tanh_approximation_differ():
 )  # fmt: skip
 def test_ref_modules_are_registered_activations(name, reference):
     module = make_activation(name)
-    assert type(module).__module__ == "zoo.nn.activations"
+    assert type(module).__module__ == "zoo.reference.activations"
     torch.testing.assert_close(module(X), reference(X))
 
 

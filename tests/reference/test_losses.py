@@ -1,4 +1,4 @@
-"""zoo.nn.losses against PyTorch's losses, float64, including extreme logits."""
+"""zoo.reference.losses against PyTorch's losses, float64, including extreme logits."""
 
 import pytest
 import torch
@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import UnknownNameError
-from zoo.nn import LOSSES
-from zoo.nn import losses as Ls
+from zoo.tasks.losses import LOSSES
+from zoo.reference import losses as Ls
 
 TOL = {"rtol": 0.0, "atol": 1e-6}
 EXTREME = torch.tensor([-1000.0, -50.0, -1.0, 0.0, 1e-3, 2.0, 50.0, 1000.0], dtype=torch.float64)

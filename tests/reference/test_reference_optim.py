@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from zoo.optim import OPTIMIZERS, build_optimizer
-from zoo.optim import reference as ref
+from zoo.reference import optim as ref
 
 STEPS = 100
 

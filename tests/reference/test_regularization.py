@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.nn import regularization as R
+from zoo.reference import regularization as R
 
 
 def _sgd_step(weight_decay, penalty=None):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.models.perceptron import Neuron, Perceptron, step
+from zoo.reference.perceptron import Neuron, Perceptron, step
 
 X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 GATES = {"AND": [0, 0, 0, 1], "OR": [0, 1, 1, 1], "XOR": [0, 1, 1, 0]}

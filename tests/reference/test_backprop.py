@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.nn.backprop import BackpropMLP, MLPFunction, mlp_backward, mlp_forward
+from zoo.reference.backprop import BackpropMLP, MLPFunction, mlp_backward, mlp_forward
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Loss functions written from their equations, and the registry of classification losses.
+"""Loss functions written from their equations.
 
 With predictions ``y_hat``, targets ``y`` and ``n`` terms in the mean:
 
@@ -26,9 +26,8 @@ Every loss is averaged over the batch. Notes on where the code and the lecture d
 - KL takes ``log Q`` as input and ``P`` as target (the argument order of ``F.kl_div``),
   uses ``0 log 0 = 0`` and divides by the batch size ("batchmean").
 
-:data:`LOSSES` names the losses a classifier of ``K`` logits can be trained with
-(``task.loss=...``); each builder takes ``label_smoothing`` and refuses a non-zero value
-when the loss has no such notion.
+The module forms at the bottom are what training runs when a ``*_ref`` loss is asked for
+(``loss=cross_entropy_ref``, :mod:`zoo.tasks.losses`).
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zoo.nn.activations import log_softmax, softmax
-from zoo.registry import Registry
+from zoo.reference.activations import log_softmax, softmax
 
 _LOG_FLOOR = -100.0  # PyTorch's clamp for log(0) in binary_cross_entropy
 
@@ -138,44 +136,3 @@ class MSEOneHotLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         one_hot = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), 1.0)
         return mse(softmax(logits, dim=1), one_hot)
-
-
-LOSSES = Registry("loss")
-
-
-def _refuse_smoothing(name: str, label_smoothing: float) -> None:
-    if label_smoothing:
-        raise ValueError(f"loss '{name}' has no label smoothing; set task.label_smoothing=0")
-
-
-@LOSSES.register("cross_entropy")
-def _cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
-    """PyTorch's cross-entropy."""
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
-@LOSSES.register("cross_entropy_ref")
-def _cross_entropy_ref(label_smoothing: float = 0.0) -> nn.Module:
-    """:func:`cross_entropy` from log-softmax."""
-    return CrossEntropyLoss(label_smoothing)
-
-
-@LOSSES.register("multi_margin")
-def _multi_margin(label_smoothing: float = 0.0) -> nn.Module:
-    """PyTorch's multi-class hinge."""
-    _refuse_smoothing("multi_margin", label_smoothing)
-    return nn.MultiMarginLoss()
-
-
-@LOSSES.register("hinge_ref")
-def _hinge_ref(label_smoothing: float = 0.0) -> nn.Module:
-    """:func:`multi_margin` written out."""
-    _refuse_smoothing("hinge_ref", label_smoothing)
-    return MultiMarginLoss()
-
-
-@LOSSES.register("mse_onehot")
-def _mse_onehot(label_smoothing: float = 0.0) -> nn.Module:
-    """MSE on the softmax against one-hot targets."""
-    _refuse_smoothing("mse_onehot", label_smoothing)
-    return MSEOneHotLoss()
