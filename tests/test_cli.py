@@ -98,6 +98,20 @@ def test_test_weights_chooses_the_checkpoint_the_test_split_measures(tmp_path):
     assert results["best"] != results["last"], results
 
 
+def test_the_paths_group_moves_data_and_run_folders_in_one_place():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        overrides = ["paths.data_dir=/datasets", "paths.output_dir=/runs", "paths.multirun_dir=/sweeps"]
+        for data in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
+            cfg = compose("train", overrides=[f"data={data}", *overrides], return_hydra_config=True)
+            assert cfg.data.root == "/datasets", data
+        assert cfg.hydra.run.dir.startswith("/runs/") and cfg.hydra.sweep.dir.startswith("/sweeps/")
+        assert compose("eval", overrides=overrides, return_hydra_config=True).hydra.run.dir.startswith("/runs/eval/")
+        default = compose("train", overrides=["data=mnist"], return_hydra_config=True)
+        assert default.data.root == "data" and default.hydra.run.dir.startswith("outputs/")
+
+
 BAD_INPUT = {
     "unknown model config": (["model=resnt"], "Could not find 'model/resnt'", "lenet5"),
     "unknown model name": (["model.name=lenet"], "Unknown model 'lenet'. Did you mean: lenet5", "mlp"),

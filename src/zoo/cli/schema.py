@@ -51,7 +51,17 @@ class TrainerConf:
 
 
 @dataclass
+class PathsConf:
+    """Where datasets are read from and runs are written (``configs/paths/``)."""
+
+    data_dir: str = "data"
+    output_dir: str = "outputs"
+    multirun_dir: str = "multirun"
+
+
+@dataclass
 class TrainConf:
+    paths: PathsConf = field(default_factory=PathsConf)
     model: Dict[str, Any] = field(default_factory=dict)
     data: Dict[str, Any] = field(default_factory=dict)
     optim: Dict[str, Any] = field(default_factory=dict)
@@ -71,6 +81,7 @@ class TrainConf:
 
 @dataclass
 class EvalConf:
+    paths: PathsConf = field(default_factory=PathsConf)
     ckpt_path: Optional[str] = None
     data: Dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConf = field(default_factory=TrainerConf)
