@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark of the seq2seq recipe: test exact-match and wall time of
-``zoo-train experiment=seq2seq_dates`` (GRU encoder-decoder with Bahdanau attention on
+``zoo-train experiment=seq2seq_gru_dates`` (GRU encoder-decoder with Bahdanau attention on
 human-written dates -> ISO), one fresh process per seed, median over the seeds.
 
-    python scripts/bench_seq2seq.py [--seeds 0,1,2] [--threads 1] [--experiment transformer_dates] [overrides ...]
+    python scripts/bench_seq2seq.py [--seeds 0,1,2] [--threads 1] [--experiment transformer_small_dates] [overrides ...]
 
 Target: median test exact-match >= 0.99 in a few minutes on 2 CPU cores. Extra
 arguments are passed to zoo-train (e.g. ``model=seq2seq_lstm``). ``--threads`` sets
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
-    parser.add_argument("--experiment", default="seq2seq_dates", help="the recipe in configs/experiment/")
+    parser.add_argument("--experiment", default="seq2seq_gru_dates", help="the recipe in configs/experiment/")
     parser.add_argument("overrides", nargs="*", help="further zoo-train overrides")
     args = parser.parse_args()
     zoo_train = Path(sys.executable).parent / "zoo-train"

@@ -11,8 +11,8 @@
    ``configs/finetune`` (freeze, partial, full, gradual), and train the same network
    from scratch on the same 50 images.
 
-Every run is ``zoo-train experiment=transfer_digits ...`` (``configs/experiment/
-transfer_digits.yaml``), tested on the fixed test split of digits 5-9 (180 images).
+Every run is ``zoo-train experiment=resnet18_digits_transfer ...`` (``configs/experiment/
+resnet18_digits_transfer.yaml``), tested on the fixed test split of digits 5-9 (180 images).
 The experiment's learning rates are larger than the lecture's (see the config for why);
 ``--lecture-rates`` runs each mode at its ``configs/finetune`` rates instead, and
 ``--weights`` reuses a pretrained checkpoint. Prints one row per mode: parameters
@@ -55,7 +55,7 @@ QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]
 def zoo_train(overrides: list[str], run_dir: Path, env: dict[str, str]) -> tuple[dict, float]:
     """Run zoo-train; its metrics.json record and the seconds it took."""
     zoo = str(Path(sys.executable).parent / "zoo-train")
-    command = [zoo, "experiment=transfer_digits", *overrides, *QUIET, f"hydra.run.dir={run_dir}"]
+    command = [zoo, "experiment=resnet18_digits_transfer", *overrides, *QUIET, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start

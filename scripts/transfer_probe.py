@@ -5,7 +5,7 @@
 
 For each network (``random``: a freshly initialised one, seed 0; otherwise a weights file
 that ``finetune.weights`` takes), the small-input ResNet-18 of
-``configs/experiment/transfer_digits.yaml`` computes globally average-pooled features at
+``configs/experiment/resnet18_digits_transfer.yaml`` computes globally average-pooled features at
 the outputs of ``layer1``..``layer4`` (eval mode) for the experiment's 50 training images
 of digits 5-9 and its 180 test images. A logistic regression per stage, on features
 standardised with the training images' statistics, is fitted on the 50 and scored on the

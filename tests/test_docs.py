@@ -31,6 +31,12 @@ def test_every_relative_link_of_the_readme_exists():
     assert not missing
 
 
+def test_the_layout_section_names_every_package_of_src_zoo():
+    layout = README[README.index("## Layout"):]
+    packages = sorted(p.name for p in (ROOT / "src" / "zoo").iterdir() if (p / "__init__.py").is_file())
+    assert packages and all(f"src/zoo/{name}/" in layout for name in packages), packages
+
+
 def test_every_generated_page_names_the_command_that_wrote_it():
     pages = sorted((ROOT / "docs" / "benchmarks").glob("*.md"))
     assert {p.name for p in pages} >= {"default-run.md", "models.md", "digits.md", "seq2seq.md"}

@@ -107,12 +107,12 @@ def test_every_recipe_builds_its_data_model_optimizer_schedule_and_callbacks(tmp
 
 
 def test_recipes_carry_the_published_hyperparameters(tmp_path):
-    resnet = compose_config("train", tmp_path / "a", ["experiment=imagenet_resnet50"])
+    resnet = compose_config("train", tmp_path / "a", ["experiment=resnet50_imagenet"])
     assert (resnet.optim.lr, resnet.optim.weight_decay, resnet.sched.step_size, resnet.trainer.max_epochs) == (0.1, 1e-4, 30, 90)
     assert resnet.data.batch_size * resnet.trainer.devices == 256
-    vgg = compose_config("train", tmp_path / "b", ["experiment=imagenet_vgg16"])
+    vgg = compose_config("train", tmp_path / "b", ["experiment=vgg16_imagenet"])
     assert vgg.model.name == "vgg16" and vgg.optim.lr == 0.01 and vgg.sched.step_size == 30
-    vit = compose_config("train", tmp_path / "c", ["experiment=imagenet_vit_b_16"])
+    vit = compose_config("train", tmp_path / "c", ["experiment=vit_b_16_imagenet"])
     assert (vit.optim.name, vit.optim.lr, vit.optim.weight_decay, vit.task.label_smoothing) == ("adamw", 0.003, 0.3, 0.11)
     assert (vit.task.mixup_alpha, vit.task.cutmix_alpha, vit.data.auto_augment) == (0.2, 1.0, "randaugment")
     assert vit.callbacks.ema.decay == 0.99998 and vit.trainer.gradient_clip_val == 1.0
