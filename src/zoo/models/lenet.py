@@ -96,9 +96,8 @@ class PartialConv2d(nn.Module):
 class LeNet5(ImageModel):
     """LeNet-5 for 32x32 inputs; see the module docstring for the options."""
 
-    # 6 to 120 channels on 32 px: too narrow for bf16 or channels-last kernels to pay. The
-    # default digits config trains at 21.5 ms per batch of 256 in fp32 NCHW, 22.0 in bf16 +
-    # channels-last and 33.9 in fp32 channels-last (2-core AMD EPYC, a one-off zoo.benchmark run).
+    # 6 to 120 channels on 32 px: too narrow for bf16 or channels-last kernels to pay
+    # (the measurement: docs/performance.md).
     fast_path = False
 
     default_image_size = 32
