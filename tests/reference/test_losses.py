@@ -1,5 +1,7 @@
 """zoo.reference.losses against PyTorch's losses, float64, including extreme logits."""
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,3 +110,41 @@ def test_every_registered_loss_gives_gradients_that_lower_it(name):
     loss = criterion(logits, target)
     (grad,) = torch.autograd.grad(loss, logits)
     assert criterion(logits.detach() - 0.1 * grad, target) < loss
+
+
+# Values and gradients against PyTorch at the edge points where hand-written formulas go
+# wrong: kinks (a logit or a margin exactly at 0, zero residuals), probabilities of exactly
+# 0 and 1 (with targets that match and that do not), very large logits and ties.
+def _pairs():
+    p = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5, 1e-12, 1 - 1e-7], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    z = torch.tensor([0.0, 0.0, 800.0, -800.0, 40.0, -40.0, 1e-3], dtype=torch.float64)
+    yz = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.5, 1.0, 0.0], dtype=torch.float64)
+    tied = torch.zeros(3, 4, dtype=torch.float64)
+    big = torch.tensor([[1000.0, -1000.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [3.0, 2.0, 2.0, -5.0]], dtype=torch.float64)
+    classes = torch.tensor([0, 2, 1])
+    at_margin = torch.tensor([[1.0, 0.0, -3.0], [0.0, 0.0, 0.0]], dtype=torch.float64)  # z_c - z_j = 1 = margin, and ties
+    probs = torch.tensor([[0.0, 1.0, 0.0], [0.25, 0.25, 0.5]], dtype=torch.float64)
+    return {
+        "mse": (Ls.mse, F.mse_loss, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64)),
+        "mae at zero residuals": (Ls.mae, F.l1_loss, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64)),
+        "bce at 0 and 1": (Ls.binary_cross_entropy, F.binary_cross_entropy, p, y),
+        "bce with logits at 0 and large": (Ls.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, z, yz),
+        "cross entropy, ties": (Ls.cross_entropy, F.cross_entropy, tied, classes),
+        "cross entropy, large logits": (Ls.cross_entropy, F.cross_entropy, big, classes),
+        "cross entropy, soft targets with zeros": (Ls.cross_entropy, F.cross_entropy, big[:2, :3], probs),
+        "multi margin at the margin": (Ls.multi_margin, F.multi_margin_loss, at_margin, torch.tensor([0, 1])),
+        "kl with zero targets": (Ls.kl_divergence, partial(F.kl_div, reduction="batchmean"), torch.log_softmax(big[:2, :3], 1), probs),
+    }
+
+
+@pytest.mark.parametrize("case", list(_pairs()))
+def test_values_and_gradients_equal_torch_at_edge_points(case):
+    ours, theirs, x, target = _pairs()[case]
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value_ours, value_theirs = ours(a, target), theirs(b, target)
+    torch.testing.assert_close(value_ours, value_theirs, rtol=1e-9, atol=1e-9)
+    value_ours.backward()
+    value_theirs.backward()
+    assert torch.isfinite(a.grad).all(), a.grad
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)

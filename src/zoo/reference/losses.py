@@ -5,7 +5,7 @@ With predictions ``y_hat``, targets ``y`` and ``n`` terms in the mean:
     MSE              (1/n) sum (y - y_hat)^2
     MAE              (1/n) sum |y - y_hat|
     binary CE        -(y log p + (1 - y) log(1 - p))                 p = sigmoid(z), y in {0, 1}
-    ... from logits  max(z, 0) - z y + log(1 + e^{-|z|})             (the same, never overflows)
+    ... from logits  log(1 + e^z) - z y                              (the same, never overflows)
     categorical CE   -sum_k y_k log softmax(z)_k = -sum_k y_k log_softmax(z)_k
     multi-class hinge  (1/K) sum_{j != c} max(0, margin - z_c + z_j)   (c = the true class)
     binary hinge     max(0, 1 - y z)                                 y in {-1, 1}
@@ -13,11 +13,12 @@ With predictions ``y_hat``, targets ``y`` and ``n`` terms in the mean:
 
 Every loss is averaged over the batch. Notes on where the code and the lecture differ:
 
-- binary CE from logits: ``log(1 + e^z) = max(z, 0) + log(1 + e^{-|z|})``, so
-  ``-(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))) = max(z, 0) - z y + log(1 + e^{-|z|})``:
-  no ``e^z`` for large ``z``, and no ``log 0`` when the sigmoid rounds to 0 or 1;
+- binary CE from logits: ``-(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))) = log(1 + e^z) - z y``,
+  with ``log(1 + e^z)`` computed piecewise so that it never overflows and its derivative
+  is ``sigmoid(z)`` at ``z = 0`` too (:func:`softplus`);
 - binary CE from probabilities clamps each log at -100, as PyTorch does, so that ``p = 0``
-  or ``p = 1`` gives a large finite loss instead of ``inf``/``nan``;
+  or ``p = 1`` gives a large finite loss instead of ``inf``/``nan``, and writes its
+  derivative out (finite at ``p = y = 0`` and ``1``, where autograd's is NaN);
 - categorical CE takes logits and uses the stable ``log_softmax``; with
   ``label_smoothing = eps`` the target is ``(1 - eps) one_hot(c) + eps / K`` (Szegedy et al., 2016);
 - the multi-class hinge (Weston & Watkins, 1999) is divided by the number of classes
@@ -38,6 +39,8 @@ from torch import Tensor, nn
 from zoo.reference.activations import log_softmax, softmax
 
 _LOG_FLOOR = -100.0  # PyTorch's clamp for log(0) in binary_cross_entropy
+# PyTorch's floor for p (1 - p) in binary_cross_entropy's derivative: 1e-12 as ATen holds it, in float32.
+_BCE_EPS = torch.tensor(1e-12, dtype=torch.float32).item()
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -50,16 +53,50 @@ def mae(pred: Tensor, target: Tensor) -> Tensor:
     return (target - pred).abs().mean()
 
 
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """Binary cross-entropy with its derivative written out.
+
+    Autograd through the clamped logs would multiply ``1 / p = inf`` by the clamp's zero at
+    ``p = 0`` (NaN, even where the target matches); the derivative itself,
+    ``dL/dp = (p - y) / (p (1 - p))`` per element, is finite wherever ``p = y``. As PyTorch
+    does, its denominator is kept at least ``1e-12``.
+    """
+
+    @staticmethod
+    def forward(ctx, prob: Tensor, target: Tensor) -> Tensor:
+        ctx.save_for_backward(prob, target)
+        log_p = torch.log(prob).clamp(min=_LOG_FLOOR)
+        log_not_p = torch.log(1 - prob).clamp(min=_LOG_FLOOR)
+        return -(target * log_p + (1 - target) * log_not_p).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        prob, target = ctx.saved_tensors
+        return grad * (prob - target) / (prob * (1 - prob)).clamp(min=_BCE_EPS) / prob.numel(), None
+
+
 def binary_cross_entropy(prob: Tensor, target: Tensor) -> Tensor:
     """``-(y log p + (1 - y) log(1 - p))`` averaged, for probabilities ``p`` and ``y`` in [0, 1]."""
-    log_p = torch.log(prob).clamp(min=_LOG_FLOOR)
-    log_not_p = torch.log(1 - prob).clamp(min=_LOG_FLOOR)
-    return -(target * log_p + (1 - target) * log_not_p).mean()
+    return _BinaryCrossEntropy.apply(prob, target)
+
+
+def softplus(z: Tensor) -> Tensor:
+    """``log(1 + e^z)``, as ``z + log(1 + e^{-z})`` where ``z >= 0`` and ``log(1 + e^z)`` below.
+
+    Each piece is smooth where it is used, so the derivative is ``sigmoid(z)`` everywhere,
+    ``1/2`` at ``z = 0`` included; ``max(z, 0) + log(1 + e^{-|z|})`` has the same value, but
+    autograd gives both kinks a derivative of 0 there. The pieces read only their own side
+    of 0, so neither overflows for the other's inputs.
+    """
+    positive = z >= 0
+    z_pos = torch.where(positive, z, torch.zeros_like(z))
+    z_neg = torch.where(positive, torch.zeros_like(z), z)
+    return torch.where(positive, z_pos + torch.log1p(torch.exp(-z_pos)), torch.log1p(torch.exp(z_neg)))
 
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy of ``sigmoid(z)``: ``max(z, 0) - z y + log(1 + e^{-|z|})`` averaged."""
-    return (logits.clamp(min=0) - logits * target + torch.log1p(torch.exp(-logits.abs()))).mean()
+    """Binary cross-entropy of ``sigmoid(z)``: ``log(1 + e^z) - z y`` averaged (:func:`softplus`)."""
+    return (softplus(logits) - logits * target).mean()
 
 
 def cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
