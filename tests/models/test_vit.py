@@ -183,3 +183,16 @@ def test_vit_tiny_learns_digits_through_zoo_train(tmp_path, one_thread):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["model"] == "vit_tiny" and record["epochs"] == 8
     assert record["test"]["test/acc"] > 0.6  # chance is 0.1
+
+
+def test_stochastic_depth_drops_branches_per_sample_in_training():
+    """In training every sample draws its own keep/drop for each residual branch (DeiT's
+    drop-path), so a batch of identical inputs comes out different; one draw for the whole
+    batch would leave every row equal."""
+    block = get_model("vit_tiny", image_size=16, patch_size=8, depth=2, stochastic_depth_prob=0.5).encoder.layers[-1]
+    z = torch.randn(1, 5, 192).expand(64, -1, -1).contiguous()  # (B, N + 1, D), 64 equal samples
+    with torch.no_grad():
+        out = block.train()(z)
+        assert len({tuple(row.flatten().tolist()) for row in out}) > 1
+        same = block.eval()(z)
+        assert all(torch.equal(row, same[0]) for row in same)

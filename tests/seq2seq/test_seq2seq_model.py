@@ -158,3 +158,39 @@ def test_beam_search_finds_a_more_probable_sequence_than_greedy():
     torch.testing.assert_close(beam.scores, torch.full((2,), math.log(0.4 * 0.9)), atol=1e-4, rtol=1e-4)
     with pytest.raises(ConfigError, match="beam_size"):
         beam_search(model, src, mask, max_len=5, beam_size=0)
+
+
+class _Scripted(Seq2SeqModel):
+    """A decoder whose next-token probabilities depend only on how many ``a`` it has emitted:
+    tokens <pad>=0, <bos>=1, <eos>=2, a=3."""
+
+    pad_idx, bos_idx, eos_idx = 0, 1, 2
+    NEXT = {0: (0.5, 0.5), 1: (0.4, 0.6), 2: (0.9, 0.1)}  # a's so far -> (P(<eos>), P(a))
+
+    def encode(self, src, src_mask):
+        return src
+
+    def init_state(self, memory, src_mask):
+        return torch.zeros(memory.shape[0], dtype=torch.long)
+
+    def decode_step(self, tokens, state):
+        state = state + (tokens == 3).long()
+        probs = torch.tensor([self.NEXT.get(int(n), (0.999, 0.001)) for n in state])  # (B, 2)
+        logits = torch.full((len(state), 4), -1e9)
+        logits[:, 2:] = probs.log()
+        return logits, state, None
+
+
+def test_beam_search_ranks_by_the_length_normalised_score():
+    """``<eos>`` alone has log-probability log 0.5 = -0.69; ``a a <eos>`` has
+    log(0.5 * 0.6 * 0.9) = -1.31, i.e. -0.44 per token. Without a length penalty the short
+    answer wins, with ``length_penalty=1`` the long one; the expected picks are worked out
+    by hand from the table above, not by the search."""
+    src = torch.ones(1, 2, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    raw = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=0.0)
+    normalised = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=1.0)
+    assert raw.tokens[0, 0].item() == 2
+    assert raw.scores[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
+    assert normalised.tokens[0, :3].tolist() == [3, 3, 2]
+    assert normalised.scores[0].item() == pytest.approx(math.log(0.5 * 0.6 * 0.9), abs=1e-5)
