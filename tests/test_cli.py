@@ -151,8 +151,15 @@ def test_eval_of_a_missing_checkpoint_names_the_path(tmp_path):
 
 
 def test_zoo_models_lists_parameters_and_macs(capsys):
-    rows = {name: (params, macs) for name, params, macs, _ in model_rows("lenet5")}
-    assert rows == {"lenet5": (60806, rows["lenet5"][1])} and rows["lenet5"][1] > 0
+    """LeNet-5 as built by default (1x32x32 input, Table I's partial C3 table, 10 classes),
+    counted by hand: C1 6*28*28*25, C3 16*10*10*6*25 (the partial table is a masked full
+    convolution, so all 150 inputs per map are multiplied), C5 120*400, F6 120*84, out 84*10;
+    parameters: C1 156, C3 1,516 (60 connections of 25 weights + 16 biases), C5 48,120,
+    F6 10,164, out 850."""
+    macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 120 * 400 + 120 * 84 + 84 * 10
+    params = 156 + (60 * 25 + 16) + 48120 + 10164 + 850
+    rows = {name: (p, m) for name, p, m, _ in model_rows("lenet5")}
+    assert rows == {"lenet5": (params, macs)} == {"lenet5": (60806, 416520)}
     result = run_cli("zoo-models", "mlp")
     assert result.returncode == 0 and "mlp" in result.stdout and "lenet5" not in result.stdout
 

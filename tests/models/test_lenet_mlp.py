@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,9 +67,18 @@ def test_mlp_layers_follow_the_configuration(norm):
     assert count_params(model) == (128 * 16 + 16) + (16 * 12 + 12) + (12 * 3 + 3) + per_norm
     assert model(torch.randn(5, 2, 8, 8)).shape == (5, 3)
     assert [name for name, _ in model.stages()] == ["hidden1", "hidden2", "head"]
-    model.eval()
+    # Dropout acts in training only: in eval the network equals the same weights without dropout.
     x = torch.randn(5, 2, 8, 8)
-    assert torch.equal(model(x), model(x))  # dropout off in eval
+    without = copy.deepcopy(model)
+    for m in without.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    model.eval(), without.eval()
+    torch.testing.assert_close(model(x), without(x), rtol=0, atol=0)
+    torch.manual_seed(0)
+    trained = model.train()(x)
+    torch.manual_seed(0)
+    assert not torch.allclose(trained, without.train()(x))  # p = 0.5 drops units in training
 
 
 def test_mlp_without_hidden_layers_is_logistic_regression():

@@ -53,7 +53,8 @@ def test_param_count_and_strict_load_match_torchvision(name):
     ours = build_on_meta(get_model, name=name)
     ref = build_on_meta(getattr(torchvision.models, name))
     assert count_params(ours) == count_params(ref) == _expected_params(name)
-    assert ours.load_state_dict(ref.state_dict(), strict=True, assign=True)  # same keys and shapes
+    loaded = ours.load_state_dict(ref.state_dict(), strict=True, assign=True)  # raises on other keys or shapes
+    assert loaded.missing_keys == [] and loaded.unexpected_keys == []
     published = {"vit_b_16": 86567656, "vit_b_32": 88224232, "vit_l_16": 304326632, "vit_l_32": 306535400}
     if name in published:
         assert count_params(ours) == published[name]
