@@ -69,3 +69,16 @@ def test_zoo_bench_writes_tables_and_plots_and_compares_with_torchvision(tmp_pat
 def test_an_unknown_model_pattern_lists_the_choices(tmp_path):
     with pytest.raises(SystemExit, match="no registered model matches.*resnet18"):
         main(["resnet9000", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_accuracy_and_cost_are_torchvisions_own_metadata(name):
+    """acc@1, acc@5, parameters, GFLOPS and input size in reference.yaml are the figures
+    torchvision ships with the named weights (their ``meta``, read offline): none typed by hand."""
+    published = REFERENCE[name]["torchvision"]
+    weights = torchvision.models.get_weight(published["weights"])
+    metrics = weights.meta["_metrics"]["ImageNet-1K"]
+    assert (published["acc1"], published["acc5"]) == (metrics["acc@1"], metrics["acc@5"])
+    assert published["params"] == weights.meta["num_params"]
+    assert published["gflops"] == round(weights.meta["_ops"], 2)
+    assert published["image_size"] == weights.transforms().crop_size[0]
