@@ -11,9 +11,8 @@ import zoo
 from zoo.errors import ConfigError
 from zoo.cli.train import train
 from zoo.cli.models import model_rows
-from zoo.models import ImageModel
+from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta
-from zoo.models import MODELS
 
 from helpers import CONFIGS, QUIET, compose_config, run_cli
 

@@ -19,9 +19,8 @@ from zoo.finetune import (
     FinetuneConfig, Preprocessing, Pretrained, WeightsError, adapt_data_config, first_conv, load_into,
     load_pretrained, torchvision_cache_file,
 )  # fmt: skip
-from zoo.models import ImageModel
+from zoo.models import MODELS, ImageModel, get_model
 from zoo.profiling import build_on_meta
-from zoo.models import MODELS, get_model
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "zoo" / "models"
 

@@ -5,9 +5,8 @@ import torch
 import yaml
 
 from zoo import get_model, list_models
-from zoo.models import ImageModel
+from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta, count_macs
-from zoo.models import MODELS
 
 from helpers import CONFIGS
 

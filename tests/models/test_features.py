@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from zoo import get_model, list_models
 from zoo.errors import ConfigError
-from zoo.models import ImageModel
+from zoo.models import MODELS, ImageModel
 from zoo.models.features import FeatureExtractor
 from zoo.profiling import build_on_meta
-from zoo.models import MODELS
 
 from helpers import randomize_batch_norms
 

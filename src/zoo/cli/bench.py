@@ -47,10 +47,9 @@ from zoo.benchmark import (
     CLEAR_REFS, Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 from zoo.errors import ZooError
-from zoo.models import ImageModel
+from zoo.models import MODELS, ImageModel
 from zoo.perf import speed_up
 from zoo.profiling import build_on_meta, count_macs, count_params
-from zoo.models import MODELS
 
 MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
 

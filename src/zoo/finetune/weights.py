@@ -20,9 +20,8 @@ from torch import nn
 from zoo.checkpoint import CheckpointError, load_file, load_lightning_checkpoint
 from zoo.errors import ConfigError
 from zoo.finetune.config import EXPECTED, FinetuneConfig
-from zoo.models import ImageModel
+from zoo.models import ImageModel, get_model
 from zoo.optim.groups import stage_groups
-from zoo.models import get_model
 
 log = logging.getLogger(__name__)
 

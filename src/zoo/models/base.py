@@ -158,10 +158,10 @@ class ImageModel(nn.Module):
         built on the fly (not registered on the model, so ``state_dict`` keys stay), which
         also holds the bare parameters the stage names.
         """
-        return [(name, self._stage(paths)) for name, paths in self.spec.stages]
-
-    def _stage(self, paths: tuple[str, ...]) -> nn.Module:
         modules = dict(self.named_modules())
+        return [(name, self._stage(paths, modules)) for name, paths in self.spec.stages]
+
+    def _stage(self, paths: tuple[str, ...], modules: dict[str, nn.Module]) -> nn.Module:
         if len(paths) == 1 and paths[0] in modules:
             return modules[paths[0]]
         view = nn.Sequential()  # in the order they run, so a stem view can be called
