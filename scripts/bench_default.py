@@ -23,7 +23,6 @@ against a plain PyTorch loop. Writes docs/benchmarks/default-run.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+
+from zoo.benchmark import write_results_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -154,19 +155,13 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
 
 def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, float]]], loops: list[dict]) -> None:
     """The results as docs/benchmarks/default-run.md (nothing in it typed by hand)."""
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     threads = sorted(runs)
-    lines = [
-        "# The default run",
-        "",
+    intro = [
         "`zoo-train` with nothing else: LeNet-5 on scikit-learn's bundled digits (1,257 train / 180 validation /",
         "360 test images; one test image is 0.28 points), the config in `configs/`. Each seed is a fresh process,",
         "timed from start to exit. Written by:",
-        "",
-        f"```bash\n{command}\n```",
-        "",
-        f"on {datetime.date.today().isoformat()}, {machine}.",
-        "",
+    ]
+    lines = [
         "| seed | " + " | ".join(f"test acc, {t} thread{'s' * (t > 1)} | seconds, {t} thread{'s' * (t > 1)}" for t in threads) + " |",
         "|---" * (1 + 2 * len(threads)) + "|",
     ]
@@ -203,9 +198,7 @@ def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, 
             f"{r['ratio']:.2f} | {r['cost_ms']:.1f} ms |"
             for r in loops
         ]
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
-    print(f"wrote {page}")
+    write_results_page(page, "The default run", intro, command, lines)
 
 
 def main() -> None:

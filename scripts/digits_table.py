@@ -13,7 +13,6 @@ machine it ran on and writes it to ``--page``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from zoo.benchmark import write_results_page
 
 # float32 throughout: the docs' table is measured so (trainer.precision=auto would
 # train the ImageNet CNNs in bf16 on a CPU with bf16 instructions).
@@ -71,27 +72,18 @@ def main() -> None:
     print(f"\n{args.epochs} epochs each on digits (1,257 train / 360 test images), {machine}:\n")
     print("\n".join(table))
     if args.page:
-        command = " ".join(["python scripts/digits_table.py", *sys.argv[1:]])
-        page = [
-            "# Every family on the bundled digits: a smoke test",
-            "",
+        intro = [
             f"One short run per family, {args.epochs} epochs of one shared recipe (SGD + Nesterov momentum at lr 0.05,",
             "one-cycle, batch 64, float32), the smallest variant of each, tested on the 360 test images. Written by:",
-            "",
-            f"```bash\n{command}\n```",
-            "",
-            f"on {datetime.date.today().isoformat()}, {machine}.",
-            "",
-            *table,
+        ]
+        notes = [
             "",
             "This shows that every family runs end to end from the command line, not what each reaches: one",
             "shared short recipe is not each family's published one (AlexNet and the plain VGGs train at lr 0.01",
             "in torchvision's recipe, ViT needs AdamW with warm-up).",
         ]
-        Path(args.page).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.page).write_text("\n".join(page) + "\n")
-        print(f"wrote {args.page}")
-
+        command = " ".join(["python scripts/digits_table.py", *sys.argv[1:]])
+        write_results_page(Path(args.page), "Every family on the bundled digits: a smoke test", intro, command, [*table, *notes])
 
 if __name__ == "__main__":
     main()

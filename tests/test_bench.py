@@ -82,3 +82,13 @@ def test_published_accuracy_and_cost_are_torchvisions_own_metadata(name):
     assert published["params"] == weights.meta["num_params"]
     assert published["gflops"] == round(weights.meta["_ops"], 2)
     assert published["image_size"] == weights.transforms().crop_size[0]
+
+
+def test_zoo_bench_page_names_its_command_and_carries_the_summary_and_plot(tmp_path):
+    page = tmp_path / "docs" / "models.md"
+    main(["resnet18", "--out", str(tmp_path / "out"), "--page", str(page)])
+    text = page.read_text()
+    assert text.startswith("# Models: ours beside the published numbers\n")
+    assert f"```bash\nzoo-bench resnet18 --out {tmp_path / 'out'} --page {page}\n```" in text
+    assert (tmp_path / "out" / "summary.md").read_text().strip() in text
+    assert "![accuracy vs macs](models-accuracy_vs_macs.png)" in text and (page.parent / "models-accuracy_vs_macs.png").is_file()

@@ -33,7 +33,6 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from rich.table import Table
 
 from zoo.benchmark import (
     CLEAR_REFS, Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
+    write_results_page,
 )  # fmt: skip
 from zoo.errors import ZooError
 from zoo.models import MODELS, ImageModel
@@ -217,27 +217,21 @@ def summary_markdown(rows: list[Row]) -> str:
 
 
 def write_page(page: Path, command: str, rows: list[Row], plots: list[Path]) -> None:
-    """``summary.md`` as a documentation page: the command that wrote it, date, machine, plots."""
-    page.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "# Models: ours beside the published numbers",
-        "",
+    """``summary.md`` as a documentation page (:func:`zoo.benchmark.write_results_page`), the plots beside it."""
+    intro = [
         "Parameters and multiply-accumulates (MACs, `torch.utils.flop_counter` on the `meta` device, at the",
         "published input size with 1,000 classes) of every registered model, beside torchvision's counts, its",
         "weights' published ImageNet accuracy and the papers' headline results (`benchmarks/reference.yaml`,",
-        "each with its source). A count that disagrees is flagged in the last column. Written by:",
-        "",
-        f"```bash\n{command}\n```",
-        "",
-        f"on {datetime.now():%Y-%m-%d}, torch {torch.__version__}, torchvision {version('torchvision')}.",
-        "",
-        summary_markdown(rows).rstrip(),
+        "each with its source, held to torchvision's weights metadata by the tests). A count that disagrees",
+        "is flagged in the last column. Written by:",
     ]
+    body = [summary_markdown(rows).rstrip()]
+    page.parent.mkdir(parents=True, exist_ok=True)
     for image in plots:
         target = page.with_name(f"{page.stem}-{image.name}")
         shutil.copyfile(image, target)
-        lines += ["", f"![{image.stem.replace('_', ' ')}]({target.name})"]
-    page.write_text("\n".join(lines) + "\n")
+        body += ["", f"![{image.stem.replace('_', ' ')}]({target.name})"]
+    write_results_page(page, "Models: ours beside the published numbers", intro, command, body)
 
 
 def plot(rows: list[Row], out: Path) -> list[Path]:
