@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,27 @@ def assert_varies_with_the_input(outputs: torch.Tensor, at_least: float = 1e-2) 
     a comparison of outputs that do not depend on the input proves nothing."""
     spread = (outputs - outputs.mean(0)).abs().max().item()
     assert spread > at_least, f"outputs hardly depend on the input (spread {spread:.2e}): the comparison is vacuous"
+
+
+def accepts(name: str, option: str) -> bool:
+    """Whether the registered model ``name`` takes the constructor argument ``option``."""
+    from zoo.models import MODELS
+    from zoo.profiling import build_on_meta
+
+    return option in inspect.signature(type(build_on_meta(MODELS.get(name)))).parameters
+
+
+def model_fingerprint(model: nn.Module) -> list:
+    """What a model is, as far as its options can change it: every module's class, its
+    plain attributes (rates, flags, sizes) and its parameter and buffer shapes. Two builds
+    with equal fingerprints are the same architecture with the same settings."""
+    plain = (bool, int, float, str, tuple, type(None))
+    return [
+        (
+            name,
+            type(module).__name__,
+            sorted((k, v) for k, v in vars(module).items() if isinstance(v, plain) and not k.startswith("_")),
+            [(n, tuple(t.shape)) for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]],
+        )
+        for name, module in model.named_modules()
+    ]

@@ -14,7 +14,7 @@ from zoo.cli.models import model_rows
 from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta
 
-from helpers import CONFIGS, QUIET, compose_config, run_cli
+from helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
@@ -26,12 +26,31 @@ def test_every_model_config_names_a_registered_model_and_vice_versa():
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_model_config_holds_only_what_differs_from_the_constructor(model):
+    """Each key of configs/model/<name>.yaml changes the model it builds (null keys are
+    taken from the data); dropping it would build something else."""
+    options = yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
+    set_here = {k: v for k, v in options.items() if k != "name" and v is not None}
+    built = model_fingerprint(build_on_meta(MODELS.get(model), **set_here))
+    for key in set_here:
+        without = {k: v for k, v in set_here.items() if k != key}
+        assert model_fingerprint(build_on_meta(MODELS.get(model), **without)) != built, f"{key} repeats the default"
+
+
+def test_any_constructor_argument_is_an_override_and_an_unknown_one_is_one_line(tmp_path):
+    cfg = compose_config("train", tmp_path, ["model=resnet18", "model.zero_init_residual=true"])
+    assert cfg.model.zero_init_residual is True  # not in configs/model/resnet18.yaml
+    result = run_cli("zoo-train", "model.no_such_option=1", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no_such_option" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_fast_dev_run_for_every_model_config(tmp_path, model):
     """Image models on the bundled digits, sequence models on the reversal task."""
-    options = yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
     data = "digits" if isinstance(build_on_meta(MODELS.get(model)), ImageModel) else "reverse"
     overrides = [f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=4", *QUIET]
-    if "small_input" in options:  # 32 px digits through an ImageNet stem
+    if accepts(model, "small_input"):  # 32 px digits through an ImageNet stem
         overrides.append("model.small_input=true")
     cfg = compose_config("train", tmp_path, overrides)
     accuracy = train(cfg)

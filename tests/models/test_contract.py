@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-import yaml
 
 from zoo import get_model, list_models
 from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta, count_macs
 
-from helpers import CONFIGS
+from helpers import accepts
 
 IMAGE_MODELS = [n for n in list_models() if isinstance(build_on_meta(MODELS.get(n)), ImageModel)]
 
@@ -20,8 +19,7 @@ def _input_size(model) -> int:
 def _small_input(name: str) -> dict:
     """Models with an ImageNet stem or a 224 px patch grid are checked in their 32 px form,
     as zoo-train builds them for 32 px data."""
-    options = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
-    return {key: value for key, value in (("small_input", True), ("image_size", 32)) if key in options}
+    return {key: value for key, value in (("small_input", True), ("image_size", 32)) if accepts(name, key)}
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)

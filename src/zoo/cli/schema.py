@@ -3,7 +3,10 @@ override of the wrong type (``trainer.max_epochs=ten``) or an unknown key, with 
 message, before anything runs.
 
 The groups whose options depend on the choice (``model``, ``data``, ``optim``, ...) are
-open dictionaries here; their keys are checked by the constructor they are passed to.
+dictionaries here; their keys are checked by the constructor they are passed to. The
+``model`` node is open: a model config holds only what differs from its constructor's
+defaults, and ``model.<argument>=<value>`` sets any other argument without a ``+``
+(an unknown one is refused by the model's constructor, in one line).
 Unions (``devices: 2`` or ``devices: [0, 1]``) are typed ``Any``, as OmegaConf has no
 union types.
 """
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional  # noqa: UP035  (OmegaConf reads typing generics)
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -95,10 +99,17 @@ class EvalConf:
     download: bool = False
 
 
+def _open_model(schema: type) -> DictConfig:
+    """``schema`` with its ``model`` node out of struct mode (Hydra puts the rest in it)."""
+    node = OmegaConf.structured(schema)
+    OmegaConf.set_struct(node._get_node("model"), False)  # also where it is None (zoo-eval)
+    return node
+
+
 def register_schemas() -> None:
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConf)
-    store.store(name="eval_schema", node=EvalConf)
+    store.store(name="train_schema", node=_open_model(TrainConf))
+    store.store(name="eval_schema", node=_open_model(EvalConf))
 
 
 register_schemas()

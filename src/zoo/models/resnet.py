@@ -169,7 +169,7 @@ class ResNet(ImageModel):
         zero_init_residual: bool = False,
     ):
         super().__init__()
-        self.variant, self.small_input = variant, small_input
+        self.variant, self.small_input, self.zero_init_residual = variant, small_input, zero_init_residual
         self.num_classes, self.in_channels = num_classes, in_channels
         block = variant.block
         self.num_features = STAGE_PLANES[-1] * block.expansion
