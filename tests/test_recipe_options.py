@@ -99,11 +99,22 @@ def test_every_recipe_builds_its_data_model_optimizer_schedule_and_callbacks(tmp
     module = build_task(cfg, datamodule)  # the network fitted to the data's classes or vocabularies
     optimizer = build_optimizer(module.named_parameters(), **plain(cfg.optim), param_lrs=module.parameter_lrs())
     if cfg.sched:
-        assert build_scheduler(optimizer, total_steps=100, steps_per_epoch=10, **plain(cfg.sched)) is not None
+        assert build_scheduler(optimizer, total_steps=100, steps_per_epoch=10, **module.scheduler_options()) is not None
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
     assert {id(p) for group in optimizer.param_groups for p in group["params"]} == trainable  # each once, none left out
     assert sum(len(group["params"]) for group in optimizer.param_groups) == len(trainable)
     assert build_callbacks(cfg.callbacks, tmp_path / "run", has_logger=True, task=type(module))
+
+
+def test_the_inverse_sqrt_schedule_takes_the_model_width(tmp_path):
+    """sched.d_model: null is the model's own d_model (64 for transformer_small, 128 when
+    the width is overridden), so a wider model gets its paper learning rate without a second
+    override."""
+    for width in (None, 128):
+        overrides = ["experiment=transformer_small_reverse", *([f"model.d_model={width}"] if width else [])]
+        cfg = compose_config("train", tmp_path / "run", overrides)
+        module = build_task(cfg, build_datamodule(**plain(cfg.data)))
+        assert module.scheduler_options()["d_model"] == (width or 64) == module.net.d_model
 
 
 def test_recipes_carry_the_published_hyperparameters(tmp_path):

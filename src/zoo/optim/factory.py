@@ -125,10 +125,13 @@ def _plateau(
 
 
 @SCHEDULERS.register("inverse_sqrt")
-def _inverse_sqrt(optimizer, total_steps, steps_per_epoch, d_model: int = 512, warmup_steps: int = 4000):
+def _inverse_sqrt(optimizer, total_steps, steps_per_epoch, d_model: int | None = None, warmup_steps: int = 4000):
     """Vaswani et al. (2017), eq. 3: ``lr = optim.lr * d_model^-0.5 * min(s^-0.5, s * warmup^-1.5)``
     at step ``s`` (from 1): linear warmup, then decay as ``1/sqrt(s)``, per step. With
-    ``optim.lr=1`` this is the paper's schedule; ``optim.lr`` scales it."""
+    ``optim.lr=1`` this is the paper's schedule; ``optim.lr`` scales it. ``d_model=None``
+    (the config's default) is filled in by the task with the model's own width."""
+    if d_model is None:
+        raise ConfigError("inverse_sqrt needs sched.d_model: the model has no d_model (it is a Transformer schedule)")
     if d_model < 1 or warmup_steps < 1:
         raise ConfigError(f"inverse_sqrt needs d_model >= 1 and warmup_steps >= 1, got {d_model}, {warmup_steps}")
 

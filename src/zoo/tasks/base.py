@@ -53,6 +53,14 @@ class TaskModule(L.LightningModule):
         """Learning rates by parameter name that differ from ``optim.lr`` (``None``: none)."""
         return None
 
+    def scheduler_options(self) -> dict[str, Any]:
+        """``sched`` with what the config leaves to the model filled in (``inverse_sqrt``'s
+        ``d_model: null`` is the model's width)."""
+        options = dict(self.hparams.sched)
+        if "d_model" in options and options["d_model"] is None:
+            options["d_model"] = getattr(self.net, "d_model", None)
+        return options
+
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.named_parameters(), **self.hparams.optim, param_lrs=self.parameter_lrs())
         if not self.hparams.sched:
@@ -60,7 +68,7 @@ class TaskModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1, math.ceil(total / epochs))
-        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.hparams.sched)
+        scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.scheduler_options())
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
