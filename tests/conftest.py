@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from helpers import model_lists
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
@@ -18,3 +20,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Tests that ask for model_name, image_model, family_model or family_image_model are
+# parametrised over the registry's lists (helpers.model_lists, built once per process).
+def pytest_generate_tests(metafunc):
+    for argument, names in model_lists().items():
+        if argument in metafunc.fixturenames:
+            metafunc.parametrize(argument, names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import subprocess
 import sys
@@ -125,3 +126,38 @@ def model_fingerprint(model: nn.Module) -> list:
         )
         for name, module in model.named_modules()
     ]
+
+
+# The registry's model lists, built once per test process and handed to any test that
+# asks for one of these arguments (instead of module-level lists in several files):
+#   model_name          every registered model
+#   image_model         every registered image model
+#   family_model        the smallest variant (fewest parameters) of each model class
+#   family_image_model  the same, image models only
+# The meta-device checks run on every model; tests that compute on real tensors take the
+# family representatives, whose code paths are the same as their larger siblings'.
+@functools.cache
+def models_on_meta() -> dict[str, nn.Module]:
+    """Every registered model with its default arguments, on the meta device."""
+    from zoo.models import MODELS
+    from zoo.profiling import build_on_meta
+
+    return {name: build_on_meta(MODELS.get(name)) for name in MODELS.names()}
+
+
+@functools.cache
+def model_lists() -> dict[str, list[str]]:
+    from zoo.models import ImageModel
+
+    built = models_on_meta()
+    smallest: dict[type, str] = {}
+    for name in sorted(built, key=lambda n: (sum(p.numel() for p in built[n].parameters()), n), reverse=True):
+        smallest[type(built[name])] = name
+    image = [name for name, model in built.items() if isinstance(model, ImageModel)]
+    families = sorted(smallest.values())
+    return {
+        "model_name": sorted(built),
+        "image_model": sorted(image),
+        "family_model": families,
+        "family_image_model": [name for name in families if name in image],
+    }

@@ -17,7 +17,7 @@ README = (ROOT / "README.md").read_text()
 def test_readme_is_a_short_guide_with_the_two_commands_and_the_three_jobs_near_the_top():
     assert len(README.encode()) <= 15 * 1024
     commands = [line for line in README.splitlines() if re.match(r"^pip install -e .+ && (zoo-train|pytest)", line)]
-    assert commands == ['pip install -e . && zoo-train', 'pip install -e ".[test]" && pytest']  # what .ci/run reads
+    assert commands == ['pip install -e . && zoo-train', 'pip install -e ".[test]" && pytest -n auto']  # what .ci/run reads
     top = README[: len(README) // 2]
     for job in ("## Train with overrides", "## Fine-tune a pretrained backbone", "## Reproduce a benchmark table"):
         assert job in top, job

@@ -8,32 +8,28 @@ one pooled the family's way is ``forward_head(..., pre_logits=True)``, that ``ou
 tensors, and that the extractor keeps no parameter it does not use.
 """
 
-import inspect
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo import get_model, list_models
+from zoo import get_model
 from zoo.errors import ConfigError
 from zoo.models import MODELS, ImageModel
 from zoo.models.features import FeatureExtractor
 from zoo.profiling import build_on_meta
 
-from helpers import randomize_batch_norms
+from helpers import accepts, model_lists, models_on_meta, randomize_batch_norms
 
-_ON_META = {name: build_on_meta(MODELS.get(name)) for name in list_models()}
-IMAGE_MODELS = [name for name, model in _ON_META.items() if isinstance(model, ImageModel)]
+_ON_META = models_on_meta()
+IMAGE_MODELS = model_lists()["image_model"]
 WITH_MAPS = [name for name in IMAGE_MODELS if _ON_META[name].feature_info]
-WITHOUT_MAPS = [name for name in list_models() if name not in WITH_MAPS]
+WITHOUT_MAPS = [name for name in model_lists()["model_name"] if name not in WITH_MAPS]
 # A family's small-input stem changes its strides: checked on its smallest variant.
-_SMALLEST = {}
-for _name in sorted(WITH_MAPS, key=lambda n: sum(p.numel() for p in _ON_META[n].parameters()), reverse=True):
-    _SMALLEST[type(_ON_META[_name])] = _name
 SHAPE_CASES = [pytest.param(name, {}, id=name) for name in WITH_MAPS] + [
     pytest.param(name, {"small_input": True}, id=f"{name}-small_input")
-    for family, name in _SMALLEST.items()
-    if "small_input" in inspect.signature(family).parameters
+    for name in model_lists()["family_image_model"]
+    if name in WITH_MAPS and accepts(name, "small_input")
 ]
 # An odd size of the form 32k - 1 (and a different width, to tell H from W): pools
 # without padding (AlexNet's, VGG's) give floor(H / stride) there, padded ones the ceiling.

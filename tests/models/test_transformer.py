@@ -249,8 +249,8 @@ def test_keeps_the_seq2seq_contract_and_generates():
 def test_learns_to_reverse_sequences_through_zoo_train(tmp_path):
     cfg = compose_config(
         "train", tmp_path,
-        ["experiment=transformer_small_reverse", "trainer.max_epochs=3", "data.val_size=200", "data.test_size=300",
-         "~logger", *QUIET],
+        ["experiment=transformer_small_reverse", "trainer.max_epochs=5", "data.train_size=4000", "data.max_len=6",
+         "data.val_size=200", "data.test_size=300", "~logger", *QUIET],
     )  # fmt: skip
     train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
