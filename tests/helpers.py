@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
 import inspect
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +44,33 @@ def run_cli(command: str, *args: str, env: dict | None = None) -> subprocess.Com
     """Run a console script of this package as a user would, in a fresh process."""
     script = Path(sys.executable).parent / command
     return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def run_main(command: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run console script ``command`` in this process: the same entry-point function, with
+    ``sys.argv`` set and stdout/stderr captured, its exit status as ``returncode``. About
+    10x faster than :func:`run_cli` (no interpreter start and Lightning import), for the
+    many tests of what a command answers; :func:`run_cli` keeps the process boundary tested."""
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name=command)
+    main = entry.load()
+    out, err = io.StringIO(), io.StringIO()
+    argv, environ = sys.argv, dict(os.environ)
+    sys.argv = [command, *args]
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess([command, *args], returncode, out.getvalue(), err.getvalue())
 
 
 def randomize_batch_norms(model: nn.Module) -> None:

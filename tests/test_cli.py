@@ -14,7 +14,7 @@ from zoo.cli.models import model_rows
 from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta
 
-from helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli
+from helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli, run_main
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
@@ -74,7 +74,7 @@ def test_multirun_sweeps_write_one_folder_per_job(tmp_path):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train")
-    result = run_cli("zoo-train", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}", *QUIET)
+    result = run_main("zoo-train", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}", *QUIET)
     assert result.returncode == 0, result.stderr
     return run_dir, result
 
@@ -93,7 +93,7 @@ def test_eval_reproduces_the_training_runs_test_metrics(trained_run, tmp_path):
     run_dir, _ = trained_run
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["test_weights"] == "last" and record["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
-    result = run_cli("zoo-eval", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path}")
+    result = run_main("zoo-eval", f"ckpt_path={record['checkpoint']}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     trained = record["test"]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())["test"]
@@ -150,7 +150,7 @@ BAD_INPUT = {
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_exits_1_with_a_clear_message(tmp_path, case):
     overrides, *expected = BAD_INPUT[case]
-    result = run_cli("zoo-train", *overrides, f"hydra.run.dir={tmp_path}")
+    result = run_main("zoo-train", *overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     for text in expected:
         assert text in result.stderr
@@ -165,7 +165,7 @@ def test_full_error_shows_the_traceback(tmp_path):
 
 
 def test_eval_of_a_missing_checkpoint_names_the_path(tmp_path):
-    result = run_cli("zoo-eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}")
+    result = run_main("zoo-eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1 and str(tmp_path / "nope.ckpt") in result.stderr
 
 
@@ -179,7 +179,7 @@ def test_zoo_models_lists_parameters_and_macs(capsys):
     params = 156 + (60 * 25 + 16) + 48120 + 10164 + 850
     rows = {name: (p, m) for name, p, m, _ in model_rows("lenet5")}
     assert rows == {"lenet5": (params, macs)} == {"lenet5": (60806, 416520)}
-    result = run_cli("zoo-models", "mlp")
+    result = run_main("zoo-models", "mlp")
     assert result.returncode == 0 and "mlp" in result.stdout and "lenet5" not in result.stdout
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from helpers import QUIET, compose_config, run_cli, write_image_folder
+from helpers import QUIET, compose_config, run_main, write_image_folder
 
 from zoo.cli.train import train
 from zoo.data.base import to_mode
@@ -51,7 +51,7 @@ def test_digit_images_in_every_mode_match_the_network_on_the_dataset_pipeline(di
         gray.convert("RGBA").save(folder / f"{i}_rgba.png")
         gray.convert("P").save(folder / f"{i}_palette.png")
     out = tmp_path / "predictions.csv"
-    result = run_cli("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={folder}", "top_k=3", f"csv={out}")
+    result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={folder}", "top_k=3", f"csv={out}")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 4 * len(indices)
     rows = _read_csv(out)
@@ -76,7 +76,7 @@ def test_digit_images_in_every_mode_match_the_network_on_the_dataset_pipeline(di
 def test_any_size_and_transparency(digits_ckpt, tmp_path):
     big = Image.fromarray(_digit_png_pixels(4), mode="L").resize((120, 90), Image.Resampling.NEAREST)
     big.save(tmp_path / "big.png")
-    result = run_cli("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'big.png'}", "top_k=2")
+    result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'big.png'}", "top_k=2")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{tmp_path / 'big.png'}: ") and result.stdout.count(" 0.") + result.stdout.count(" 1.") == 2
 
@@ -89,8 +89,8 @@ def test_invert_turns_dark_on_light_drawings_into_the_training_look(digits_ckpt,
     pixels = _digit_png_pixels(7)
     Image.fromarray(pixels, mode="L").save(tmp_path / "light_on_dark.png")
     Image.fromarray(255 - pixels, mode="L").save(tmp_path / "dark_on_light.png")
-    plain = run_cli("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'light_on_dark.png'}", "top_k=1")
-    inverted = run_cli(
+    plain = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'light_on_dark.png'}", "top_k=1")
+    inverted = run_main(
         "zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'dark_on_light.png'}", "top_k=1", "invert=true"
     )
     assert plain.returncode == inverted.returncode == 0, plain.stderr + inverted.stderr
@@ -105,7 +105,7 @@ def test_unreadable_files_are_named_and_skipped_and_the_exit_code_says_so(digits
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # truncated
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "p.csv"
-    result = run_cli("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={folder}", "top_k=1", f"csv={out}")
+    result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={folder}", "top_k=1", f"csv={out}")
     assert result.returncode == 1
     assert [line.split(":")[0] for line in result.stdout.splitlines()] == [str(folder / "a.png"), str(folder / "c.png")]
     assert str(folder / "b.png") in result.stderr and str(folder / "notes.txt") in result.stderr
@@ -120,7 +120,7 @@ def test_bad_input_names_what_was_expected(digits_ckpt, tmp_path, case):
         "missing checkpoint": (tmp_path / "none.ckpt", tmp_path, str(tmp_path / "none.ckpt")),
         "no inputs": (digits_ckpt, None, "inputs="),
     }[case]
-    result = run_cli("zoo-predict", f"ckpt_path={ckpt}", *([f"inputs={inputs}"] if inputs else []))
+    result = run_main("zoo-predict", f"ckpt_path={ckpt}", *([f"inputs={inputs}"] if inputs else []))
     assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
 
 
@@ -132,7 +132,7 @@ def test_image_folder_checkpoints_answer_with_the_folder_names(tmp_path, one_thr
         "data.batch_size=4", "model=mlp", "trainer.max_epochs=1", "~logger", *QUIET,
     ]))  # fmt: skip
     image = tmp_path / "pets" / "test" / "owl" / "0.png"
-    result = run_cli("zoo-predict", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"inputs={image}", "top_k=3")
+    result = run_main("zoo-predict", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"inputs={image}", "top_k=3")
     assert result.returncode == 0, result.stderr
     names = [part.split()[0] for part in result.stdout.split(": ", 1)[1].split(", ")]
     assert sorted(names) == ["cat", "dog", "owl"]

@@ -9,7 +9,7 @@ from zoo.callbacks import NonFiniteLossError
 from zoo.cli.train import train
 from zoo.data.digits import DigitsDataModule
 
-from helpers import QUIET, compose_config, run_cli
+from helpers import QUIET, compose_config, run_main
 
 FAST = ["model=mlp", "model.dropout=0.0", *QUIET]
 
@@ -36,7 +36,7 @@ def test_a_poisoned_batch_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_pa
 
 
 def test_an_absurd_learning_rate_exits_1_naming_the_step(tmp_path):
-    result = run_cli(
+    result = run_main(
         "zoo-train", *FAST, "optim=sgd", "optim.lr=1e30", "optim.momentum=0", "optim.nesterov=false", "sched=none",
         "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
@@ -94,7 +94,7 @@ BAD_INPUT = {
 def test_bad_data_input_exits_1_with_a_clear_message(tmp_path, case):
     overrides, expected = BAD_INPUT[case]
     (tmp_path / "images" / "train").mkdir(parents=True)
-    result = run_cli("zoo-train", *[o.format(tmp=tmp_path) for o in overrides], f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_main("zoo-train", *[o.format(tmp=tmp_path) for o in overrides], f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
     assert expected in result.stderr and "Traceback" not in result.stderr
 
@@ -103,7 +103,7 @@ def test_eval_refuses_truncated_and_foreign_checkpoints(tmp_path):
     torch.save({"w": torch.randn(50, 50)}, tmp_path / "foreign.ckpt")
     (tmp_path / "truncated.ckpt").write_bytes((tmp_path / "foreign.ckpt").read_bytes()[:500])
     for name, expected in (("foreign.ckpt", "not a zoo training checkpoint"), ("truncated.ckpt", "truncated or corrupt")):
-        result = run_cli("zoo-eval", f"ckpt_path={tmp_path / name}", f"hydra.run.dir={tmp_path / 'eval'}")
+        result = run_main("zoo-eval", f"ckpt_path={tmp_path / name}", f"hydra.run.dir={tmp_path / 'eval'}")
         assert result.returncode == 1, name
         assert str(tmp_path / name) in result.stderr and expected in result.stderr
         assert "Traceback" not in result.stderr
@@ -118,7 +118,7 @@ def test_a_corrupt_image_in_a_folder_exits_1_naming_the_file(tmp_path):
             Image.new("RGB", (8, 8), color=(40 * i, 0, 0)).save(tmp_path / "images" / "train" / name / f"{i}.png")
     corrupt = tmp_path / "images" / "train" / "b" / "broken.png"
     corrupt.write_bytes(b"\x89PNG not really an image")
-    result = run_cli(
+    result = run_main(
         "zoo-train", "model=mlp", "data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
         "data.num_workers=0", "data.batch_size=8", "data.augment=false", "trainer.max_epochs=1",
         f"hydra.run.dir={tmp_path / 'run'}", *QUIET,

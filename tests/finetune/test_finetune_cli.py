@@ -15,7 +15,7 @@ from zoo.cli.train import train
 from zoo.finetune import FinetuneConfig, WeightsError, adapt_data_config, load_pretrained
 from zoo.models import get_model
 
-from helpers import QUIET, compose_config, run_cli
+from helpers import QUIET, compose_config, run_main
 
 SHORT = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
          "trainer.limit_test_batches=1", "data.batch_size=8", "optim=adamw"]  # fmt: skip
@@ -117,7 +117,7 @@ def test_the_command_line_reports_bad_weights_in_one_line_and_exits_1(tmp_path):
     run.mkdir()
     (run / "metrics.json").write_text("from an earlier run\n")
     missing = tmp_path / "resnet18.pth"
-    result = run_cli(
+    result = run_main(
         "zoo-train", "model=resnet18", "finetune=partial", f"finetune.weights={missing}", f"hydra.run.dir={run}", *QUIET
     )
     assert result.returncode == 1
@@ -154,7 +154,7 @@ def test_eval_and_predict_work_on_a_fine_tuned_checkpoint_with_its_new_classes(t
     train(compose_config("train", run, overrides))
     ckpt = json.loads((run / "metrics.json").read_text())["checkpoint"]
 
-    evaluated = run_cli(
+    evaluated = run_main(
         "zoo-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", "trainer.limit_test_batches=1"
     )  # the batch the training run tested on
     assert evaluated.returncode == 0, evaluated.stderr
@@ -165,7 +165,7 @@ def test_eval_and_predict_work_on_a_fine_tuned_checkpoint_with_its_new_classes(t
     digit = load_digits()
     eight = int(np.flatnonzero(digit.target == 8)[0])
     Image.fromarray(np.round(digit.images[eight] * 255 / 16).astype(np.uint8)).save(tmp_path / "eight.png")
-    predicted = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"inputs={tmp_path / 'eight.png'}", "top_k=5")
+    predicted = run_main("zoo-predict", f"ckpt_path={ckpt}", f"inputs={tmp_path / 'eight.png'}", "top_k=5")
     assert predicted.returncode == 0, predicted.stderr
     names = [part.split()[0] for part in predicted.stdout.split(": ", 1)[1].split(", ")]
     assert sorted(names) == ["7", "8", "9"]  # the fine-tuned head's classes, named as digits, not 0..2

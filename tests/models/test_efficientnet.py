@@ -49,8 +49,8 @@ def test_eval_outputs_match_torchvision(name: str):
     # B0 at its full resolution; the larger variants at a small size to keep this cheap.
     size = 224 if name == "efficientnet_b0" else 48
     ref = informative_weights(_reference(name), torch.randn(4, 3, size, size))
-    ours = get_model(name)
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours = build_on_meta(get_model, name=name)  # given the reference's tensors: no second init
+    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
     assert _batch_norm_settings(ours) == _batch_norm_settings(ref)
     ours.eval()
     x = torch.randn(2, 3, size, size)

@@ -33,8 +33,8 @@ def test_param_count_matches_torchvision(aux_logits: bool):
 def test_eval_outputs_match_torchvision_224():
     ref = _reference(aux_logits=True)
     informative_weights(ref, torch.randn(4, 3, 224, 224))
-    ours = get_model("googlenet")
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours = build_on_meta(get_model, name="googlenet")  # given the reference's tensors: no second init
+    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
     assert _batch_norm_settings(ours) == _batch_norm_settings(ref)
     ours.eval()
     x = torch.randn(2, 3, 224, 224)

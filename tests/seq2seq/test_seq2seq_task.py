@@ -15,7 +15,7 @@ from zoo.optim import SCHEDULERS
 from zoo.tasks import TASKS
 from zoo.tasks.seq2seq import Seq2SeqModule
 
-from helpers import QUIET, compose_config, run_cli
+from helpers import QUIET, compose_config, run_main
 
 MODEL = {"name": "seq2seq_gru", "src_vocab_size": 9, "tgt_vocab_size": 9, "pad_idx": 0, "bos_idx": 1, "eos_idx": 2,
          "emb_dim": 8, "hidden": 16}  # fmt: skip
@@ -114,7 +114,7 @@ def test_translate_round_trips_from_the_checkpoint(one_thread, reverse_run, tmp_
     run_dir, _, _ = reverse_run
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     heatmap = tmp_path / "attention.png"
-    result = run_cli("zoo-translate", f"ckpt_path={ckpt}", "text=abcdhg", f"heatmap={heatmap}")
+    result = run_main("zoo-translate", f"ckpt_path={ckpt}", "text=abcdhg", f"heatmap={heatmap}")
     assert result.returncode == 0, result.stderr
     assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -141,11 +141,11 @@ def test_predict_translates_text_lines_as_translate_does(one_thread, reverse_run
     lines = tmp_path / "inputs.txt"
     lines.write_text("\n".join(texts) + "\n\n")  # blank lines are skipped
     out = tmp_path / "out.csv"
-    result = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"inputs={lines}", f"csv={out}")
+    result = run_main("zoo-predict", f"ckpt_path={ckpt}", f"inputs={lines}", f"csv={out}")
     assert result.returncode == 0, result.stderr
     expected = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]"))
     assert result.stdout.splitlines() == [f"{t}\t{o}" for t, o in zip(texts, expected)]
     assert out.read_text().splitlines()[1:] == [f"{t},{o}" for t, o in zip(texts, expected)]
 
-    bad = run_cli("zoo-predict", f"ckpt_path={ckpt}", f"text=[{texts[0]}]", "beam_size=0")
+    bad = run_main("zoo-predict", f"ckpt_path={ckpt}", f"text=[{texts[0]}]", "beam_size=0")
     assert bad.returncode == 1 and "beam_size must be at least 1" in bad.stderr
