@@ -6,6 +6,11 @@ import torch
 from helpers import model_lists
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n auto runs one worker per core: each computes on one thread (and so do the
+    # commands it starts), instead of every worker's threads competing for every core.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
