@@ -263,3 +263,38 @@ def test_scaled_dot_score_keeps_unit_variance_logits():
     assert make_score("dot", 256)(q, k).var().item() == pytest.approx(256, rel=0.15)
     assert make_score("scaled_dot", 256)(q, k).var().item() == pytest.approx(1.0, rel=0.15)
     assert math.isclose(make_score("scaled_dot", 256).scale, 1 / 16)
+
+
+def test_without_biases_equals_pytorch_without_biases():
+    ours = MultiHeadAttention(16, 4, bias=False)
+    ref = nn.MultiheadAttention(16, 4, bias=False, batch_first=True)
+    assert ours.in_proj_bias is None and ours.out_proj.bias is None
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(ours(x, x, x)[0], ref(x, x, x, need_weights=False)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_attention_dropout_acts_in_training_only(fast):
+    """Dropout on the weights: training outputs differ from eval and between calls; eval is
+    deterministic and equal to a dropout-free module's."""
+    ours = MultiHeadAttention(16, 4, dropout=0.5, fast=fast)
+    plain = MultiHeadAttention(16, 4, fast=fast)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 16)
+    ours.train()
+    assert not torch.allclose(ours(x, x, x)[0], ours(x, x, x)[0])
+    ours.eval()
+    torch.testing.assert_close(ours(x, x, x)[0], plain.eval()(x, x, x)[0])
+
+
+def test_single_head_attention_dropout_and_default_is_not_causal():
+    attention = Attention("dot", 8, dropout=0.5)
+    q, k = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    attention.train()
+    assert not torch.allclose(attention(q, k)[0], attention(q, k)[0])
+    attention.eval()
+    _, weights = attention(q, k)
+    assert (weights > 0).all()  # every query sees every key: nothing masked by default
+    _, causal = attention(q, k, is_causal=True)
+    assert (causal == 0).any()

@@ -211,3 +211,40 @@ def test_gradual_unfreezing_adds_groups_that_follow_a_running_schedule():
     assert added["lr"] / 1e-5 == pytest.approx(head["lr"] / 1e-3)  # the same cosine, scaled
     callback.finetune_function(module, 2, optimizer)  # nothing due at epoch 2; f6 is not added twice
     assert len(optimizer.param_groups) == 4
+
+
+def test_the_summary_table_is_aligned_text_with_its_header(caplog):
+    """The exact lines a user reads: stage names left-aligned, numbers right-aligned, '-' for
+    a frozen stage's rate and 'optim.lr' where no stage rate is set."""
+    net = get_model("lenet5", num_classes=10)
+    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
+        apply_finetuning(net, _config(mode="partial", freeze_stages=1, lr_head=1e-3), None)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    rows = [("stage", "trainable", "frozen", "lr"), ("c1", "0", f"{count(net.c1):,}", "-")]
+    rows += [(n, f"{count(m):,}", "0", "optim.lr") for n, m in (("c3", net.c3), ("c5", net.c5), ("f6", net.f6))]
+    rows += [("head", f"{count(net.classifier):,}", "0", "0.001")]
+    rows += [("total", f"{count(net) - count(net.c1):,}", f"{count(net.c1):,}", "")]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    expected = ["  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))]) for r in rows]
+    assert caplog.records[-1].getMessage().splitlines() == [
+        "fine-tuning (finetune=partial, weights: none):", *expected,
+    ]  # fmt: skip
+
+
+def test_pretrained_weights_load_with_each_option_before_freezing(caplog):
+    """apply_finetuning hands every loading option to the loader: channels summed into a
+    1-channel first conv, the head reset although the class count fits, a stage re-initialised."""
+    from zoo.finetune.weights import Pretrained
+
+    source = get_model("lenet5", num_classes=10, in_channels=3)
+    net = get_model("lenet5", num_classes=10, in_channels=1)
+    own = {k: v.clone() for k, v in net.state_dict().items()}
+    config = _config(mode="freeze", reset_head=True, reinit_stages=["c5"], adapt_channels="sum")
+    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
+        apply_finetuning(net, config, Pretrained("trained.pth", source.state_dict()))
+    torch.testing.assert_close(net.c1[0].weight, source.c1[0].weight.sum(1, keepdim=True))  # adapted
+    torch.testing.assert_close(net.c3[0].weight, source.c3[0].weight)  # loaded
+    torch.testing.assert_close(net.c5[0].weight, own["c5.0.weight"])  # re-initialised: its own fresh weights
+    assert not torch.equal(net.classifier[1].weight, source.classifier[1].weight)  # reset
+    assert caplog.records[-1].getMessage().startswith("fine-tuning (finetune=freeze, weights: trained.pth):")
+    assert [n for n, m in net.stages() if any(p.requires_grad for p in m.parameters())] == ["c5", "head"]

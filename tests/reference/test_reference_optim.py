@@ -1,6 +1,7 @@
 """The optimizers written from their update rules against torch.optim, over 100 steps in float64."""
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -134,3 +135,67 @@ def test_optimizer_state_round_trips_through_state_dict():
 def test_bad_hyperparameters_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make([nn.Parameter(torch.zeros(2))])
+
+
+def test_lecture_nesterov_equals_torch_at_constant_lr():
+    """lr_in_velocity=True keeps eta inside v; at a constant eta its Nesterov step
+    eta g + mu v equals PyTorch's eta (g + mu v)."""
+    ours = _train(lambda ps: ref.Momentum(ps, lr=0.05, momentum=0.9, nesterov=True, lr_in_velocity=True))
+    theirs = _train(lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True))
+    heavy_ball = _train(lambda ps: ref.Momentum(ps, lr=0.05, momentum=0.9, lr_in_velocity=True))
+    assert _max_gap(ours, theirs) < 1e-6 and _max_gap(ours, heavy_ball) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, shared",
+    [(ref.SGD, torch.optim.SGD, ("lr", "weight_decay")),
+     (ref.Momentum, torch.optim.SGD, ("lr", "nesterov", "weight_decay")),
+     (ref.RMSProp, torch.optim.RMSprop, ("lr", "alpha", "eps", "weight_decay")),
+     (ref.Adam, torch.optim.Adam, ("lr", "betas", "eps", "weight_decay"))],
+)  # fmt: skip
+def test_default_hyperparameters_are_pytorchs(ours, theirs, shared):
+    defaults = {name: p.default for name, p in inspect.signature(ours).parameters.items()}
+    reference = {name: p.default for name, p in inspect.signature(theirs).parameters.items()}
+    assert {k: defaults[k] for k in shared} == {k: reference[k] for k in shared}
+    if ours is ref.Momentum:
+        assert defaults["momentum"] == 0.9 and defaults["lr_in_velocity"] is False  # the lecture's gamma
+
+
+# (optimizer, keyword, accepted edge values, refused values, the bound the message states)
+BOUNDS = [
+    (ref.SGD, "lr", [0.0, 5.0], [-1e-9], "[0.0, inf]"),
+    (ref.SGD, "weight_decay", [0.0], [-1e-9], "[0.0, inf]"),
+    (ref.Momentum, "momentum", [0.0, 0.999], [1.0, -0.1], "[0.0, 1.0)"),
+    (ref.Momentum, "lr", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.Momentum, "weight_decay", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.RMSProp, "alpha", [0.0, 1.0], [1.0001, -0.1], "[0.0, 1.0]"),
+    (ref.RMSProp, "eps", [0.0], [-1e-12], "[0.0, inf]"),
+    (ref.RMSProp, "lr", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.RMSProp, "weight_decay", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.Adam, "lr", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.Adam, "eps", [0.0], [-1.0], "[0.0, inf]"),
+    (ref.Adam, "weight_decay", [0.0], [-1.0], "[0.0, inf]"),
+]
+
+
+@pytest.mark.parametrize("make, key, accepted, refused, bound", BOUNDS, ids=lambda v: getattr(v, "__name__", None))
+def test_hyperparameter_bounds_accept_their_edges_and_name_what_they_refuse(make, key, accepted, refused, bound):
+    for value in accepted:
+        make([nn.Parameter(torch.zeros(2))], **{key: value})
+    for value in refused:
+        with pytest.raises(ValueError) as error:
+            make([nn.Parameter(torch.zeros(2))], **{key: value})
+        assert str(error.value) == f"{key} must be in {bound}, got {value}"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_adam_betas_are_bounded_each_in_zero_one(index):
+    for edge in (0.0, 0.5):
+        betas = [0.9, 0.999]
+        betas[index] = edge
+        ref.Adam([nn.Parameter(torch.zeros(2))], betas=tuple(betas))
+    betas = [0.9, 0.999]
+    betas[index] = 1.0
+    with pytest.raises(ValueError) as error:
+        ref.Adam([nn.Parameter(torch.zeros(2))], betas=tuple(betas))
+    assert str(error.value) == f"betas[{index}] must be in [0.0, 1.0), got 1.0"

@@ -153,3 +153,14 @@ def test_truncated_bptt_keeps_values_and_cuts_gradients(one_thread):
     torch.testing.assert_close(torch.cat([c for c, _ in chunks], 1), full)
     chunks[1][0].sum().backward()  # the second chunk's loss reaches only its own inputs
     assert x.grad[:, :3].abs().max() == 0 and x.grad[:, 3:6].abs().max() > 0
+
+
+@pytest.mark.parametrize("cell, torch_cell", [(RNNCell, nn.RNNCell), (LSTMCell, nn.LSTMCell), (GRUCell, nn.GRUCell)])
+def test_cells_start_from_zero_state_as_torch_cells_do(cell, torch_cell):
+    """Without a state, a cell starts from zeros of (batch, hidden), a pair for the LSTM."""
+    ours, theirs = cell(5, 6), torch_cell(5, 6)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(4, 5)
+    for a, b in zip(_states(ours(x)), _states(theirs(x))):
+        assert a.shape == (4, 6)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
