@@ -165,6 +165,7 @@ CASES = {
     "cross, other key width, padding": dict(kdim=12, padding=True),
     "cross, sequence first": dict(batch_first=False, padding=True),
     "cross, float attn_mask": dict(float_mask=True),
+    "cross, per-head attn_mask": dict(head_mask=True),
 }
 
 
@@ -185,6 +186,8 @@ def test_multi_head_attention_equals_pytorch(case, fast):
         kwargs["is_causal"] = True
     if opts.get("float_mask"):
         kwargs["attn_mask"] = torch.randn(t, s)
+    if opts.get("head_mask"):  # PyTorch's (B * H, T, S) form: one mask per sequence and head
+        kwargs["attn_mask"] = torch.randn(b * H, t, s)
     if not opts.get("batch_first", True):
         query, key = query.transpose(0, 1), key.transpose(0, 1)
     ours_kwargs = dict(kwargs)
@@ -298,3 +301,18 @@ def test_single_head_attention_dropout_and_default_is_not_causal():
     assert (weights > 0).all()  # every query sees every key: nothing masked by default
     _, causal = attention(q, k, is_causal=True)
     assert (causal == 0).any()
+
+
+def test_a_mask_per_head_may_also_come_as_b_h_t_s():
+    """(B, H, T, S) is the (B * H, T, S) mask PyTorch takes, unflattened: the same result;
+    a mask of any other shape is refused."""
+    ours = MultiHeadAttention(E, H)
+    x = torch.randn(2, 5, E)
+    flat = torch.randn(2 * H, 5, 5)
+    with torch.no_grad():
+        expected = ours(x, x, x, attn_mask=flat)[0]
+        torch.testing.assert_close(ours(x, x, x, attn_mask=flat.view(2, H, 5, 5))[0], expected)
+        assert not torch.allclose(ours(x, x, x, attn_mask=flat.flip(0))[0], expected)  # the heads' order matters
+    for shape in ((2 * H, 5, 4), (2, H, 5, 4), (H, 5, 5)):
+        with pytest.raises(ValueError):
+            ours(x, x, x, attn_mask=torch.zeros(shape))

@@ -164,3 +164,13 @@ def test_cells_start_from_zero_state_as_torch_cells_do(cell, torch_cell):
     for a, b in zip(_states(ours(x)), _states(theirs(x))):
         assert a.shape == (4, 6)
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell, torch_cell", [(RNNCell, nn.RNNCell), (LSTMCell, nn.LSTMCell), (GRUCell, nn.GRUCell)])
+def test_cells_without_biases_equal_torch_cells_without_biases(cell, torch_cell):
+    ours, theirs = cell(5, 6, bias=False), torch_cell(5, 6, bias=False)
+    assert ours.bias_ih is None and ours.bias_hh is None
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(4, 5)
+    for a, b in zip(_states(ours(x)), _states(theirs(x))):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
