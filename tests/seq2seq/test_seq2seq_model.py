@@ -160,6 +160,17 @@ def test_beam_search_finds_a_more_probable_sequence_than_greedy():
         beam_search(model, src, mask, max_len=5, beam_size=0)
 
 
+def test_one_token_is_the_shortest_output_and_less_is_refused():
+    model = ToyModel()
+    src = torch.ones(2, 3, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    for search in (greedy_search, beam_search):
+        assert search(model, src, mask, max_len=1).tokens.shape == (2, 1)
+        with pytest.raises(ConfigError) as error:
+            search(model, src, mask, max_len=0)
+        assert str(error.value) == "max_len must be at least 1, got 0"
+
+
 class _Scripted(Seq2SeqModel):
     """A decoder whose next-token probabilities depend only on how many ``a`` it has emitted:
     tokens <pad>=0, <bos>=1, <eos>=2, a=3."""

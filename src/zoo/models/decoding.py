@@ -40,74 +40,75 @@ def _check(max_len: int, beam_size: int = 1) -> None:
         raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
 
 
-@torch.no_grad()
 def greedy_search(model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int) -> Generated:
     """The most probable next token at every step, until ``<eos>`` or ``max_len`` tokens."""
-    _check(max_len)
-    state = model.init_state(model.encode(src, src_mask), src_mask)
-    batch = src.shape[0]
-    tokens = torch.full((batch,), model.bos_idx, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    out_tokens, out_attention = [], []
-    for _ in range(max_len):
-        logits, state, attention = model.decode_step(tokens, state)
-        logp, tokens = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)  # (B,), (B,)
-        tokens = tokens.masked_fill(finished, model.pad_idx)
-        scores += logp.masked_fill(finished, 0.0)
-        out_tokens.append(tokens)
-        if attention is not None:
-            out_attention.append(attention.float().masked_fill(finished.unsqueeze(-1), 0.0))
-        finished |= tokens == model.eos_idx
-        if bool(finished.all()):
-            break
-    attention = torch.stack(out_attention, dim=1) if out_attention else None  # (B, L, S)
-    return Generated(torch.stack(out_tokens, dim=1), attention, scores)
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut skips decorated functions
+        _check(max_len)
+        state = model.init_state(model.encode(src, src_mask), src_mask)
+        batch = src.shape[0]
+        tokens = torch.full((batch,), model.bos_idx, dtype=torch.long, device=src.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
+        scores = torch.zeros(batch, device=src.device)
+        out_tokens, out_attention = [], []
+        for _ in range(max_len):
+            logits, state, attention = model.decode_step(tokens, state)
+            logp, tokens = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)  # (B,), (B,)
+            tokens = tokens.masked_fill(finished, model.pad_idx)
+            scores += logp.masked_fill(finished, 0.0)
+            out_tokens.append(tokens)
+            if attention is not None:
+                out_attention.append(attention.float().masked_fill(finished.unsqueeze(-1), 0.0))
+            finished |= tokens == model.eos_idx
+            if bool(finished.all()):
+                break
+        attention = torch.stack(out_attention, dim=1) if out_attention else None  # (B, L, S)
+        return Generated(torch.stack(out_tokens, dim=1), attention, scores)
 
 
-@torch.no_grad()
 def beam_search(
     model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, beam_size: int = 4, length_penalty: float = 1.0
 ) -> Generated:
     """The best of ``beam_size`` hypotheses per source (see the module docstring)."""
-    _check(max_len, beam_size)
-    batch, k, device = src.shape[0], beam_size, src.device
-    state = model.init_state(model.encode(src, src_mask), src_mask)
-    state = model.reorder_state(state, torch.arange(batch, device=device).repeat_interleave(k))  # B*K rows
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start equal: let only the first one expand at step 1
-    finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch, k, device=device)
-    history = torch.empty(batch, k, 0, dtype=torch.long, device=device)
-    attn_history: torch.Tensor | None = None
-    tokens = torch.full((batch * k,), model.bos_idx, dtype=torch.long, device=device)
-    rows = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
-    for _ in range(max_len):
-        logits, state, attention = model.decode_step(tokens, state)
-        logp = torch.log_softmax(logits.float(), dim=-1).view(batch, k, -1)  # (B, K, V)
-        vocab = logp.shape[-1]
-        ended = torch.full((vocab,), float("-inf"), device=device)
-        ended[model.pad_idx] = 0.0  # an ended hypothesis continues with <pad>, score unchanged
-        logp = torch.where(finished.unsqueeze(-1), ended, logp)
-        scores, flat = (scores.unsqueeze(-1) + logp).view(batch, k * vocab).topk(k, dim=-1)  # (B, K)
-        parent, token = flat // vocab, flat % vocab
+    with torch.no_grad():  # a block, not @torch.no_grad(): mutmut skips decorated functions
+        _check(max_len, beam_size)
+        batch, k, device = src.shape[0], beam_size, src.device
+        state = model.init_state(model.encode(src, src_mask), src_mask)
+        state = model.reorder_state(state, torch.arange(batch, device=device).repeat_interleave(k))  # B*K rows
+        scores = torch.full((batch, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start equal: let only the first one expand at step 1
+        finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+        lengths = torch.zeros(batch, k, device=device)
+        history = torch.empty(batch, k, 0, dtype=torch.long, device=device)
+        attn_history: torch.Tensor | None = None
+        tokens = torch.full((batch * k,), model.bos_idx, dtype=torch.long, device=device)
+        rows = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
+        for _ in range(max_len):
+            logits, state, attention = model.decode_step(tokens, state)
+            logp = torch.log_softmax(logits.float(), dim=-1).view(batch, k, -1)  # (B, K, V)
+            vocab = logp.shape[-1]
+            ended = torch.full((vocab,), float("-inf"), device=device)
+            ended[model.pad_idx] = 0.0  # an ended hypothesis continues with <pad>, score unchanged
+            logp = torch.where(finished.unsqueeze(-1), ended, logp)
+            scores, flat = (scores.unsqueeze(-1) + logp).view(batch, k * vocab).topk(k, dim=-1)  # (B, K)
+            parent, token = flat // vocab, flat % vocab
 
-        was_finished = finished.gather(1, parent)
-        history = torch.cat([history.gather(1, parent.unsqueeze(-1).expand_as(history)), token.unsqueeze(-1)], dim=-1)
-        if attention is not None:
-            step_attn = attention.float().view(batch, k, -1)  # (B, K, S), rows of the parent beams
-            step_attn = step_attn.gather(1, parent.unsqueeze(-1).expand_as(step_attn))
-            step_attn = step_attn.masked_fill(was_finished.unsqueeze(-1), 0.0).unsqueeze(2)  # (B, K, 1, S)
-            attn_history = step_attn if attn_history is None else torch.cat(
-                [attn_history.gather(1, parent[..., None, None].expand_as(attn_history)), step_attn], dim=2
-            )  # fmt: skip
-        lengths = lengths.gather(1, parent) + (~was_finished).float()
-        finished = was_finished | (token == model.eos_idx)
-        state = model.reorder_state(state, (rows + parent).view(-1))
-        tokens = token.view(-1)
-        if bool(finished.all()):
-            break
-    best = (scores / lengths.clamp(min=1.0) ** length_penalty).argmax(dim=-1)  # (B,)
-    pick = torch.arange(batch, device=device)
-    attention = attn_history[pick, best] if attn_history is not None else None
-    return Generated(history[pick, best], attention, scores[pick, best])
+            was_finished = finished.gather(1, parent)
+            kept = history.gather(1, parent.unsqueeze(-1).expand_as(history))  # each beam's parent's tokens
+            history = torch.cat([kept, token.unsqueeze(-1)], dim=-1)
+            if attention is not None:
+                step_attn = attention.float().view(batch, k, -1)  # (B, K, S), rows of the parent beams
+                step_attn = step_attn.gather(1, parent.unsqueeze(-1).expand_as(step_attn))
+                step_attn = step_attn.masked_fill(was_finished.unsqueeze(-1), 0.0).unsqueeze(2)  # (B, K, 1, S)
+                attn_history = step_attn if attn_history is None else torch.cat(
+                    [attn_history.gather(1, parent[..., None, None].expand_as(attn_history)), step_attn], dim=2
+                )  # fmt: skip
+            lengths = lengths.gather(1, parent) + (~was_finished).float()
+            finished = was_finished | (token == model.eos_idx)
+            state = model.reorder_state(state, (rows + parent).view(-1))
+            tokens = token.view(-1)
+            if bool(finished.all()):
+                break
+        best = (scores / lengths.clamp(min=1.0) ** length_penalty).argmax(dim=-1)  # (B,)
+        pick = torch.arange(batch, device=device)
+        attention = attn_history[pick, best] if attn_history is not None else None
+        return Generated(history[pick, best], attention, scores[pick, best])
