@@ -205,3 +205,15 @@ def test_beam_search_ranks_by_the_length_normalised_score():
     assert raw.scores[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
     assert normalised.tokens[0, :3].tolist() == [3, 3, 2]
     assert normalised.scores[0].item() == pytest.approx(math.log(0.5 * 0.6 * 0.9), abs=1e-5)
+
+
+def test_a_fractional_length_penalty_divides_by_length_to_its_power():
+    """With ``length_penalty=0.5`` the score is divided by ``sqrt(length)``: ``<eos>`` alone
+    -0.69 / 1 = -0.69 beats ``a a <eos>`` at -1.31 / sqrt(3) = -0.76 (and ``a <eos>`` at
+    log(0.5 * 0.4) / sqrt(2) = -1.14); dividing by ``0.5 * length`` instead would pick
+    ``a a <eos>`` (-0.87 against -1.39)."""
+    src = torch.ones(1, 2, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    half = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=0.5)
+    assert half.tokens[0, 0].item() == 2
+    assert half.scores[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
