@@ -31,7 +31,7 @@ cat <<MD
 Written by \`bash scripts/mutation.sh > docs/mutation.md\` on $(date -u +%Y-%m-%d)
 ($(python -c 'import os; print(os.cpu_count())') CPU cores, torch $(python -c 'import torch; print(torch.__version__)'),
 mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min). The files and the tests run against them are in
-\`[tool.mutmut]\` of \`pyproject.toml\`; why each surviving mutant is acceptable: [Testing](testing.md#mutation-testing).
+\`[tool.mutmut]\` of \`pyproject.toml\`; the survivors reviewed: [Testing](testing.md#the-score-and-the-survivors).
 
 MD
 python - <<'PY'
