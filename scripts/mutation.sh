@@ -3,7 +3,7 @@
 # the lecture's reference optimizers and losses, and the fine-tuning freezing rules
 # ([tool.mutmut] in pyproject.toml names the files and the tests that guard them).
 # Each mutant (an operator, constant or argument changed) runs the tests that cover its
-# function; a mutant that no test notices survives. Not part of CI: about 15 minutes on 2 cores.
+# function; a mutant that no test notices survives. Not part of CI: about 10 minutes on 2 cores.
 #
 #   pip install -e ".[test,mutation]" && bash scripts/mutation.sh > docs/mutation.md
 #

@@ -22,6 +22,8 @@ from torch import nn
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import config_dir
+from zoo.models import MODELS, ImageModel
+from zoo.profiling import build_on_meta
 
 CONFIGS = Path(config_dir())
 QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]
@@ -137,10 +139,7 @@ def assert_varies_with_the_input(outputs: torch.Tensor, at_least: float = 1e-2) 
 
 def accepts(name: str, option: str) -> bool:
     """Whether the registered model ``name`` takes the constructor argument ``option``."""
-    from zoo.models import MODELS
-    from zoo.profiling import build_on_meta
-
-    return option in inspect.signature(type(build_on_meta(MODELS.get(name)))).parameters
+    return option in inspect.signature(type(models_on_meta()[name])).parameters
 
 
 def model_fingerprint(model: nn.Module) -> list:
@@ -170,16 +169,11 @@ def model_fingerprint(model: nn.Module) -> list:
 @functools.cache
 def models_on_meta() -> dict[str, nn.Module]:
     """Every registered model with its default arguments, on the meta device."""
-    from zoo.models import MODELS
-    from zoo.profiling import build_on_meta
-
     return {name: build_on_meta(MODELS.get(name)) for name in MODELS.names()}
 
 
 @functools.cache
 def model_lists() -> dict[str, list[str]]:
-    from zoo.models import ImageModel
-
     built = models_on_meta()
     smallest: dict[type, str] = {}
     for name in sorted(built, key=lambda n: (sum(p.numel() for p in built[n].parameters()), n), reverse=True):
