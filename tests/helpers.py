@@ -124,7 +124,8 @@ def informative_weights(model: nn.Module, batch: torch.Tensor) -> nn.Module:
         for p in model.parameters():
             if not p.any():
                 p.normal_(0.0, 0.05)
-        model.train()(batch)
+        if norms:  # running statistics to measure
+            model.train()(batch)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()

@@ -6,7 +6,6 @@ from functools import partial
 
 import pytest
 import torch
-from torch import nn
 
 import zoo
 from zoo.benchmark import Setting, TrainStep, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved

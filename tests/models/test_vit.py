@@ -1,26 +1,23 @@
-"""Vision Transformer: torchvision parity (params, strict state_dict, outputs, MACs), the
-contract details of a fixed-size model, and a short real run of vit_tiny on digits."""
+"""Vision Transformer: the parameter count of Section 3.1, the contract details of a fixed-size
+model, stochastic depth, and a short real run of vit_tiny on digits (outputs, state_dict and
+cost against torchvision: test_torchvision_parity.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 import torchvision
-from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
 from zoo.cli.train import train
-from zoo.models.vit import VARIANTS, EncoderBlock, VisionTransformer
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.models.vit import VARIANTS, EncoderBlock
+from zoo.profiling import build_on_meta, count_params
 from zoo.models import get_model, list_models
 
 from helpers import QUIET, compose_config
 
 TORCHVISION = ["vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32"]
-# torchvision's published "GFLOPS" (really GMACs) at 224 px.
-PUBLISHED_GMACS = {"vit_b_16": 17.564, "vit_b_32": 4.409, "vit_l_16": 61.555, "vit_l_32": 15.378, "vit_h_14": 167.295}
 
 
 def _expected_params(name: str, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> int:
@@ -32,71 +29,19 @@ def _expected_params(name: str, num_classes: int = 1000, in_channels: int = 3, i
     return embedding + v.depth * block + 2 * d + (d * num_classes + num_classes)
 
 
-def _randomize(model: torch.nn.Module) -> None:
-    """The zero head and class token of a fresh ViT would hide mistakes in what feeds them."""
-    with torch.no_grad():
-        model.heads.head.weight.normal_(0.0, 0.02)
-        model.heads.head.bias.normal_()
-        model.class_token.normal_()
-        for m in model.modules():
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-
-
 def test_all_variants_registered():
     assert list_models("vit*") == sorted([*TORCHVISION, "vit_small", "vit_tiny"])
 
 
 @pytest.mark.parametrize("name", TORCHVISION)
-def test_param_count_and_strict_load_match_torchvision(name):
-    ours = build_on_meta(get_model, name=name)
-    ref = build_on_meta(getattr(torchvision.models, name))
-    assert count_params(ours) == count_params(ref) == _expected_params(name)
-    loaded = ours.load_state_dict(ref.state_dict(), strict=True, assign=True)  # raises on other keys or shapes
-    assert loaded.missing_keys == [] and loaded.unexpected_keys == []
-    published = {"vit_b_16": 86567656, "vit_b_32": 88224232, "vit_l_16": 304326632, "vit_l_32": 306535400}
-    if name in published:
-        assert count_params(ours) == published[name]
+def test_param_count_follows_section_3_1(name):
+    assert count_params(build_on_meta(get_model, name=name)) == _expected_params(name)
 
 
 def test_deit_sized_variants_count_as_deit():
     # DeiT Table 1 lists 5M and 22M; the exact counts (1000 classes, 224 px, 16x16 patches):
     assert count_params(build_on_meta(get_model, name="vit_tiny")) == _expected_params("vit_tiny") == 5_717_416
     assert count_params(build_on_meta(get_model, name="vit_small")) == _expected_params("vit_small") == 22_050_664
-
-
-@pytest.mark.parametrize("name", TORCHVISION)
-def test_macs_match_published_gflops(name):
-    macs = count_macs(build_on_meta(get_model, name=name), (1, 3, 224, 224))
-    assert macs / 1e9 == pytest.approx(PUBLISHED_GMACS[name], rel=0.01)
-
-
-def _assert_same_outputs(ours: VisionTransformer, ref: torch.nn.Module, size: int, batch: int = 2) -> None:
-    _randomize(ref)
-    ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-    ours.eval()
-    ref.eval()
-    x = torch.randn(batch, 3, size, size)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
-
-
-def test_vit_b_16_outputs_equal_torchvision_at_224():
-    ref = torchvision.models.vit_b_16(weights=None)
-    _assert_same_outputs(build_on_meta(get_model, name="vit_b_16"), ref, 224, batch=1)
-
-
-@pytest.mark.parametrize("name", ["vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"])
-def test_other_variants_equal_torchvision_at_depth_two_on_small_images(name, one_thread):
-    # Full models cost seconds each to build on CPU (H/14: 632M parameters); their widths,
-    # heads, MLPs and patch sizes are checked here on two blocks and two patches a side
-    # (torchvision takes any image_size); the depth is checked by the parameter counts.
-    v = replace(VARIANTS[name], depth=2)
-    size = 2 * v.patch_size
-    ref = TorchvisionViT(size, v.patch_size, 2, v.num_heads, v.hidden_dim, v.mlp_dim)
-    ours = build_on_meta(VisionTransformer, variant=v, image_size=size)
-    _assert_same_outputs(ours, ref, size)
 
 
 def test_stages_cover_every_parameter_in_order():
