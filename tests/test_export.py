@@ -109,7 +109,7 @@ def digits_ckpt(tmp_path_factory) -> Path:
         run_dir = tmp_path_factory.mktemp("digits_run")
         train(compose_config("train", run_dir, [
             "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "~logger", *QUIET,
+            "trainer.limit_test_batches=1", "sched=none", "~logger", *QUIET,
         ]))  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -195,7 +195,7 @@ def test_seq2seq_checkpoints_are_refused_before_anything_is_written(tmp_path, on
     train(compose_config("train", run_dir, [
         "model=seq2seq_gru", "data=reverse", "data.train_size=32", "data.val_size=8", "data.test_size=8",
         "data.max_len=5", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "~logger", *QUIET,
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "sched=none", "~logger", *QUIET,
     ]))  # fmt: skip
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     before = sorted(ckpt.parent.iterdir())

@@ -129,7 +129,7 @@ def test_image_folder_checkpoints_answer_with_the_folder_names(tmp_path, one_thr
     run_dir = tmp_path / "run"
     train(compose_config("train", run_dir, [
         "data=imagefolder", f"data.root={tmp_path / 'pets'}", "data.image_size=16", "data.num_workers=0",
-        "data.batch_size=4", "model=mlp", "trainer.max_epochs=1", "~logger", *QUIET,
+        "data.batch_size=4", "model=mlp", "trainer.max_epochs=1", "sched=none", "~logger", *QUIET,
     ]))  # fmt: skip
     image = tmp_path / "pets" / "test" / "owl" / "0.png"
     result = run_main("zoo-predict", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"inputs={image}", "top_k=3")

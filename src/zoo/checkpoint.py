@@ -8,12 +8,18 @@ fallback to unrestricted unpickling. ``.safetensors`` files are read with safete
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.errors import ZooError
+
+
+# How torch's restricted unpickler names what it refused ("... GLOBAL posix.system ...").
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class CheckpointError(ZooError):
@@ -23,6 +29,8 @@ class CheckpointError(ZooError):
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a ``.pt``/``.pth``/``.ckpt`` (restricted unpickling) or ``.safetensors`` file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path.resolve()} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path.resolve()}")
     if path.suffix == ".safetensors":
@@ -32,15 +40,26 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
             return load_safetensors(str(path), device=str(map_location))
         except Exception as err:  # safetensors raises its own error types for bad headers
             raise CheckpointError(f"{path.resolve()} is not a valid safetensors file: {err}") from None
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.resolve()} is empty (0 bytes): not a checkpoint")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # damaged bytes can look like an unknown pickle protocol
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        blocked = _BLOCKED_GLOBAL.search(str(err))
+        if not blocked:  # damaged bytes, or a pickle written by something other than torch.save
+            raise CheckpointError(
+                f"{path.resolve()} is not a readable checkpoint: not the tensors and plain containers "
+                f"torch.save writes (damaged, or written by another program)"
+            ) from None
         raise CheckpointError(
-            f"{path.resolve()} holds objects other than tensors and plain containers; "
-            f"refusing to unpickle it ({str(err).splitlines()[0]})"
+            f"{path.resolve()} is refused: it names {blocked.group(1)}, which only code could build; "
+            f"checkpoints and weights must hold tensors and plain containers only (a state_dict, or .safetensors)"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path.resolve()} is not a readable checkpoint (truncated or corrupt?): {err}") from None
+    except Exception as err:  # noqa: BLE001  (restricted unpickling of damaged bytes fails in many ways)
+        reason = " ".join(str(err).split()[:24]) or type(err).__name__
+        raise CheckpointError(f"{path.resolve()} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
 
 
 # Keys by which configuration systems name code to import and call (Hydra, LightningCLI,
@@ -57,13 +76,13 @@ def _import_targets(tree: Any, where: str = "hyper_parameters") -> list[str]:
     return []
 
 
-def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_lightning_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A ``zoo`` training checkpoint: a dict with ``state_dict`` and plain ``hyper_parameters``.
 
     Hyperparameters that name something to import (``_target_``, ``_instantiator``, ...)
     are refused: rebuilding the model from them could run code the file chose.
     """
-    ckpt = load_file(path)
+    ckpt = load_file(path, map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(
             f"{Path(path).resolve()} is not a zoo training checkpoint "
@@ -76,5 +95,41 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{Path(path).resolve()} names import targets in its hyperparameters ({', '.join(targets)}); "
             f"zoo checkpoints hold plain values only, refusing to build from it"
+        )
+    return ckpt
+
+
+def check_resumable(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
+    """The training checkpoint at ``path``, checked before Lightning resumes from it.
+
+    Besides :func:`load_lightning_checkpoint`'s checks: the state of a whole training run
+    (optimizer and loop states, not only weights), and parameters with the names and
+    shapes of ``module``'s, so that another architecture is refused in one line.
+    """
+    ckpt = load_lightning_checkpoint(path)
+    where = Path(path).resolve()
+    missing = [key for key in ("optimizer_states", "loops", "epoch", "global_step") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{where} holds weights but not a training run's state (no {', '.join(missing)}); "
+            f"to start from its weights use finetune.weights={path} instead of resuming"
+        )
+    saved = ckpt["state_dict"]
+    expected = module.state_dict()
+    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise CheckpointError(f"{where}: its state_dict is not a mapping of names to tensors")
+    absent, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    reshaped = [k for k in expected if k in saved and saved[k].shape != expected[k].shape]
+    if absent or extra or reshaped:
+        model_hparams = ckpt["hyper_parameters"].get("model") if isinstance(ckpt["hyper_parameters"], dict) else None
+        saved_model = model_hparams.get("name", "another model") if isinstance(model_hparams, dict) else "another model"
+        detail = (
+            f"missing {absent[0]}" if absent else f"unexpected {extra[0]}" if extra
+            else f"{reshaped[0]} is {tuple(saved[reshaped[0]].shape)}, here {tuple(expected[reshaped[0]].shape)}"
+        )
+        raise CheckpointError(
+            f"{where} was saved from {saved_model} and does not fit this run's model "
+            f"({len(absent) + len(extra) + len(reshaped)} parameters differ: {detail}); "
+            f"resume with the config it was trained with"
         )
     return ckpt

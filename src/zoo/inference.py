@@ -10,6 +10,7 @@ the task module and the data module from these, reading the file through
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from zoo.checkpoint import CheckpointError, load_lightning_checkpoint
 from zoo.data import DataModule, ImageDataModule, build_datamodule
 from zoo.data.base import to_mode
 from zoo.data.text import TextDataModule
-from zoo.data.vocab import EOS, tokenize
+from zoo.data.vocab import EOS, EOS_IDX, tokenize
 from zoo.errors import ConfigError, DataError, config_errors
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
+
+log = logging.getLogger("zoo")
 
 
 @dataclass
@@ -159,25 +162,81 @@ class Translation:
     unknown: list[str]  # source tokens outside the vocabulary (read as <unk>)
 
 
+# A source may be this many times the longest training source: room for somewhat longer
+# inputs than training saw, while a runaway input (a pasted file) stays bounded in time and memory.
+SOURCE_LIMIT_FACTOR = 2
+# The limit for checkpoints written before the longest training source was recorded.
+FALLBACK_MAX_SOURCE_LEN = 512
+
+
+def _positive_or_none(key: str, value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{key} must be a positive integer or null, got {value!r}")
+    return value
+
+
+def source_limit(datamodule: TextDataModule, max_source_len: int | None = None) -> tuple[int, str]:
+    """The most source tokens (``<eos>`` included) to decode, and where that number comes from.
+
+    ``max_source_len`` if given, else :data:`SOURCE_LIMIT_FACTOR` times the longest training
+    source the checkpoint records, else :data:`FALLBACK_MAX_SOURCE_LEN`.
+    """
+    if _positive_or_none("max_source_len", max_source_len) is not None:
+        return max_source_len, "max_source_len"
+    if datamodule.longest_source is None:
+        return FALLBACK_MAX_SOURCE_LEN, "the default for checkpoints that record no training lengths"
+    return (
+        SOURCE_LIMIT_FACTOR * datamodule.longest_source,
+        f"{SOURCE_LIMIT_FACTOR} x the longest training source, {datamodule.longest_source} tokens",
+    )
+
+
 @torch.no_grad()
 def translate(
     trained: Trained, texts: list[str], beam_size: int = 1, length_penalty: float = 1.0, max_len: int | None = None,
+    max_source_len: int | None = None, truncate: bool = False,
 ) -> list[Translation]:  # fmt: skip
-    """Decode each text with a seq2seq checkpoint (greedy for ``beam_size`` 1, else beam search)."""
+    """Decode each text with a seq2seq checkpoint (greedy for ``beam_size`` 1, else beam search).
+
+    Sources longer than :func:`source_limit` tokens are refused, or with ``truncate`` cut
+    to it (their ``<eos>`` kept) with a warning. Outputs are at most ``max_len`` tokens
+    (default 2 * source length + 10), and never more than the source limit, so the time and
+    memory of decoding stay bounded whatever the input.
+    """
     datamodule, net = trained.datamodule, trained.net
     if not isinstance(datamodule, TextDataModule) or datamodule.src_vocab is None:
         raise DataError(f"{trained.path} holds no text vocabularies (was it trained on text pairs?)")
     if beam_size < 1:
         raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
+    _positive_or_none("max_len", max_len)
+    if not isinstance(truncate, bool):
+        raise ConfigError(f"truncate must be true or false, got {truncate!r}")
+    limit, origin = source_limit(datamodule, max_source_len)
+    if max_len is not None and max_len > limit:
+        log.warning("max_len=%d is over the source limit (%s); decoding at most %d tokens", max_len, origin, limit)
     src_vocab, tgt_vocab = datamodule.src_vocab, datamodule.tgt_vocab
-    device = next(net.parameters()).device
-    results = []
+    sources = []  # every text checked before any is decoded
     for text in texts:
         ids = src_vocab.encode(text, eos=True)
-        unknown = sorted({t for t in tokenize(text, src_vocab.level) if t not in src_vocab.stoi})
+        if len(ids) > limit:
+            shown = repr(text[:20]) + ("..." if len(text) > 20 else "")
+            if not truncate:
+                raise DataError(
+                    f"the text {shown} is {len(ids)} tokens long (with <eos>), over the limit of {limit} "
+                    f"({origin}): raise it with max_source_len=N or cut the text with truncate=true"
+                )
+            log.warning("the text %s is %d tokens long; truncated to the limit of %d (%s)",
+                        shown, len(ids), limit, origin)  # fmt: skip
+            ids = ids[: limit - 1] + [EOS_IDX]
+        sources.append((text, ids))
+    device = next(net.parameters()).device
+    results = []
+    for text, ids in sources:
+        kept = tokenize(text, src_vocab.level)[: len(ids) - 1]
+        unknown = sorted({t for t in kept if t not in src_vocab.stoi})
         src = torch.tensor([ids], device=device)
-        limit = max_len or 2 * src.shape[1] + 10
-        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), limit, beam_size, length_penalty)
+        out_limit = min(max_len or 2 * src.shape[1] + 10, limit)
+        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), out_limit, beam_size, length_penalty)
         tokens = result.tokens[0].tolist()
         steps = tokens.index(net.eos_idx) + 1 if net.eos_idx in tokens else len(tokens)
         out_tokens = tgt_vocab.tokens(tokens) + ([EOS] if net.eos_idx in tokens else [])

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
-import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +14,16 @@ from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
+from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
-from zoo.errors import ConfigError, ZooError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
+from zoo.cli.entry import config_dir, reports_user_errors  # noqa: F401  (the CLIs' shared entry helpers)
+from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
+from zoo.files import atomic_write
 from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.perf import resolve_precision, speed_up
 from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
-
-
-def config_dir() -> str:
-    """The Hydra config folder: inside the installed package, else the repository's."""
-    here = Path(__file__).resolve()
-    packaged = here.parents[1] / "configs"
-    return str(packaged if packaged.is_dir() else here.parents[3] / "configs")
 
 
 def quiet_known_warnings() -> None:
@@ -42,22 +34,6 @@ def quiet_known_warnings() -> None:
     # Step logs are written every log_every_n_steps steps counted across epochs, and the
     # epoch means at each epoch's end (zoo.tasks.base): short epochs lose nothing.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-
-
-def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn a :class:`ZooError` into its message and exit code 1 (traceback with HYDRA_FULL_ERROR=1)."""
-
-    @functools.wraps(task)
-    def wrapper(cfg: DictConfig) -> Any:
-        try:
-            return task(cfg)
-        except ZooError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(1)
-
-    return wrapper
 
 
 def plain(node: Any) -> Any:
@@ -179,9 +155,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, net: Any) -> L.Trainer:
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
     with config_errors("trainer"):
-        return L.Trainer(**options, callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir)
+        return L.Trainer(
+            **options, callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir,
+            plugins=[AtomicCheckpointIO()],  # atomic saves beside the file; loads through zoo.checkpoint
+        )  # fmt: skip
 
 
 def write_metrics(path: Path, metrics: dict[str, Any], **info: Any) -> None:
     record = {"test": {k: float(v) for k, v in metrics.items()}, **info}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write(path, json.dumps(record, indent=2) + "\n")

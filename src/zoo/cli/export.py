@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from zoo import export as exporting
 from zoo import inference
-from zoo.cli.common import config_dir, reports_user_errors
+from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.data import ImageDataModule
 from zoo.errors import ConfigError
 

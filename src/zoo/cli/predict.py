@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import inference
-from zoo.cli.common import config_dir, reports_user_errors
+from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.data import ImageDataModule
 from zoo.errors import ConfigError, DataError
 
@@ -75,7 +75,9 @@ def predict_texts(cfg: DictConfig, trained: inference.Trained) -> int:
             raise DataError(f"cannot read text file {path.resolve()}: {err}") from None
     if not texts:
         raise ConfigError("no text to translate: give inputs=<text file> (one input per line) or text=<string>")
-    results = inference.translate(trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len)
+    results = inference.translate(
+        trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len, cfg.max_source_len, cfg.truncate
+    )
     for r in results:
         if r.unknown:
             log.warning("%r holds tokens the model never saw (read as <unk>): %s", r.text, r.unknown)

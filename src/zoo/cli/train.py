@@ -1,6 +1,7 @@
 """``zoo-train``: compose the config, build data + task + trainer, fit, test, write the run folder.
 
-Run folder (``hydra.run.dir``, by default ``outputs/<date>/<time>``):
+Run folder (``hydra.run.dir``, by default ``outputs/<date>/<time to the microsecond>``,
+so that two runs never share one; a run holds its folder with a ``.lock`` naming its pid):
 ``config.yaml`` (resolved), ``.hydra/`` (composed config and overrides), ``train.log``,
 ``checkpoints/{best,last}.ckpt``, ``csv/metrics.csv``, ``tensorboard/`` (with
 ``logger=[csv,tensorboard]``), ``metrics.json`` (final test metrics) and ``curves.png``.
@@ -9,22 +10,21 @@ Run folder (``hydra.run.dir``, by default ``outputs/<date>/<time>``):
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.common import (
-    build_task, build_trainer, config_dir, config_errors, plain, quiet_known_warnings,
-    reports_user_errors, write_metrics,
-)  # fmt: skip
-from zoo.data import build_datamodule
+from zoo.cli.entry import check_train_config, config_dir, reports_user_errors
 from zoo.errors import ConfigError
-from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
-from zoo.plotting import plot_curves
+from zoo.files import RunLock, atomic_write, remove_stale_temporaries
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger("zoo")
 
@@ -57,8 +57,25 @@ def tested_checkpoint(test_weights: str, trainer: L.Trainer) -> str | None:
 def train(cfg: DictConfig) -> float:
     """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_train_config(cfg)
     if cfg.test_weights not in ("last", "best"):
         raise ConfigError(f"test_weights must be last or best, got {cfg.test_weights!r}")
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return _train(cfg, run_dir)  # DDP's other processes: rank 0 holds the folder
+    with RunLock(run_dir):
+        remove_stale_temporaries(run_dir / "checkpoints")  # left by a writer that was killed
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float:
+    import lightning as L
+
+    from zoo.checkpoint import check_resumable
+    from zoo.cli.common import build_task, build_trainer, config_errors, plain, quiet_known_warnings, write_metrics
+    from zoo.data import build_datamodule
+    from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
+    from zoo.plotting import plot_curves
+
     quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -75,10 +92,15 @@ def train(cfg: DictConfig) -> float:
     module = build_task(cfg, datamodule, **finetune.task_options())
     apply_finetuning(module.net, finetune, pretrained)
 
+    # A checkpoint to resume from is read and checked before the trainer sees it: a missing,
+    # corrupt, unsafe or foreign file stops the run in one line, before anything is written.
+    ckpt_path = resume_from(cfg, run_dir)
+    if ckpt_path:
+        check_resumable(ckpt_path, module)
     trainer = build_trainer(cfg, run_dir, module.net)
     if trainer.is_global_zero:  # under DDP every process runs this function
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from(cfg, run_dir), weights_only=True)
+        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
 
     checkpoint = trainer.checkpoint_callback

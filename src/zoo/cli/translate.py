@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import inference
-from zoo.cli.common import config_dir, reports_user_errors
+from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.errors import ConfigError
 from zoo.inference import load_trained
 
@@ -48,10 +48,20 @@ def save_attention_heatmap(weights: torch.Tensor, source: list[str], output: lis
 def translate(cfg: DictConfig) -> list[str]:
     """The outputs for ``cfg.text`` (printed, one per line), and heat maps if asked."""
     texts = OmegaConf.to_container(cfg.text) if OmegaConf.is_list(cfg.text) else [cfg.text]
+    for i, text in enumerate(texts):
+        # Hydra reads an unquoted all-digit text (text=19980503) as an integer. It keeps a
+        # leading zero (0123 stays a string) but drops '_' and a leading '+' (1_2 -> 12).
+        if isinstance(text, int) and not isinstance(text, bool):
+            texts[i] = str(text)
+            shown = texts[i][:20] + ("..." if len(texts[i]) > 20 else "")
+            log.warning("text %s was read as a number, which drops any '_' or leading '+'; quote it to pass it "
+                        "as written, as in 'text=\"+1_2\"'", shown)  # fmt: skip
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ConfigError(f"text must be a non-empty string or a list of them, got {cfg.text!r}")
     trained = load_trained(cfg.ckpt_path, cfg.device)
-    results = inference.translate(trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len)
+    results = inference.translate(
+        trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len, cfg.max_source_len, cfg.truncate
+    )
     for i, result in enumerate(results, start=1):
         if result.unknown:
             log.warning("%r holds tokens the model never saw (read as <unk>): %s", result.text, result.unknown)

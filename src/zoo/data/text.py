@@ -18,7 +18,9 @@ Generated splits are drawn from ``seed`` and have fixed sizes; a validation or t
 source never occurs in the training split. Every module is character level except
 ``parallel_tsv`` (``level: word`` by default). The vocabularies (see
 :mod:`zoo.data.vocab`) are built from the training split and travel in checkpoints
-through :meth:`TextDataModule.state_dict`, so a checkpoint alone can translate.
+through :meth:`TextDataModule.state_dict`, so a checkpoint alone can translate; so does
+the longest training source in tokens (``longest_source``), from which translation
+derives its default input limit.
 
 A batch is a dict: ``src`` (B, S) with ``<eos>`` appended, ``src_mask`` (B, S) true at
 real tokens, ``tgt_in`` (B, T) = ``<bos> y``, ``tgt_out`` (B, T) = ``y <eos>``; padding is
@@ -103,6 +105,7 @@ class TextDataModule(DataModule):
         self.level = level
         self.src_vocab: Vocab | None = None
         self.tgt_vocab: Vocab | None = None
+        self.longest_source: int | None = None  # tokens with <eos>; None in checkpoints older than the record
 
     def make_splits(self) -> dict[str, Pairs]:
         """``{"train": pairs, "val": pairs, "test": pairs}`` of (source, target) strings."""
@@ -122,6 +125,7 @@ class TextDataModule(DataModule):
         self.train_set, self.val_set, self.test_set = (
             TextPairs(splits[k], self.src_vocab, self.tgt_vocab) for k in ("train", "val", "test")
         )
+        self.longest_source = int(self.train_set.tensors[1].max())  # source lengths, <eos> included
 
     def model_facts(self) -> dict[str, Any]:
         if self.src_vocab is None or self.tgt_vocab is None:
@@ -141,12 +145,16 @@ class TextDataModule(DataModule):
     def collate_fn(self, batch: list) -> dict[str, torch.Tensor]:
         return collate_pairs(batch)
 
-    # The vocabularies are the data module's state: Lightning writes it into every
-    # checkpoint (under the class name) and restores it when training resumes.
+    # The vocabularies and the longest training source are the data module's state:
+    # Lightning writes it into every checkpoint (under the class name) and restores it
+    # when training resumes.
     def state_dict(self) -> dict[str, Any]:
         if self.src_vocab is None or self.tgt_vocab is None:
             return {}
-        return {"src_vocab": self.src_vocab.state(), "tgt_vocab": self.tgt_vocab.state()}
+        state = {"src_vocab": self.src_vocab.state(), "tgt_vocab": self.tgt_vocab.state()}
+        if self.longest_source is not None:
+            state["longest_source"] = self.longest_source
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -158,6 +166,8 @@ class TextDataModule(DataModule):
                 f"the data (or its settings) changed since the checkpoint was written"
             )
         self.src_vocab, self.tgt_vocab = src, tgt
+        if self.train_set is None:  # else measured on the data itself in setup()
+            self.longest_source = state.get("longest_source")
 
 
 def distinct_splits(

@@ -228,6 +228,12 @@ class ImageFolderDataModule(ImageDataModule):
                 self._class_names, _ = datasets.folder.find_classes(str(train_dir))
             except FileNotFoundError:
                 raise DataError(f"no class folders in {train_dir.resolve()} (expected <root>/train/<class>/<image>)") from None
+            if len(self._class_names) < 2:  # one class would train to a meaningless 100%
+                found, self._class_names = self._class_names, None
+                raise DataError(
+                    f"{train_dir.resolve()} has {len(found)} class folder ({', '.join(found)}); "
+                    f"classification needs at least 2 (<root>/train/<class>/<image>)"
+                )
         return self._class_names
 
     @property
@@ -271,6 +277,7 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        self.classes  # noqa: B018  (refuses a missing folder or fewer than 2 classes, naming the path)
         train = self._folder("train", train=True)
         if (self.root / "val").is_dir():
             self.train_set, self.val_set = train, self._folder("val", train=False)

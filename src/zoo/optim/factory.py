@@ -11,6 +11,8 @@ Scheduler config: ``{name, **options}``; see :func:`build_scheduler`.
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,11 +51,30 @@ def build_optimizer(
     """The optimizer ``name`` over ``named_params`` (e.g. ``model.named_parameters()``);
     ``param_lrs`` sets the rate of some parameters by name (see :func:`param_groups`)."""
     cls = OPTIMIZERS.get(name)
+    check_option_types("optim", cls, {"lr": lr, "weight_decay": weight_decay, **options})
     groups = param_groups(named_params, weight_decay, decay_norm_and_bias, param_lrs)
     try:
         return cls(groups, lr=lr, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"optimizer '{name}': {err}") from None
+
+
+def check_option_types(group: str, target: Any, options: Mapping[str, Any]) -> None:
+    """Refuse an option whose kind differs from its default's in ``target``'s signature
+    (``optim.lr=abc``), naming the key: the callee's own error would not."""
+    parameters = inspect.signature(target).parameters
+    for key, value in options.items():
+        default = parameters[key].default if key in parameters else None
+        if isinstance(default, bool):
+            kind, ok = "true or false", isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            kind, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            kind, ok = "a list", isinstance(value, (list, tuple))
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{group}.{key} must be {kind}, got {value!r}")
 
 
 def _steps(value: float, steps_per_epoch: int) -> int:
@@ -99,12 +120,21 @@ def _onecycle(
     anneal_strategy: str = "cos", cycle_momentum: bool = True,
 ):  # fmt: skip
     """One-cycle policy (Smith & Topin, 2018): LR up to ``optim.lr``, then annealed, per step."""
+    # OneCycleLR's warm-up phase ends at step pct_start * total_steps - 1, which must be past
+    # step 0: fewer steps than that divide by zero inside it.
+    needed = math.floor(1 / pct_start) + 1 if 0 < pct_start < 1 else 2
+    if total_steps < needed:
+        raise ConfigError(
+            f"the one-cycle schedule (sched=onecycle, pct_start={pct_start}) needs at least {needed} optimizer "
+            f"steps, this run has {total_steps}; train longer (trainer.max_epochs, trainer.max_steps, more data) "
+            f"or choose sched=cosine or sched=none"
+        )
     defaults = optimizer.defaults
     has_momentum = defaults.get("momentum", 0) > 0 or "betas" in defaults
     scheduler = lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[g["lr"] for g in optimizer.param_groups],
-        total_steps=max(total_steps, 2),
+        total_steps=total_steps,
         pct_start=pct_start,
         div_factor=div_factor,
         final_div_factor=final_div_factor,
@@ -147,6 +177,7 @@ def build_scheduler(
 ) -> dict[str, Any] | None:
     """A Lightning ``lr_scheduler`` config dict for the schedule ``name``, or ``None``."""
     builder = SCHEDULERS.get(name)
+    check_option_types("sched", builder, options)
     try:
         return builder(optimizer, total_steps, steps_per_epoch, **options)
     except (TypeError, ValueError) as err:

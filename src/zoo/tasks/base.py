@@ -20,6 +20,9 @@ from torchmetrics import MeanMetric
 
 from zoo.optim import build_optimizer, build_scheduler
 
+# The schedule length a fast_dev_run builds its schedule for (long enough for any schedule's phases).
+SMOKE_TEST_SCHEDULE_STEPS = 100
+
 
 class TaskModule(L.LightningModule):
     """Base class of the task modules: subclasses set ``monitor`` and ``monitor_mode``.
@@ -66,6 +69,8 @@ class TaskModule(L.LightningModule):
         if not self.hparams.sched:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
+        if self.trainer.fast_dev_run:  # a smoke test of a batch or two: the schedule's length is moot
+            total = max(total, SMOKE_TEST_SCHEDULE_STEPS)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1, math.ceil(total / epochs))
         scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.scheduler_options())
