@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.common import config_dir
+from zoo.cli.entry import config_dir
 from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta
 

@@ -1,5 +1,6 @@
 """zoo-train, zoo-eval and zoo-models through the real configs."""
 
+import csv
 import json
 import os
 
@@ -66,9 +67,21 @@ def test_multirun_sweeps_write_one_folder_per_job(tmp_path):
         f"hydra.sweep.dir={tmp_path}", *QUIET,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for job in ("0", "1"):
-        assert (tmp_path / job / "metrics.json").is_file()
+    records = [json.loads((tmp_path / job / "metrics.json").read_text()) for job in ("0", "1")]
     assert "adamw" in (tmp_path / "1" / "config.yaml").read_text()
+    # The sweep's table: one row per job, read from the job's own files, the best marked.
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["overrides"], r["status"]) for r in rows] == [
+        ("0", "optim=sgd", "done"),
+        ("1", "optim=adamw", "done"),
+    ]
+    for row, record in zip(rows, records):
+        assert float(row["test/acc"]) == pytest.approx(record["test"]["test/acc"])
+        assert float(row["best_val"]) == pytest.approx(record["best_val"]["score"]) and row["monitor"] == "val/acc"
+    best = max(range(2), key=lambda i: records[i]["best_val"]["score"])
+    assert [r["best"] for r in rows] == ["*" if i == best else "" for i in range(2)]
+    assert "| * |" in (tmp_path / "summary.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +220,43 @@ def test_a_task_the_data_does_not_serve_is_refused(tmp_path):
     cfg = compose_config("train", tmp_path, ["task.name=seq2seq", *QUIET])
     with pytest.raises(ConfigError, match="data 'digits' is for the classification task, but task=seq2seq"):
         train(cfg)
+
+
+# Runs a command's entry point with the given arguments in a fresh interpreter and reports
+# which heavy libraries it imported.
+_IMPORTS_PROBE = """
+import json, sys
+from importlib.metadata import entry_points
+(entry,) = entry_points(group="console_scripts", name=sys.argv[1])
+sys.argv = sys.argv[1:]
+try:
+    entry.load()()
+except SystemExit:
+    pass
+print(json.dumps({m: m in sys.modules for m in ("torch", "lightning")}))
+"""
+
+
+@pytest.mark.parametrize("command", ["zoo-train", "zoo-eval", "zoo-predict", "zoo-translate", "zoo-export"])
+def test_help_is_the_projects_page_and_imports_neither_torch_nor_lightning(command):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, command, "--help"], capture_output=True, text=True, timeout=120)
+    page, imported = result.stdout.rsplit("\n", 2)[0], json.loads(result.stdout.rsplit("\n", 2)[1])
+    assert imported == {"torch": False, "lightning": False}
+    assert page.startswith(f"{command}: ") and "== Examples ==" in page and "Documentation: docs/" in page
+    assert "powered by Hydra" not in page
+    examples = page.split("== Examples ==")[1].split("== More ==")[0].strip().splitlines()
+    assert len(examples) >= 5 and all(line.startswith(command) for line in examples)
+    if command == "zoo-train":  # the groups and their choices, read from configs/
+        assert "model: alexnet, densenet121" in page and "optim: adam, adam_ref" in page
+
+
+def test_zoo_models_imports_no_lightning():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, "zoo-models", "lenet5"], capture_output=True, text=True, timeout=120)
+    assert "lenet5" in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"torch": True, "lightning": False}

@@ -53,6 +53,8 @@ def test_the_default_run_prints_what_the_readme_promises(tmp_path):
     line = re.search(r"\[zoo\]\[INFO\] - (test/acc \S+, test/acc_top5 \S+, test/loss \S+ \(last weights\))", result.stdout)
     assert line, result.stdout[-2000:]
     assert f"test/acc {record['test']['test/acc']:.4f}," in line.group(1)
+    output = result.stdout + result.stderr
+    assert "Tip:" not in output and "LeafSpec" not in output  # Lightning's adverts and known noise are silenced
 
 
 def test_the_docs_build_into_a_site_without_broken_links(tmp_path):

@@ -28,3 +28,9 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
         with open(tmp_path / trial / "csv" / "metrics.csv", newline="") as f:
             best_val.append(max(float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")))
     assert results["best_value"] == pytest.approx(max(best_val), abs=1e-6)
+    # The sweep's table works for the Optuna sweeper too: one row per trial, the best marked.
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1"] and all("optim.lr=" in r["overrides"] for r in rows)
+    (best,) = [r for r in rows if r["best"] == "*"]
+    assert float(best["best_val"]) == pytest.approx(results["best_value"], abs=1e-6)

@@ -21,7 +21,7 @@ RUN = [
 KILLED_RUN = """
 import os, signal, sys
 import lightning as L
-from zoo.cli import common, train
+from zoo.cli import common, launch
 
 KILL_AT = int(sys.argv[1])
 
@@ -33,7 +33,7 @@ class Kill(L.Callback):
 build_callbacks = common.build_callbacks
 common.build_callbacks = lambda *a, **k: build_callbacks(*a, **k) + [Kill()]
 sys.argv = ["zoo-train", *sys.argv[2:]]
-train.main()
+launch.train()
 """
 
 

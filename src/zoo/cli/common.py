@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
-from zoo.cli.entry import config_dir, reports_user_errors  # noqa: F401  (the CLIs' shared entry helpers)
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.files import atomic_write
 from zoo.finetune import FinetuneConfig, finetune_callbacks
@@ -34,6 +33,19 @@ def quiet_known_warnings() -> None:
     # Step logs are written every log_every_n_steps steps counted across epochs, and the
     # epoch means at each epoch's end (zoo.tasks.base): short epochs lose nothing.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    # Lightning 2.6 calls torch's deprecated LeafSpec check on every batch transfer.
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*is deprecated.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # where it logs
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoProductTips) for f in logger.filters):
+            logger.addFilter(_NoProductTips())
+
+
+class _NoProductTips(logging.Filter):
+    """Drop Lightning's advertisements for other products ("💡 Tip: ... try installing ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
 
 
 def plain(node: Any) -> Any:

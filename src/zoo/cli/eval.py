@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
@@ -28,10 +27,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchvision import datasets
 
-from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.common import (
-    config_dir, config_errors, fit_model_to_data, plain, quiet_known_warnings, reports_user_errors, trainer_options,
-    write_metrics,
+    config_errors, fit_model_to_data, plain, quiet_known_warnings, trainer_options, write_metrics,
 )  # fmt: skip
 from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
@@ -95,11 +92,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
-@reports_user_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """What ``zoo-eval`` runs once Hydra has composed ``cfg`` (see :mod:`zoo.cli.launch`)."""
     evaluate(cfg)
 
 
 if __name__ == "__main__":
+    from zoo.cli.launch import eval as main
+
     main()

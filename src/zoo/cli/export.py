@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from zoo import export as exporting
 from zoo import inference
-from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.data import ImageDataModule
 from zoo.errors import ConfigError
 
@@ -51,11 +49,12 @@ def export(cfg: DictConfig) -> exporting.Exported:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
-@reports_user_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """What ``zoo-export`` runs once Hydra has composed ``cfg`` (see :mod:`zoo.cli.launch`)."""
     export(cfg)
 
 
 if __name__ == "__main__":
+    from zoo.cli.launch import export as main
+
     main()

@@ -18,11 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import inference
-from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.data import ImageDataModule
 from zoo.errors import ConfigError, DataError
 
@@ -97,12 +95,13 @@ def predict(cfg: DictConfig) -> int:
     return predict_texts(cfg, trained)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
-@reports_user_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """What ``zoo-predict`` runs once Hydra has composed ``cfg`` (see :mod:`zoo.cli.launch`)."""
     if predict(cfg):
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    from zoo.cli.launch import predict as main
+
     main()

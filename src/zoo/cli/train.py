@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.entry import check_train_config, config_dir, reports_user_errors
+from zoo.cli.entry import check_train_config
 from zoo.errors import ConfigError
 from zoo.files import RunLock, atomic_write, remove_stale_temporaries
 
@@ -76,6 +75,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
     from zoo.plotting import plot_curves
 
+    started = time.monotonic()
     quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -112,7 +112,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         write_metrics(
             run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
             test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
-            trainable_params=trainable,
+            trainable_params=trainable, seconds=round(time.monotonic() - started, 1),
+            best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
+                      "score": float(score) if score is not None else None},
         )  # fmt: skip
         metrics_csv = run_dir / "csv" / "metrics.csv"
         if metrics_csv.is_file():
@@ -123,11 +125,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     return float(score) if score is not None else float("nan")
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-@reports_user_errors
-def main(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float:
+    """What ``zoo-train`` runs once Hydra has composed ``cfg`` (see :mod:`zoo.cli.launch`)."""
     return train(cfg)
 
 
 if __name__ == "__main__":
+    from zoo.cli.launch import train as main
+
     main()

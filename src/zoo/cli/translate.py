@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import inference
-from zoo.cli.entry import config_dir, reports_user_errors
 from zoo.errors import ConfigError
 from zoo.inference import load_trained
 
@@ -75,11 +73,12 @@ def translate(cfg: DictConfig) -> list[str]:
     return [r.output for r in results]
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="translate")
-@reports_user_errors
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """What ``zoo-translate`` runs once Hydra has composed ``cfg`` (see :mod:`zoo.cli.launch`)."""
     translate(cfg)
 
 
 if __name__ == "__main__":
+    from zoo.cli.launch import translate as main
+
     main()
