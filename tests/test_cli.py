@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -260,3 +261,21 @@ def test_zoo_models_imports_no_lightning():
     result = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, "zoo-models", "lenet5"], capture_output=True, text=True, timeout=120)
     assert "lenet5" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"torch": True, "lightning": False}
+
+
+def test_off_a_terminal_the_log_has_one_line_per_epoch_instead_of_a_progress_bar(tmp_path):
+    result = run_cli("zoo-train", "model=mlp", "trainer.max_epochs=2", "sched=none", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\r" not in result.stdout + result.stderr and "it/s" not in result.stdout + result.stderr  # no bar
+    log = (tmp_path / "train.log").read_text()
+    lines = re.findall(r"\[zoo\]\[INFO\] - epoch (\d)/2: (.*), ([\d.]+) s$", log, flags=re.M)
+    assert [int(epoch) for epoch, _, _ in lines] == [1, 2]
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for epoch, (_, values, _) in enumerate(lines):
+        shown = dict(part.rsplit(" ", 1) for part in values.split(", "))
+        assert set(shown) >= {"train/loss", "train/acc", "val/loss", "val/acc", "lr"}
+        for key, column in (("val/acc", "val/acc"), ("train/loss", "train/loss_epoch")):
+            logged = [float(r[column]) for r in rows if r[column] and int(r["epoch"]) == epoch]
+            assert float(shown[key]) == pytest.approx(logged[0], abs=5e-5), (epoch, key)
+    assert re.search(r"\[zoo\]\[INFO\] - test/acc \S+, test/acc_top5 \S+, test/loss \S+ \(last weights\)", log)

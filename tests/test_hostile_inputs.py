@@ -165,7 +165,7 @@ CASES: dict[str, Case] = {
     ),
     # The other commands: mandatory arguments and the same door for every file.
     "zoo-predict without arguments": Case("zoo-predict", (), "ckpt_path is required"),
-    "zoo-translate without arguments": Case("zoo-translate", (), "is required"),
+    "zoo-translate without arguments": Case("zoo-translate", (), "ckpt_path and text are required"),
     "zoo-export without arguments": Case("zoo-export", (), "ckpt_path is required"),
     "zoo-eval of a malicious pickle": Case(
         "zoo-eval", (f"ckpt_path={CKPT}",), "names posix.system",

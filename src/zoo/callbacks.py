@@ -15,13 +15,17 @@ Exact resume: see :class:`ExactResume`.
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from typing import Any
 
 import lightning as L
 import torch
 
 from zoo.errors import ZooError
+
+log = logging.getLogger("zoo")
 
 
 class NonFiniteLossError(ZooError):
@@ -85,3 +89,41 @@ class ExactResume(L.Callback):
         if self._position is not None and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(self._position)
         self._position = None
+
+
+class EpochLog(L.Callback):
+    """One plain line per epoch in the log (and so in ``train.log``): the epoch's training
+    loss and accuracy, the validation metrics, the learning rate and the seconds it took.
+
+    What a person reads after the run, and what stands in for the progress bar when
+    stdout is not a terminal (a file, a pipe, a batch job). Lightning folds the epoch's
+    training means into ``callback_metrics`` after every ``on_train_epoch_end`` hook, so the
+    line is written when the next epoch starts, or when training ends.
+    """
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._pending: tuple[int, str, float] | None = None  # (epoch, lr, seconds) awaiting its metrics
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+        self._started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lr = f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}" if trainer.optimizers else ""
+        self._pending = (trainer.current_epoch, lr, time.monotonic() - self._started)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        if self._pending is None or not trainer.is_global_zero:
+            return
+        epoch, lr, seconds = self._pending
+        self._pending = None
+        parts = [
+            f"{name.removesuffix('_epoch')} {float(value):.4f}" for name, value in sorted(trainer.callback_metrics.items())
+            if (name.startswith("train/") and not name.endswith("_step")) or name.startswith("val/")
+        ]  # fmt: skip
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        log.info("epoch %d%s: %s, %.1f s", epoch + 1, total, ", ".join([*parts, lr] if lr else parts), seconds)

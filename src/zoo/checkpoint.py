@@ -99,21 +99,26 @@ def load_lightning_checkpoint(path: str | Path, map_location: Any = "cpu") -> di
     return ckpt
 
 
-def check_resumable(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
-    """The training checkpoint at ``path``, checked before Lightning resumes from it.
-
-    Besides :func:`load_lightning_checkpoint`'s checks: the state of a whole training run
-    (optimizer and loop states, not only weights), and parameters with the names and
-    shapes of ``module``'s, so that another architecture is refused in one line.
-    """
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """The checkpoint of a training run at ``path``, to resume from: besides
+    :func:`load_lightning_checkpoint`'s checks, the optimizer and loop states, not only weights."""
     ckpt = load_lightning_checkpoint(path)
-    where = Path(path).resolve()
     missing = [key for key in ("optimizer_states", "loops", "epoch", "global_step") if key not in ckpt]
     if missing:
         raise CheckpointError(
-            f"{where} holds weights but not a training run's state (no {', '.join(missing)}); "
+            f"{Path(path).resolve()} holds weights but not a training run's state (no {', '.join(missing)}); "
             f"to start from its weights use finetune.weights={path} instead of resuming"
         )
+    return ckpt
+
+
+def check_resumable(path: str | Path, module: torch.nn.Module, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training checkpoint at ``path`` (``ckpt`` if already read by :func:`load_training_state`),
+    checked before Lightning resumes from it: a training state whose parameters have the
+    names and shapes of ``module``'s, so that another architecture is refused in one line.
+    """
+    ckpt = load_training_state(path) if ckpt is None else ckpt
+    where = Path(path).resolve()
     saved = ckpt["state_dict"]
     expected = module.state_dict()
     if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.callbacks import ExactResume, StopOnNonFiniteLoss
+from zoo.callbacks import EpochLog, ExactResume, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
@@ -121,13 +122,17 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         # An exponential moving average of the weights (Polyak averaging), validated,
         # tested and checkpointed in place of the trained weights: Lightning's callback.
         callbacks.append(cb.EMAWeightAveraging(**plain(cfg.ema)))
-    bar = cfg.get("progress_bar", "tqdm")
+    bar = cfg.get("progress_bar", "auto")
+    if bar == "auto":  # a bar on a terminal; in a file or a pipe, the epoch lines below instead
+        bar = "tqdm" if sys.stdout.isatty() else "none"
     if bar == "rich":
         callbacks.append(cb.RichProgressBar(refresh_rate=cfg.get("refresh_rate", 1), leave=True))
     elif bar == "tqdm":
         callbacks.append(cb.TQDMProgressBar(refresh_rate=cfg.get("refresh_rate", 1)))
     elif bar not in (None, "none"):
-        raise ConfigError(f"callbacks.progress_bar must be rich, tqdm or none, got {bar!r}")
+        raise ConfigError(f"callbacks.progress_bar must be auto, rich, tqdm or none, got {bar!r}")
+    if cfg.get("epoch_log", True):
+        callbacks.append(EpochLog())
     if cfg.get("lr_monitor") and has_logger:
         callbacks.append(cb.LearningRateMonitor(logging_interval="step"))
     if cfg.get("stop_on_nonfinite_loss", True):
@@ -169,6 +174,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, net: Any) -> L.Trainer:
     with config_errors("trainer"):
         return L.Trainer(
             **options, callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir,
+            enable_progress_bar=any(isinstance(c, cb.ProgressBar) for c in callbacks),  # none: no default bar either
             plugins=[AtomicCheckpointIO()],  # atomic saves beside the file; loads through zoo.checkpoint
         )  # fmt: skip
 

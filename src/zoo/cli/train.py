@@ -67,6 +67,15 @@ def train(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> float:
+    # A checkpoint to resume from is read and checked first (torch only, before Lightning and
+    # the data): a missing, corrupt, unsafe or foreign file stops the run in one line, before
+    # anything is written. Its fit to the model is checked once the model is built.
+    ckpt_path = resume_from(cfg, run_dir)
+    if ckpt_path:
+        from zoo.checkpoint import load_training_state
+
+        resumed = load_training_state(ckpt_path)
+
     import lightning as L
 
     from zoo.checkpoint import check_resumable
@@ -92,11 +101,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     module = build_task(cfg, datamodule, **finetune.task_options())
     apply_finetuning(module.net, finetune, pretrained)
 
-    # A checkpoint to resume from is read and checked before the trainer sees it: a missing,
-    # corrupt, unsafe or foreign file stops the run in one line, before anything is written.
-    ckpt_path = resume_from(cfg, run_dir)
     if ckpt_path:
-        check_resumable(ckpt_path, module)
+        check_resumable(ckpt_path, module, resumed)
+        del resumed  # Lightning reads the file again, through AtomicCheckpointIO
     trainer = build_trainer(cfg, run_dir, module.net)
     if trainer.is_global_zero:  # under DDP every process runs this function
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
