@@ -30,7 +30,7 @@ def _digest(path) -> str:
 
 
 def test_a_poisoned_batch_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, one_thread):
-    train(compose_config("train", tmp_path, [*FAST, "trainer.max_epochs=1"]))
+    train(compose_config("train", tmp_path, [*FAST, "sched=none", "trainer.max_epochs=1"]))
     last = tmp_path / "checkpoints" / "last.ckpt"
     before = _digest(last)
     steps_per_epoch = torch.load(last, weights_only=True)["global_step"]
@@ -40,7 +40,7 @@ def test_a_poisoned_batch_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_pa
         return (images * float("nan") if self.trainer.training else images), labels
 
     monkeypatch.setattr(DigitsDataModule, "on_after_batch_transfer", poison)
-    cfg = compose_config("train", tmp_path, [*FAST, "trainer.max_epochs=2", f"ckpt_path={last}"])
+    cfg = compose_config("train", tmp_path, [*FAST, "sched=none", "trainer.max_epochs=2", f"ckpt_path={last}"])
     with pytest.raises(NonFiniteLossError, match=rf"train/loss is nan at step {steps_per_epoch} \(epoch 1, batch 0\)"):
         train(cfg)
     assert _digest(last) == before  # nothing was saved after the bad step

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import Metric
 
 from zoo.errors import ZooError
 
@@ -62,6 +63,7 @@ class ExactResume(L.Callback):
 
     def __init__(self) -> None:
         self._position: dict[str, int] | None = None
+        self.resumes = 0  # how many times this run was resumed (metrics.json reports it)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         version, internal, gauss = random.getstate()
@@ -71,6 +73,18 @@ class ExactResume(L.Callback):
         loader = trainer.train_dataloader
         if hasattr(loader, "state_dict"):
             state["train_loader"] = loader.state_dict()
+        # The running means of the epoch (torchmetrics states are not in the state_dict):
+        # a run resumed mid-epoch ends the epoch with the same means as an uninterrupted one.
+        # At the end of an epoch they are about to be reset: the next epoch starts afresh.
+        mid_epoch = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        state["metrics"] = {} if not mid_epoch else {
+            name: {
+                "updates": metric.update_count,
+                "states": {k: v.detach().clone() for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)},
+            }
+            for name, metric in pl_module.named_modules() if isinstance(metric, Metric)
+        }  # fmt: skip
+        state["resumes"] = self.resumes
         checkpoint[self.KEY] = state
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -83,6 +97,15 @@ class ExactResume(L.Callback):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
         self._position = state.get("train_loader")
+        if trainer.state.fn == "fit":  # not the weights trainer.test reads back
+            self.resumes = state.get("resumes", 0) + 1
+        metrics = dict(pl_module.named_modules())
+        for name, saved in state.get("metrics", {}).items():
+            metric = metrics.get(name)
+            if isinstance(metric, Metric):
+                for key, value in saved["states"].items():
+                    setattr(metric, key, value.to(getattr(metric, key).device))
+                metric._update_count, metric._computed = saved["updates"], None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loader = trainer.train_dataloader
@@ -127,3 +150,4 @@ class EpochLog(L.Callback):
         ]  # fmt: skip
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s: %s, %.1f s", epoch + 1, total, ", ".join([*parts, lr] if lr else parts), seconds)
+

@@ -19,6 +19,7 @@ from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.files import atomic_write
+from zoo.loggers import ResumableCSVLogger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.perf import resolve_precision, speed_up
 from zoo.tasks import TASKS
@@ -140,12 +141,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
     return callbacks
 
 
-def build_loggers(cfg: DictConfig | None, run_dir: Path) -> list:
-    """Loggers writing under the run folder: ``csv/metrics.csv`` and ``tensorboard/``."""
+def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None = None) -> list:
+    """Loggers writing under the run folder: ``csv/metrics.csv`` and ``tensorboard/``; a run
+    resumed after ``resume_step`` optimizer steps keeps the CSV rows of the steps before."""
     loggers = []
     for name, options in (plain(cfg) or {}).items():
         if name == "csv":
-            loggers.append(pl_loggers.CSVLogger(save_dir=run_dir, name="csv", version="", **(options or {})))
+            loggers.append(ResumableCSVLogger(save_dir=run_dir, name="csv", version="", resume_step=resume_step, **(options or {})))
         elif name == "tensorboard":
             loggers.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", **(options or {})))
         else:
@@ -161,13 +163,13 @@ def trainer_options(trainer_cfg: DictConfig, net: Any) -> dict[str, Any]:
     return options
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, net: Any) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | None = None) -> L.Trainer:
     """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to ``net``."""
     options = trainer_options(cfg.trainer, net)
     perf = plain(cfg.get("perf")) or {}
     with config_errors("perf"):
         speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
-    loggers = build_loggers(cfg.get("logger"), run_dir)
+    loggers = build_loggers(cfg.get("logger"), run_dir, resume_step)
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))

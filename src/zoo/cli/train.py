@@ -53,6 +53,13 @@ def tested_checkpoint(test_weights: str, trainer: L.Trainer) -> str | None:
     return None
 
 
+def resumes(trainer: L.Trainer) -> int:
+    """How many times the run was resumed (0 for a run that never stopped)."""
+    from zoo.callbacks import ExactResume
+
+    return next((c.resumes for c in trainer.callbacks if isinstance(c, ExactResume)), 0)
+
+
 def train(cfg: DictConfig) -> float:
     """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -101,10 +108,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     module = build_task(cfg, datamodule, **finetune.task_options())
     apply_finetuning(module.net, finetune, pretrained)
 
+    resume_step = None
     if ckpt_path:
         check_resumable(ckpt_path, module, resumed)
+        resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again, through AtomicCheckpointIO
-    trainer = build_trainer(cfg, run_dir, module.net)
+    trainer = build_trainer(cfg, run_dir, module.net, resume_step)
     if trainer.is_global_zero:  # under DDP every process runs this function
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -119,7 +128,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         write_metrics(
             run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
             test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
-            trainable_params=trainable, seconds=round(time.monotonic() - started, 1),
+            trainable_params=trainable, seconds=round(time.monotonic() - started, 1), resumes=resumes(trainer),
             best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
                       "score": float(score) if score is not None else None},
         )  # fmt: skip

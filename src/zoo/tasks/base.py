@@ -18,8 +18,12 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from zoo.errors import ConfigError
 from zoo.optim import build_optimizer, build_scheduler
 
+# Schedules whose shape is fixed by their length (OneCycleLR's total_steps, cosine's T_max):
+# a resumed run cannot stretch them to a longer run.
+LENGTH_BOUND_SCHEDULES = frozenset({"onecycle", "cosine"})
 # The schedule length a fast_dev_run builds its schedule for (long enough for any schedule's phases).
 SMOKE_TEST_SCHEDULE_STEPS = 100
 
@@ -73,7 +77,26 @@ class TaskModule(L.LightningModule):
             total = max(total, SMOKE_TEST_SCHEDULE_STEPS)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1, math.ceil(total / epochs))
+        name = self.hparams.sched.get("name")
+        saved = getattr(self, "_resumed_schedule", None)
+        if saved and saved.get("name") == name and name in LENGTH_BOUND_SCHEDULES and saved["total_steps"] != total:
+            raise ConfigError(
+                f"this run's sched={name} schedule was built for {saved['total_steps']} optimizer steps and cannot "
+                f"stretch to {total}; resume with the trainer.max_epochs/max_steps it was started with, or start a "
+                f"new run from its weights (finetune=full finetune.weights=<its last.ckpt>); sched=step, plateau "
+                f"and none can be extended"
+            )
+        self._schedule = {"name": name, "total_steps": total}
         scheduler = build_scheduler(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch, **self.scheduler_options())
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # The schedule's length travels in the checkpoint: a resume that would stretch a
+    # schedule whose shape is fixed by its length is refused above, in one line.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if getattr(self, "_schedule", None):
+            checkpoint["zoo_schedule"] = dict(self._schedule)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_schedule = checkpoint.get("zoo_schedule")
