@@ -19,7 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import QUIET, run_cli
+from zoo.cli.train import train
+
+from helpers import QUIET, compose_config, run_cli
 
 SENTINEL = "zoo-hostile-code-ran"
 
@@ -203,8 +205,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def finished_run(tmp_path_factory) -> Path:
     """A finished training run that no case may touch (and whose files some cases damage copies of)."""
     run = tmp_path_factory.mktemp("finished")
-    result = run_cli("zoo-train", *TRAIN, "sched=none", f"hydra.run.dir={run}")
-    assert result.returncode == 0, result.stderr
+    train(compose_config("train", run, [*TRAIN, "sched=none"]))  # in-process: the cases are the subject
     return run
 
 
@@ -212,11 +213,10 @@ def finished_run(tmp_path_factory) -> Path:
 def seq2seq_checkpoint(tmp_path_factory) -> Path:
     """A barely trained sequence-to-sequence checkpoint, for the commands that decode text."""
     run = tmp_path_factory.mktemp("seq2seq")
-    result = run_cli(
-        "zoo-train", "model=seq2seq_gru", "data=reverse", "sched=none", "data.train_size=32", "data.val_size=8",
-        "data.test_size=8", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", *QUIET, f"hydra.run.dir={run}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    train(compose_config("train", run, [
+        "model=seq2seq_gru", "data=reverse", "sched=none", "data.train_size=32", "data.val_size=8",
+        "data.test_size=8", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", *QUIET,
+    ]))  # fmt: skip
     return run / "checkpoints" / "last.ckpt"
 
 
