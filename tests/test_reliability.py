@@ -180,13 +180,14 @@ def test_killed_while_writing_last_ckpt_leaves_the_old_or_the_new_file(tmp_path)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _save_forever(path: str) -> None:
-    """Write two alternating, distinguishable checkpoints to ``path`` until killed."""
+def _save_forever(path: str, blobs: list[torch.Tensor]) -> None:
+    """Write distinguishable checkpoints to ``path`` until killed. The tensors come from the
+    parent: a forked child must not compute (torch's thread pool does not survive a fork)."""
     io = AtomicCheckpointIO()
     version = 0
     while True:
         version += 1
-        io.save_checkpoint({"version": version, "blob": torch.full((2_000_000,), float(version))}, path)
+        io.save_checkpoint({"version": version, "blob": blobs[version % 2]}, path)
 
 
 def test_atomic_checkpoint_io_survives_kills_at_random_moments(tmp_path):
@@ -197,8 +198,9 @@ def test_atomic_checkpoint_io_survives_kills_at_random_moments(tmp_path):
     path = tmp_path / "last.ckpt"
     context = multiprocessing.get_context("fork")
     rng = random.Random(0)
+    blobs = [torch.full((2_000_000,), float(parity)) for parity in (0, 1)]
     for _ in range(20):
-        writer = context.Process(target=_save_forever, args=(str(path),))
+        writer = context.Process(target=_save_forever, args=(str(path), blobs))
         writer.start()
         while not path.exists():
             time.sleep(0.001)
@@ -206,7 +208,7 @@ def test_atomic_checkpoint_io_survives_kills_at_random_moments(tmp_path):
         os.kill(writer.pid, signal.SIGKILL)
         writer.join()
         ckpt = torch.load(path, weights_only=True)
-        assert torch.equal(ckpt["blob"], torch.full((2_000_000,), float(ckpt["version"])))
+        assert torch.equal(ckpt["blob"], blobs[ckpt["version"] % 2])
         path.unlink()
         for leftover in tmp_path.glob(".last.ckpt.*.tmp"):
             leftover.unlink()
