@@ -279,3 +279,29 @@ def test_off_a_terminal_the_log_has_one_line_per_epoch_instead_of_a_progress_bar
             logged = [float(r[column]) for r in rows if r[column] and int(r["epoch"]) == epoch]
             assert float(shown[key]) == pytest.approx(logged[0], abs=5e-5), (epoch, key)
     assert re.search(r"\[zoo\]\[INFO\] - test/acc \S+, test/acc_top5 \S+, test/loss \S+ \(last weights\)", log)
+
+
+def test_the_model_summary_counts_macs_and_the_frozen_split(tmp_path):
+    from zoo.callbacks import split_line
+    from zoo.profiling import count_macs
+
+    result = run_main("zoo-train", "model=mlp", "trainer.max_epochs=1", "sched=none", "callbacks.progress_bar=none",
+                      f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "train.log").read_text()
+    model_cfg = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["model"]
+    net = build_on_meta(zoo.get_model, **model_cfg)
+    macs, size = count_macs(net), net.default_image_size
+    assert f"MACs per forward pass of the example input (1x1x{size}x{size}): {macs:,}" in log
+    assert re.search(rf"\n{round(2 * macs / 1e3)} K\s+Total Flops", log)  # Lightning's table: 2 FLOPs per MAC
+    assert "parameters: " in log and " 0 frozen" in log and "already configured" not in log
+
+    model = zoo.get_model("lenet5")
+    for p in model.c1.parameters():
+        p.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.c1.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    modules = sum(1 for m in model.modules() if any(True for _ in m.parameters(recurse=False)))
+    assert split_line(model) == (
+        f"parameters: {total - frozen:,} trainable, {frozen:,} frozen (1 of {modules} modules with parameters frozen)"
+    )

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from torchmetrics import Metric
 
 from zoo.errors import ZooError
@@ -151,3 +152,46 @@ class EpochLog(L.Callback):
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s: %s, %.1f s", epoch + 1, total, ", ".join([*parts, lr] if lr else parts), seconds)
 
+
+
+class ModelSummaryWithMACs(ModelSummary):
+    """Lightning's model table with this project's MAC count and the frozen/trainable split.
+
+    Lightning counts FLOPs only for a module with an ``example_input_array`` (ours have
+    none, so it printed "Total FLOPs: 0"); here the network is rebuilt on the meta device
+    from the task's model config and counted on its own example input
+    (:func:`zoo.profiling.count_macs`), so nothing runs on the real (maybe compiled) network.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._macs = None
+        if self._max_depth and trainer.is_global_zero:
+            from zoo.models import get_model
+            from zoo.profiling import build_on_meta, count_macs
+
+            meta = build_on_meta(get_model, **pl_module.hparams["model"])
+            self._example = tuple(tuple(x.shape) for x in meta.example_inputs())
+            self._macs = count_macs(meta)
+        super().on_fit_start(trainer, pl_module)
+        if trainer.is_global_zero and self._max_depth:
+            log.info(split_line(pl_module))
+
+    def summarize(self, summary_data: Any, total_parameters: int, trainable_parameters: int, model_size: float,
+                  total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:  # fmt: skip
+        flops = 2 * self._macs if self._macs is not None else total_flops  # a multiply-accumulate is 2 FLOPs
+        super().summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, flops, **kwargs)
+        if self._macs is not None:
+            shapes = ", ".join("x".join(map(str, s)) for s in self._example)
+            log.info("MACs per forward pass of the example input (%s): %s", shapes, f"{self._macs:,}")
+
+
+def split_line(module: torch.nn.Module) -> str:
+    """``parameters: N trainable, M frozen`` and how many modules hold only frozen parameters."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    holders = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    frozen_modules = sum(1 for m in holders if not any(p.requires_grad for p in m.parameters(recurse=False)))
+    return (
+        f"parameters: {trainable:,} trainable, {frozen:,} frozen "
+        f"({frozen_modules} of {len(holders)} modules with parameters frozen)"
+    )

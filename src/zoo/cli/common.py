@@ -14,7 +14,7 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.callbacks import EpochLog, ExactResume, StopOnNonFiniteLoss
+from zoo.callbacks import EpochLog, ExactResume, ModelSummaryWithMACs, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
@@ -44,10 +44,11 @@ def quiet_known_warnings() -> None:
 
 
 class _NoProductTips(logging.Filter):
-    """Drop Lightning's advertisements for other products ("💡 Tip: ... try installing ...")."""
+    """Drop Lightning's advertisements for other products ("💡 Tip: ... try installing ...")
+    and its note that our model summary replaces its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(("💡 Tip", "Trainer already configured with model summary"))
 
 
 def plain(node: Any) -> Any:
@@ -136,6 +137,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         callbacks.append(EpochLog())
     if cfg.get("lr_monitor") and has_logger:
         callbacks.append(cb.LearningRateMonitor(logging_interval="step"))
+    callbacks.append(ModelSummaryWithMACs())  # used only when trainer.enable_model_summary is true
     if cfg.get("stop_on_nonfinite_loss", True):
         callbacks.append(StopOnNonFiniteLoss())
     return callbacks
