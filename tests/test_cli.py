@@ -295,6 +295,9 @@ def test_the_model_summary_counts_macs_and_the_frozen_split(tmp_path):
     assert f"MACs per forward pass of the example input (1x1x{size}x{size}): {macs:,}" in log
     assert re.search(rf"\n{round(2 * macs / 1e3)} K\s+Total Flops", log)  # Lightning's table: 2 FLOPs per MAC
     assert "parameters: " in log and " 0 frozen" in log and "already configured" not in log
+    quiet = run_main("zoo-train", "model=mlp", "trainer.fast_dev_run=true", "trainer.enable_model_summary=false",
+                     "callbacks.progress_bar=none", f"hydra.run.dir={tmp_path / 'quiet'}")  # fmt: skip
+    assert quiet.returncode == 0 and "MACs per forward pass" not in (tmp_path / "quiet" / "train.log").read_text()
 
     model = zoo.get_model("lenet5")
     for p in model.c1.parameters():

@@ -112,12 +112,9 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def check_resumable(path: str | Path, module: torch.nn.Module, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The training checkpoint at ``path`` (``ckpt`` if already read by :func:`load_training_state`),
-    checked before Lightning resumes from it: a training state whose parameters have the
-    names and shapes of ``module``'s, so that another architecture is refused in one line.
-    """
-    ckpt = load_training_state(path) if ckpt is None else ckpt
+def check_resumable(ckpt: dict[str, Any], module: torch.nn.Module, path: str | Path) -> None:
+    """Refuse, in one line, to resume ``module`` from ``ckpt`` (read from ``path`` by
+    :func:`load_training_state`) unless its parameters have the names and shapes of ``module``'s."""
     where = Path(path).resolve()
     saved = ckpt["state_dict"]
     expected = module.state_dict()
@@ -137,4 +134,3 @@ def check_resumable(path: str | Path, module: torch.nn.Module, ckpt: dict[str, A
             f"({len(absent) + len(extra) + len(reshaped)} parameters differ: {detail}); "
             f"resume with the config it was trained with"
         )
-    return ckpt

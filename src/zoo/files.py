@@ -118,10 +118,12 @@ class RunLock:
         raise ConfigError(f"could not lock run folder {self.path.parent}; another run keeps taking it")
 
     def _owner(self) -> int | None:
+        """The pid the lock names; ``None`` for a lock that names none (a writer killed mid-write)."""
         try:
-            return int(self.path.read_text().strip() or -1)
+            pid = int(self.path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        return pid if pid > 0 else None  # os.kill(-1, 0) would ask about every process
 
     def release(self) -> None:
         if self.held and self._owner() == os.getpid():

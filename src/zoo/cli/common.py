@@ -137,7 +137,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
         callbacks.append(EpochLog())
     if cfg.get("lr_monitor") and has_logger:
         callbacks.append(cb.LearningRateMonitor(logging_interval="step"))
-    callbacks.append(ModelSummaryWithMACs())  # used only when trainer.enable_model_summary is true
     if cfg.get("stop_on_nonfinite_loss", True):
         callbacks.append(StopOnNonFiniteLoss())
     return callbacks
@@ -175,6 +174,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | N
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
+    if options.get("enable_model_summary") is not False:  # Lightning keeps a given summary callback even when off
+        callbacks.append(ModelSummaryWithMACs())
     with config_errors("trainer"):
         return L.Trainer(
             **options, callbacks=callbacks, logger=loggers or False, default_root_dir=run_dir,

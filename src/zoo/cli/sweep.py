@@ -30,13 +30,14 @@ def _job_folders(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def summary_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One dict per job folder of ``sweep_dir``: job, overrides, best val score, test metrics, seconds."""
-    rows = []
+def summary_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """One dict per job folder of ``sweep_dir`` (job, the overrides that tell it apart, best
+    validation score and how it ranks, test metrics, seconds), and the overrides every job shares."""
+    rows, overrides = [], []
     for job in _job_folders(Path(sweep_dir)):
         overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-        row: dict[str, Any] = {"job": job.name, "all_overrides": [str(o) for o in overrides]}
+        overrides.append([str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else [])
+        row: dict[str, Any] = {"job": job.name, "all_overrides": " ".join(overrides[-1])}
         metrics_file = job / "metrics.json"
         if not metrics_file.is_file():
             row["status"] = "failed (no metrics.json)"
@@ -44,25 +45,22 @@ def summary_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
             continue
         record = json.loads(metrics_file.read_text())
         best = record.get("best_val") or {}
-        row.update(status="done", monitor=best.get("monitor", ""), best_val=best.get("score"), seconds=record.get("seconds"))
-        row.update(record.get("test", {}))
+        row.update(status="done", monitor=best.get("monitor", ""), mode=best.get("mode", "max"), best_val=best.get("score"))
+        row.update(record.get("test", {}), seconds=record.get("seconds"))
         rows.append(row)
-    # What tells the jobs apart: the overrides not shared by every job.
-    common = set.intersection(*(set(r["all_overrides"]) for r in rows)) if rows else set()
-    for row in rows:
-        row["overrides"] = " ".join(o for o in row["all_overrides"] if o not in common) or "(none)"
-        row["all_overrides"] = " ".join(row["all_overrides"])
-    return rows
+    common = set.intersection(*map(set, overrides)) if overrides else set()
+    for row, own in zip(rows, overrides):
+        row["overrides"] = " ".join(o for o in own if o not in common) or "(none)"
+    return rows, sorted(common)
 
 
 def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; returns the rows."""
     sweep_dir = Path(sweep_dir)
-    rows = summary_rows(sweep_dir)
+    rows, common = summary_rows(sweep_dir)
     scored = [r for r in rows if isinstance(r.get("best_val"), (int, float))]
-    if scored:
-        mode = _best_mode(sweep_dir, scored)
-        (min if mode == "min" else max)(scored, key=lambda r: r["best_val"])["best"] = "*"
+    if scored:  # the jobs of a sweep share their monitor, and so how it ranks
+        (min if scored[0]["mode"] == "min" else max)(scored, key=lambda r: r["best_val"])["best"] = "*"
     columns = ["best", "job", "overrides", "status", "monitor", "best_val"]
     columns += sorted({k for r in rows for k in r if k.startswith("test/")}) + ["seconds", "all_overrides"]
     buffer = io.StringIO()
@@ -77,20 +75,13 @@ def write_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
         return "" if value is None else str(value).replace("|", "\\|")
 
     shown = columns[:-1]  # the Markdown table leaves out all_overrides: the shared ones are listed once
-    common = set.intersection(*(set(r["all_overrides"].split()) for r in rows)) if rows else set()
     lines = [f"# Sweep summary: {sweep_dir}", "", f"{len(rows)} jobs; * marks the best validation score."]
     if common:
-        lines.append("Overrides of every job: " + " ".join(f"`{o}`" for o in sorted(common)))
+        lines.append("Overrides of every job: " + " ".join(f"`{o}`" for o in common))
     lines += ["", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in shown) + " |" for r in rows]
     atomic_write(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return rows
-
-
-def _best_mode(sweep_dir: Path, scored: list[dict[str, Any]]) -> str:
-    """``min`` or ``max``: how the jobs' own monitor ranks (all jobs of a sweep share it)."""
-    record = json.loads((sweep_dir / scored[0]["job"] / "metrics.json").read_text())
-    return (record.get("best_val") or {}).get("mode", "max")
 
 
 class SweepSummary(Callback):

@@ -110,7 +110,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     resume_step = None
     if ckpt_path:
-        check_resumable(ckpt_path, module, resumed)
+        check_resumable(resumed, module, ckpt_path)
         resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again, through AtomicCheckpointIO
     trainer = build_trainer(cfg, run_dir, module.net, resume_step)
