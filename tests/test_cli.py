@@ -267,6 +267,7 @@ def test_off_a_terminal_the_log_has_one_line_per_epoch_instead_of_a_progress_bar
     result = run_cli("zoo-train", "model=mlp", "trainer.max_epochs=2", "sched=none", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "\r" not in result.stdout + result.stderr and "it/s" not in result.stdout + result.stderr  # no bar
+    assert (result.stdout + result.stderr).count("GPU available") == 1  # Lightning's lines once, not twice
     log = (tmp_path / "train.log").read_text()
     lines = re.findall(r"\[zoo\]\[INFO\] - epoch (\d)/2: (.*), ([\d.]+) s$", log, flags=re.M)
     assert [int(epoch) for epoch, _, _ in lines] == [1, 2]

@@ -19,7 +19,7 @@ from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.files import atomic_write
-from zoo.loggers import ResumableCSVLogger
+from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.perf import resolve_precision, speed_up
 from zoo.tasks import TASKS
@@ -37,6 +37,12 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     # Lightning 2.6 calls torch's deprecated LeafSpec check on every batch transfer.
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*is deprecated.*")
+    # `import lightning` gives its logger a console handler of its own; under Hydra's logging
+    # (console and train.log) every Lightning line then printed twice.
+    if logging.getLogger().hasHandlers():
+        lightning_logger = logging.getLogger("lightning")
+        for handler in [h for h in lightning_logger.handlers if type(h) is logging.StreamHandler]:
+            lightning_logger.removeHandler(handler)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # where it logs
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoProductTips) for f in logger.filters):
@@ -142,17 +148,25 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, has_logger: bool, task: type
     return callbacks
 
 
-def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None = None) -> list:
-    """Loggers writing under the run folder: ``csv/metrics.csv`` and ``tensorboard/``; a run
-    resumed after ``resume_step`` optimizer steps keeps the CSV rows of the steps before."""
+def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None = None, store_dir: Path | None = None) -> list:
+    """The loggers ``cfg`` (the ``logger`` group) names: ``csv`` (``<run>/csv/metrics.csv``),
+    ``tensorboard`` (``<run>/tensorboard``), ``mlflow`` (by default a local store
+    ``<store_dir>/mlflow.db``) and ``wandb`` (``<run>/wandb``, offline without credentials).
+    A run resumed after ``resume_step`` optimizer steps keeps the CSV rows of the steps
+    before and continues its MLflow / W&B run."""
     loggers = []
     for name, options in (plain(cfg) or {}).items():
+        options = dict(options or {})
         if name == "csv":
-            loggers.append(ResumableCSVLogger(save_dir=run_dir, name="csv", version="", resume_step=resume_step, **(options or {})))
+            loggers.append(ResumableCSVLogger(save_dir=run_dir, name="csv", version="", resume_step=resume_step, **options))
         elif name == "tensorboard":
-            loggers.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", **(options or {})))
+            loggers.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", **options))
+        elif name == "mlflow":
+            loggers.append(mlflow_logger(run_dir, store_dir or run_dir.parent, resume=resume_step is not None, **options))
+        elif name == "wandb":
+            loggers.append(wandb_logger(run_dir, **options))
         else:
-            raise ConfigError(f"unknown logger '{name}'; available: csv, tensorboard")
+            raise ConfigError(f"unknown logger '{name}'; available: csv, tensorboard, mlflow, wandb")
     return loggers
 
 
@@ -170,7 +184,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | N
     perf = plain(cfg.get("perf")) or {}
     with config_errors("perf"):
         speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
-    loggers = build_loggers(cfg.get("logger"), run_dir, resume_step)
+    loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs")))
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))

@@ -89,6 +89,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     from zoo.cli.common import build_task, build_trainer, config_errors, plain, quiet_known_warnings, write_metrics
     from zoo.data import build_datamodule
     from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
+    from zoo.loggers import finish_trackers
     from zoo.plotting import plot_curves
 
     started = time.monotonic()
@@ -114,29 +115,35 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again, through AtomicCheckpointIO
     trainer = build_trainer(cfg, run_dir, module.net, resume_step)
-    if trainer.is_global_zero:  # under DDP every process runs this function
-        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
+    try:
+        if trainer.is_global_zero:  # under DDP every process runs this function
+            atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if resume_step is None:  # a resumed run's loggers hold its config already (MLflow params cannot change)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
 
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint else ""
-    score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
-    tested = tested_checkpoint(cfg.test_weights, trainer)
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
-    if trainer.is_global_zero:
-        write_metrics(
-            run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
-            test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
-            trainable_params=trainable, seconds=round(time.monotonic() - started, 1), resumes=resumes(trainer),
-            best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
-                      "score": float(score) if score is not None else None},
-        )  # fmt: skip
-        metrics_csv = run_dir / "csv" / "metrics.csv"
-        if metrics_csv.is_file():
-            plot_curves(metrics_csv, run_dir / "curves.png")
-        summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
-        log.info("%s (%s weights)", summary, cfg.test_weights)
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint else ""
+        score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
+        tested = tested_checkpoint(cfg.test_weights, trainer)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
+        if trainer.is_global_zero:
+            write_metrics(
+                run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
+                test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
+                trainable_params=trainable, seconds=round(time.monotonic() - started, 1), resumes=resumes(trainer),
+                best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
+                          "score": float(score) if score is not None else None},
+            )  # fmt: skip
+            metrics_csv = run_dir / "csv" / "metrics.csv"
+            if metrics_csv.is_file():
+                plot_curves(metrics_csv, run_dir / "curves.png")
+            summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
+            log.info("%s (%s weights)", summary, cfg.test_weights)
+    finally:
+        finish_trackers(trainer.loggers)
     log.info("run folder: %s", run_dir)
     return float(score) if score is not None else float("nan")
 

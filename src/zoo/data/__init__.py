@@ -19,7 +19,7 @@ for _module in pkgutil.iter_modules(__path__):
 def build_datamodule(name: str, **kwargs: Any) -> DataModule:
     """Build the registered dataset ``name``; its settings are saved in every checkpoint."""
     datamodule = DATASETS.build(name, **kwargs)
-    datamodule.save_hyperparameters({"name": name, **kwargs})
+    datamodule.save_hyperparameters({"name": name, **kwargs}, logger=False)  # the loggers get the run config
     return datamodule
 
 

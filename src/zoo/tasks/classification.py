@@ -78,7 +78,7 @@ class ImageClassifier(TaskModule):
         cutmix_alpha: float = 0.0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole run config (zoo-train)
         kwargs = dict(model)
         self.net = get_model(kwargs.pop("name"), **kwargs)
         self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)

@@ -71,7 +71,7 @@ class Seq2SeqModule(TaskModule):
         num_samples: int = 3,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole run config (zoo-train)
         kwargs = dict(model)
         name = kwargs.pop("name")
         # Checked on the meta device first: an image model would fail on its own missing options.
