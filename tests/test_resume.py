@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from helpers import QUIET, compose_config, run_main
 # Shuffling, dropout and augmentation all on; last.ckpt every 4 of the 20 steps per epoch.
 RUN = [
     "model=mlp", "model.dropout=0.3", "data.max_shift=2", "data.batch_size=64", "trainer.max_epochs=2", "seed=5",
-    "callbacks.checkpoint.every_n_train_steps=4", "trainer.log_every_n_steps=2", *QUIET,
+    "callbacks.checkpoint.every_n_train_steps=4", "trainer.log_every_n_steps=2", "logger=[csv,tensorboard]", *QUIET,
 ]  # fmt: skip
 
 # zoo-train with one extra callback that SIGKILLs the process when step `k` is about to
@@ -50,6 +51,15 @@ def _tensors(tree):
     return []
 
 
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard's view of the run's scalars: ``{tag: [(step, value), ...]}``, read as
+    TensorBoard reads them (events after a resume's ``purge_step`` in older files hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def _rows(run_dir) -> list[dict[str, str]]:
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -73,6 +83,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(tmp_path, uninterru
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == kill_at // 4 * 4
 
+    time.sleep(1.1)  # TensorBoard orders event files by name, which holds the second they were created
     train(compose_config("train", tmp_path, [*RUN, "resume=true"]))
     resumed = torch.load(last, weights_only=True)
     assert resumed["global_step"] == reference["global_step"] == 40
@@ -83,6 +94,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(tmp_path, uninterru
     assert resumed["lr_schedulers"] == reference["lr_schedulers"]
     # The history continues across the resume: every row, none twice, the same values.
     assert _rows(tmp_path) == _rows(reference_dir)
+    assert _scalars(tmp_path) == _scalars(reference_dir)
     ours, ref = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path, reference_dir))
     assert (ours.pop("resumes"), ref.pop("resumes")) == (1, 0)
     for record in (ours, ref):

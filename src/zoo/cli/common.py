@@ -32,6 +32,8 @@ def quiet_known_warnings() -> None:
     # The bundled digits live in memory: worker processes would only add start-up cost.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    # A resumed run's CSV logger keeps the rows before the checkpoint (zoo.loggers), whatever Lightning says.
+    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
     # Step logs are written every log_every_n_steps steps counted across epochs, and the
     # epoch means at each epoch's end (zoo.tasks.base): short epochs lose nothing.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
@@ -152,14 +154,16 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None
     """The loggers ``cfg`` (the ``logger`` group) names: ``csv`` (``<run>/csv/metrics.csv``),
     ``tensorboard`` (``<run>/tensorboard``), ``mlflow`` (by default a local store
     ``<store_dir>/mlflow.db``) and ``wandb`` (``<run>/wandb``, offline without credentials).
-    A run resumed after ``resume_step`` optimizer steps keeps the CSV rows of the steps
-    before and continues its MLflow / W&B run."""
+    A run resumed after ``resume_step`` optimizer steps keeps the CSV rows and TensorBoard
+    events of the steps before (dropping the later ones) and continues its MLflow / W&B run."""
     loggers = []
     for name, options in (plain(cfg) or {}).items():
         options = dict(options or {})
         if name == "csv":
             loggers.append(ResumableCSVLogger(save_dir=run_dir, name="csv", version="", resume_step=resume_step, **options))
         elif name == "tensorboard":
+            if resume_step is not None:  # TensorBoard hides what the killed run logged from this step on
+                options.setdefault("purge_step", resume_step)
             loggers.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", **options))
         elif name == "mlflow":
             loggers.append(mlflow_logger(run_dir, store_dir or run_dir.parent, resume=resume_step is not None, **options))
