@@ -187,3 +187,37 @@ def model_lists() -> dict[str, list[str]]:
         "family_model": families,
         "family_image_model": [name for name in families if name in image],
     }
+
+
+def _probe(outputs: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    """A scalar of ``outputs`` whose gradient differs from element to element (a plain sum
+    would hide a permutation)."""
+    return sum((y * torch.linspace(-1.0, 2.0, y.numel()).view_as(y)).sum() for y in outputs if y is not None)
+
+
+def values_and_gradients(module: nn.Module, *inputs: torch.Tensor, **kwargs) -> dict[str, torch.Tensor | None]:
+    """``module(*inputs, **kwargs)``'s outputs (``out0``, ``out1``, ...) and the gradients of a
+    probe of them with respect to each distinct input (``d_in0``, ...; one leaf for an input
+    passed twice, as in self-attention) and each parameter (``d_<name>``)."""
+    module.zero_grad()
+    leaves: dict[int, torch.Tensor] = {}
+    args = [leaves.setdefault(id(x), x.detach().clone().requires_grad_()) for x in inputs]
+    outputs = module(*args, **kwargs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    _probe(outputs).backward()
+    result = {f"out{i}": None if y is None else y.detach() for i, y in enumerate(outputs)}
+    result.update({f"d_in{i}": leaf.grad for i, leaf in enumerate(leaves.values())})
+    result.update({f"d_{name}": p.grad for name, p in module.named_parameters()})
+    return result
+
+
+def assert_same_values_and_gradients(
+    ours: nn.Module, ref: nn.Module, *inputs: torch.Tensor, ref_kwargs: dict | None = None, **kwargs
+) -> None:
+    """``ours`` and the reference ``ref`` (with the same weights) give the same outputs and the
+    same gradients of inputs and parameters; ``ref_kwargs`` (default ``kwargs``) go to ``ref``."""
+    expected = values_and_gradients(ref, *inputs, **(kwargs if ref_kwargs is None else ref_kwargs))
+    actual = values_and_gradients(ours, *inputs, **kwargs)
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, rtol=1e-5, atol=1e-5, msg=lambda m: f"{key}: {m}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 import torchvision
@@ -47,23 +48,70 @@ def test_a_count_that_disagrees_with_the_published_one_is_flagged():
 
 def test_zoo_bench_writes_tables_and_plots_and_compares_with_torchvision(tmp_path, capsys):
     main([
-        "resnet18", "lenet5", "transformer_small", "--throughput", "--compare", "torchvision", "--image-size", "64",
-        "--batch-size", "2", "--rounds", "2", "--steps", "1", "--warmup", "1", "--out", str(tmp_path),
+        "resnet18", "transformer_small", "--throughput", "--compare", "torchvision", "--image-size", "64",
+        "--batch-size", "2", "--rounds", "3", "--steps", "1", "--warmup", "1", "--threads", "1", "--out", str(tmp_path),
     ])  # fmt: skip
     rows = {r["model"]: r for r in csv.DictReader((tmp_path / "bench.csv").open())}
-    assert set(rows) == {"resnet18", "lenet5", "transformer_small"}
+    assert set(rows) == {"resnet18", "transformer_small"}
     resnet = rows["resnet18"]
     assert resnet["flags"] == "ok" and resnet["published_acc1"] == "69.758" and resnet["timed_at_px"] == "64"
     for key in ("ours_train_img_s", "torchvision_train_img_s", "train_ratio_vs_torchvision", "ours_train_peak_mib"):
         assert float(resnet[key]) > 0, key
-    assert rows["lenet5"]["timed_at_px"] == "32"  # LeNet-5 takes only its own size
-    assert "MNIST" in rows["lenet5"]["paper"] and float(rows["lenet5"]["ours_train_peak_mib"]) > 0
+    for key in ("ours_train_img_s", "ours_infer_img_s", "train_ratio_vs_torchvision", "infer_ratio_vs_torchvision"):
+        assert float(resnet[f"{key}_min"]) <= float(resnet[key]) <= float(resnet[f"{key}_max"]), key
     assert rows["transformer_small"]["ours_train_img_s"] == ""  # sequence models: counts only
-    assert "| resnet18 | 11,689,512 |" in (tmp_path / "bench.md").read_text()
+    bench_md = (tmp_path / "bench.md").read_text()
+    assert "| resnet18 | 11,689,512 |" in bench_md and "threads 1, 3 rounds" in bench_md
     assert "| `resnet18` | 11,689,512 / 11,689,512 | 1.814 / 1.81 (224) | 69.758 / 89.078 (IMAGENET1K_V1) | - | ok |" in (
         tmp_path / "summary.md").read_text()  # fmt: skip
     assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 0 and (tmp_path / "throughput_vs_params.png").is_file()
-    assert "vs tv" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "vs tv" in out and re.search(r"\d \([\d.]+-[\d.]+\)", out)  # median (min-max)
+
+
+def test_a_fixed_input_model_is_timed_at_its_own_size(tmp_path):
+    main(["lenet5", "--throughput", "--batch-size", "2", "--rounds", "2", "--steps", "1", "--warmup", "1",
+          "--no-memory", "--out", str(tmp_path)])  # fmt: skip
+    (row,) = csv.DictReader((tmp_path / "bench.csv").open())
+    assert row["timed_at_px"] == "32" and "MNIST" in row["paper"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lenet5", "--throughput", "--image-size", "64"], r"--image-size 64 cannot apply to lenet5 \(32 px\): their input size is fixed"),
+    (["resnet18", "--image-size", "64"], "--image-size only apply to the timings: add --throughput"),
+    (["resnet18", "--compare", "torchvision", "--threads", "2"], "--compare, --threads only apply to the timings"),
+    (["resnet18", "--throughput", "--threads", "0"], "--threads must be at least 1, got 0"),
+])  # fmt: skip
+def test_options_the_run_would_ignore_are_refused_in_one_line(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main([*argv, "--out", str(tmp_path)])
+
+
+def test_a_busy_machine_and_unsteady_rounds_are_reported(tmp_path, monkeypatch, capsys):
+    import zoo.benchmark
+    import zoo.cli.bench
+
+    monkeypatch.setattr(zoo.benchmark, "load_average", lambda: 64.0)  # a fake load figure
+    steady = [0.010, 0.010, 0.010]
+    monkeypatch.setattr(zoo.cli.bench, "time_interleaved", lambda timing, **kw: {
+        label: ([0.010, 0.015, 0.010] if label == "ours train" else steady) for label in timing})  # fmt: skip
+    main(["resnet18", "--throughput", "--image-size", "32", "--no-memory", "--rounds", "3", "--compare", "torchvision",
+          "--batch-size", "2", "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Warning: figures unreliable: machine busy (load average 64.0 on" in err
+    assert "Warning: figures unreliable: rounds spread beyond 10% (resnet18: ours train rounds 50% apart)" in err
+    (row,) = csv.DictReader((tmp_path / "bench.csv").open())
+    assert row["unsteady"] == "ours train rounds 50% apart"
+    # The ratio against torchvision is taken round by round: 1, 2/3, 1.
+    ratio = [float(row[f"train_ratio_vs_torchvision{s}"]) for s in ("", "_min", "_max")]
+    assert ratio == pytest.approx([1.0, 0.667, 1.0], abs=1e-3)
+    rates = [float(row[f"ours_train_img_s{s}"]) for s in ("", "_min", "_max")]
+    assert rates == pytest.approx([200.0, 133.333, 200.0], abs=1e-3)  # 2 images per round of 10 or 15 ms
+    assert "Warning: figures unreliable: machine busy" in (tmp_path / "bench.md").read_text()
+    monkeypatch.setattr(zoo.benchmark, "load_average", lambda: 0.5)
+    monkeypatch.setattr(zoo.cli.bench, "time_interleaved", lambda timing, **kw: {label: steady for label in timing})
+    main(["resnet18", "--throughput", "--image-size", "32", "--no-memory", "--rounds", "3", "--out", str(tmp_path)])
+    assert "Warning" not in capsys.readouterr().err
 
 
 def test_an_unknown_model_pattern_lists_the_choices(tmp_path):

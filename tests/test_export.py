@@ -4,25 +4,33 @@ Every artifact is run here at batch sizes other than the traced one, by onnxrunt
 the loaded program, and compared with the eager network on inputs the library never saw.
 """
 
+import ast
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
+from sklearn.datasets import load_digits
 from torch import nn
+from torchvision.transforms import v2
 
-from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms
+from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms, write_image_folder
 
+import zoo
 from zoo.cli.export import export as export_cli
 from zoo.cli.train import train
+from zoo.data import build_datamodule
 from zoo.errors import ConfigError, ZooError
-from zoo.export import ExportError, export_model, export_onnx, export_program
-from zoo.inference import load_trained
+from zoo.export import ExportError, export_model, export_onnx, export_program, image_metadata
+from zoo.inference import classify, load_trained
 from zoo.models import get_model
 
 ATOL = 1e-4
@@ -107,9 +115,11 @@ def digits_ckpt(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     try:
         run_dir = tmp_path_factory.mktemp("digits_run")
+        # Two whole epochs (about a second): answers confident enough to tell images apart,
+        # which the docs' onnxruntime example must reproduce.
         train(compose_config("train", run_dir, [
-            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "sched=none", "~logger", *QUIET,
+            "trainer.max_epochs=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "sched=none",
+            "~logger", *QUIET,
         ]))  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -154,6 +164,7 @@ def test_zoo_export_writes_files_that_match_the_checkpoint(cli_runs, digits_ckpt
     onnx_path, onnx_diff = _reported(to_onnx.stdout)
     assert onnx_path == digits_ckpt.with_suffix(".onnx") and onnx_path.is_file() and 0 <= onnx_diff <= ATOL
     assert "ONNX opset" in to_onnx.stdout and "input (batch, 1, 32, 32)" in to_onnx.stdout
+    assert "with the preprocessing and 10 class names in its metadata_props" in to_onnx.stdout
 
     assert program.returncode == 0, program.stderr
     program_path, program_diff = _reported(program.stdout)
@@ -211,6 +222,150 @@ def test_seq2seq_checkpoints_are_refused_before_anything_is_written(tmp_path, on
     assert not (tmp_path / "s.onnx").exists()
 
 
+# -- metadata: the preprocessing and class names, and the docs' onnxruntime example ------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "inference.md"
+# What the docs' example may import: it runs with torch and zoo made unimportable.
+SNIPPET_IMPORTS = {"json", "sys", "numpy", "onnxruntime", "PIL"}
+
+
+@pytest.fixture(scope="module")
+def folder_onnx(tmp_path_factory) -> tuple[Path, Path]:
+    """An RGB checkpoint with named classes whose evaluation resizes (to 20 px) before it
+    crops (16 px), and its zoo-export ONNX file."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("folder_run")
+        write_image_folder(root / "pets", classes=("cat", "dog", "owl"), per_class=3)
+        train(compose_config("train", root / "run", [
+            "data=imagefolder", f"data.root={root / 'pets'}", "data.image_size=16", "data.resize_size=20",
+            "data.num_workers=0", "data.batch_size=4", "model=mlp", "trainer.max_epochs=1", "sched=none", "~logger",
+            *QUIET,
+        ]))  # fmt: skip
+        ckpt = root / "run" / "checkpoints" / "best.ckpt"
+        export_cli(compose_config("export", root, [f"ckpt_path={ckpt}"]))
+    finally:
+        torch.set_num_threads(threads)
+    return ckpt, ckpt.with_suffix(".onnx")
+
+
+@pytest.fixture(params=["digits", "folder"])
+def exported(request) -> tuple[Path, Path]:
+    """(checkpoint, its zoo-export ONNX file): the digits one written by the zoo-export process."""
+    if request.param == "folder":
+        return request.getfixturevalue("folder_onnx")
+    run, ckpt = request.getfixturevalue("cli_runs")["onnx"], request.getfixturevalue("digits_ckpt")
+    assert run.returncode == 0, run.stderr
+    return ckpt, ckpt.with_suffix(".onnx")
+
+
+def test_onnx_metadata_is_what_the_checkpoints_datamodule_says(exported):
+    ckpt, path = exported
+    trained = load_trained(ckpt)
+    dm, name = trained.datamodule, trained.module.hparams["model"]["name"]
+    c, s = dm.in_channels, dm.image_size
+    resize = getattr(dm, "resize_size", s)  # ImageFolder resizes to more than it keeps
+    assert (name, c, resize, s) in {("lenet5", 1, 32, 32), ("mlp", 3, 20, 16)}
+    assert dm.mean != dm.std and len(set(dm.class_names)) == dm.num_classes > 2  # a swap or a shuffle shows
+    model = onnx.load(str(path))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata == {
+        "model": name, "zoo_version": zoo.__version__, "input_name": "images", "output_name": "logits",
+        "input_shape": json.dumps(["batch", c, s, s]), "input_layout": "NCHW", "input_channels": str(c),
+        "image_mode": {1: "L", 3: "RGB"}[c], "resize_size": str(resize), "resize_interpolation": "bilinear",
+        "resize_antialias": "true", "center_crop_size": str(s), "scale": repr(1 / 255),
+        "mean": json.dumps(list(dm.mean)), "std": json.dumps(list(dm.std)), "class_names": json.dumps(dm.class_names),
+    }  # fmt: skip
+    assert json.loads(metadata["mean"]) == list(dm.mean) and json.loads(metadata["class_names"]) == dm.class_names
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == metadata  # as onnxruntime reads them
+    assert [i.name for i in session.get_inputs()] == [metadata["input_name"]]
+    assert [o.name for o in session.get_outputs()] == [metadata["output_name"]]
+    assert model.doc_string.startswith(f"{name} exported by zoo {zoo.__version__}")
+    assert f"resize the shorter side to {resize}" in model.doc_string and "class_names[i]" in model.doc_string
+
+
+def _docs_snippet() -> str:
+    """The Python block of docs/inference.md that classifies with the .onnx file alone."""
+    blocks = re.findall(r"^```python\n(# classify\.py:.*?)^```$", DOCS.read_text(), re.M | re.S)
+    assert len(blocks) == 1, f"expected one ```python block starting '# classify.py:' in {DOCS}"
+    return blocks[0]
+
+
+def _write_images(folder: Path) -> list[Path]:
+    """PNGs in several modes and sizes (enlarged, shrunk, not square: cropped) that a
+    digits network answers differently: digits in red and green, noise in blue."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    digits = (load_digits().images * (255 / 16)).astype(np.uint8)  # (N, 8, 8)
+    # Crops at x.5 offsets, which round to even (as torchvision rounds) rather than down:
+    # (32, 35) for digits (32 px, not resized), (46, 40) for the folder (resized to 23 x 20, kept 16).
+    sizes = [(8, 8), (40, 48), (97, 31), (300, 250), (32, 35), (46, 40), (20, 60)]
+    paths = []
+    for i, (size, mode) in enumerate(zip(sizes, ["L", "RGB", "P", "RGB", "L", "RGB", "L"])):
+        digit = np.asarray(Image.fromarray(digits[37 * i]).resize(size, Image.Resampling.BICUBIC))
+        noise = rng.integers(0, 256, digit.shape, dtype=np.uint8)
+        image = Image.fromarray(np.stack([digit, digit, noise], axis=-1)).convert(mode)
+        paths.append(folder / f"{i}_{mode}_{size[0]}x{size[1]}.png")
+        image.save(paths[-1])
+    return paths
+
+
+def test_the_docs_onnxruntime_example_gives_the_checkpoints_predictions(exported, tmp_path):
+    ckpt, path = exported
+    snippet = _docs_snippet()
+    imported = set()
+    for node in ast.walk(ast.parse(snippet)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= SNIPPET_IMPORTS, imported
+    assert len([line for line in snippet.splitlines() if line.strip() and not line.startswith("#")]) <= 20
+
+    script, images = tmp_path / "classify.py", _write_images(tmp_path / "images")
+    script.write_text(snippet)
+    without_torch = (  # the example as a user without PyTorch or zoo runs it
+        "import runpy, sys; sys.modules.update(dict.fromkeys(['torch', 'torchvision', 'zoo'])); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_torch, str(script), str(path), *map(str, images)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(images), result.stdout
+
+    predictions, failures = classify(load_trained(ckpt), images, top_k=1)  # zoo-predict's answers
+    assert not failures
+    for line, expected in zip(lines, predictions):
+        shown, answer = line.split(": ", 1)
+        name, probability = answer.rsplit(" ", 1)
+        assert (Path(shown), name) == (expected.path, expected.names[0]), line
+        assert abs(float(probability) - expected.probabilities[0]) <= 1e-4, (line, expected.probabilities[0])
+    # Answers that differ between the images by far more than the tolerance: a wrong
+    # preprocessing would move them.
+    probabilities = [p.probabilities[0] for p in predictions]
+    assert max(probabilities) - min(probabilities) > 1e-2
+
+
+def test_image_metadata_reads_the_predict_transform_and_refuses_what_it_cannot_say(tmp_path):
+    write_image_folder(tmp_path / "pets", classes=("owl", "cat"))
+    dm = build_datamodule(name="imagefolder", root=str(tmp_path / "pets"), image_size=24, num_workers=0, grayscale=True,
+                          mean=[0.25], std=[0.5])  # fmt: skip
+    metadata = image_metadata(dm)
+    assert [metadata[k] for k in ("image_mode", "input_channels", "mean", "std")] == ["L", "1", "[0.25]", "[0.5]"]
+    assert (metadata["resize_size"], metadata["center_crop_size"]) == ("27", "24")  # round(24 / 0.875)
+    assert json.loads(metadata["class_names"]) == ["cat", "owl"]  # the folders, sorted: the training's indices
+
+    dm.eval_steps = lambda: [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize((24, 24))]
+    with pytest.raises(ExportError, match=r"to_mode -> ToImage -> ToDtype -> Resize -> CenterCrop -> Normalize.*"
+                                          r"to_mode -> ToImage -> ToDtype -> Resize\(size=\[24, 24\]"):
+        image_metadata(dm)
+
+
 # -- the library's refusals ---------------------------------------------------------------
 
 
@@ -257,6 +412,10 @@ def test_unknown_format_opset_and_missing_onnx_are_refused(tmp_path, monkeypatch
         export_model(net, torch.randn(2, 4), tmp_path / "m", "tflite")
     with pytest.raises(ExportError, match="opset applies to format=onnx only"):
         export_model(net, torch.randn(2, 4), tmp_path / "m.pt2", "torch_export", opset=18)
+    with pytest.raises(ExportError, match="metadata applies to format=onnx only"):
+        export_model(net, torch.randn(2, 4), tmp_path / "m.pt2", "torch_export", metadata={"a": "b"})
+    with pytest.raises(ExportError, match="ONNX metadata keys and values are strings"):
+        export_model(net, torch.randn(2, 4), tmp_path / "m.onnx", "onnx", metadata={"mean": [0.5]})
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(ExportError, match=re.escape('pip install -e ".[export]"')):
         export_onnx(net, torch.randn(2, 4), tmp_path / "m.onnx")
@@ -268,7 +427,12 @@ def test_an_older_opset_is_written_as_asked_and_the_training_mode_comes_back(tmp
     net.train()  # exported (and compared) in eval mode all the same
     result = export_onnx(net, _input(net, size, batch=2), tmp_path / "m.onnx", opset=18)
     assert net.training and result.opset == 18 and result.batch_sizes == (1, 3)
-    assert {o.domain: o.version for o in onnx.load(str(result.path)).opset_import}[""] == 18
+    model = onnx.load(str(result.path))
+    assert {o.domain: o.version for o in model.opset_import}[""] == 18
+    assert {p.key: p.value for p in model.metadata_props} == {  # every ONNX file says what it is
+        "model": "LeNet5", "zoo_version": zoo.__version__, "input_name": "images", "output_name": "logits",
+        "input_shape": '["batch", 1, 32, 32]',
+    }  # fmt: skip
     x = _input(net, size, batch=4)
     with torch.no_grad():
         assert _max_diff(_onnx_runner(result.path)(x), net.eval()(x)) <= ATOL

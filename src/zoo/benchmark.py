@@ -142,7 +142,36 @@ def time_interleaved(
 
 def median_ratio(fast: list[float], slow: list[float]) -> float:
     """Median over rounds of ``slow / fast`` seconds: the speedup of ``fast``, round by round."""
-    return statistics.median(s / f for f, s in zip(fast, slow, strict=True))
+    return statistics.median(round_ratios(fast, slow))
+
+
+def round_ratios(fast: list[float], slow: list[float]) -> list[float]:
+    """``slow / fast`` seconds of each round: the two candidates timed back to back, a pair per round."""
+    return [s / f for f, s in zip(fast, slow, strict=True)]
+
+
+SPREAD_LIMIT = 0.10  # rounds further apart than this (max - min over the median) make a figure unreliable
+
+
+def spread(values: Sequence[float]) -> float:
+    """``(max - min) / median`` of per-round figures: 0 for a steady machine."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (``None`` where the OS does not report one)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(cores: int | None = None) -> str | None:
+    """A warning when other work already loads the machine beyond its cores, before timing."""
+    load, cores = load_average(), cores or os.cpu_count() or 1
+    if load is not None and load > cores:
+        return f"figures unreliable: machine busy (load average {load:.1f} on {cores} cores before timing)"
+    return None
 
 
 def cuda_peak_mib(step: Callable[[], object], device: str | torch.device = "cuda") -> float:

@@ -28,6 +28,32 @@ absolute difference above ``atol`` (``1e-4``) is an :class:`ExportError`. Files 
 into a temporary folder beside ``path`` and renamed into place only then, so a failure
 leaves no file behind.
 
+Every ONNX file also **describes itself** in its ``metadata_props`` (string keys and values;
+onnxruntime reads them back as ``session.get_modelmeta().custom_metadata_map``), so that a
+program with nothing but the file, numpy and PIL classifies an image as ``zoo-predict``
+does (``docs/inference.md`` has such a program). Every file has :func:`onnx_metadata`'s
+keys: ``model`` (the registry name; the class name unless ``name`` is given),
+``zoo_version``, ``input_name``, ``output_name`` and ``input_shape`` (JSON,
+``["batch", C, H, W]``). ``zoo-export`` adds :func:`image_metadata`'s, read off the very
+transform ``zoo-predict`` applies (the checkpoint's ``predict_transform()``), in the order
+they apply:
+
+- ``input_layout`` (``NCHW``) and ``input_channels``;
+- ``image_mode``: the PIL mode the image is converted to (``L`` or ``RGB``; ``zoo-predict``
+  also composites transparent pixels on white);
+- ``resize_size``, ``resize_interpolation`` (a torchvision ``InterpolationMode`` value, e.g.
+  ``bilinear``), ``resize_antialias`` (JSON): the shorter side is resized to ``resize_size``,
+  the longer to ``int(resize_size * long / short)``;
+- ``center_crop_size``: then the central square of that side is kept (offsets rounded as
+  Python's ``round`` does);
+- ``scale``: the 8-bit pixel values are multiplied by it (``1/255``: values in [0, 1]);
+- ``mean``, ``std`` (JSON lists, one per channel): then ``(x - mean) / std``;
+- ``class_names`` (a JSON list): the name of each output index, in index order.
+
+Inversion (``zoo-predict invert=true``, for dark-on-light drawings given to a digits or MNIST
+checkpoint) is the caller's choice, not the checkpoint's, and is not in the metadata. The
+file's ``doc_string`` says the same in a sentence. ``torch_export`` programs carry no metadata.
+
 Not supported (an error before anything is written): sequence-to-sequence models, whose
 greedy and beam-search decoding is a Python loop that stops on the data (``zoo-predict``
 and ``zoo-translate`` decode checkpoints); ONNX without the ``export`` extra installed.
@@ -36,18 +62,26 @@ and ``zoo-translate`` decode checkpoints); ONNX without the ``export`` extra ins
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils._pytree import tree_leaves
+from torchvision.transforms import InterpolationMode, v2
 
+from zoo import __version__
+from zoo.data import ImageDataModule
+from zoo.data.base import to_mode
 from zoo.errors import UnknownNameError, ZooError
 from zoo.models.base import Seq2SeqModel
 
@@ -105,6 +139,92 @@ def check_exportable(net: nn.Module, format: str, name: str | None = None) -> No
 def default_path(ckpt_path: str | Path, format: str) -> Path:
     """Where an export of ``ckpt_path`` goes by default: beside it, ``<stem>.onnx`` / ``<stem>.pt2``."""
     return Path(ckpt_path).with_suffix(FORMATS[check_format(format)])
+
+
+# -- metadata ---------------------------------------------------------------------------
+
+# The steps image_metadata describes, in the order a predict transform applies them.
+_PREDICT_STEPS = ("to_mode", "ToImage", "ToDtype", "Resize", "CenterCrop", "Normalize")
+
+
+def _describe_step(step: Any) -> tuple[str, dict[str, str]]:
+    """The kind of one predict-transform step (a name in :data:`_PREDICT_STEPS`) and its keys."""
+    if isinstance(step, v2.Lambda) and isinstance(step.lambd, partial) and step.lambd.func is to_mode:
+        # Run rather than re-derived: the mode is whatever to_mode converts an image to.
+        return "to_mode", {"image_mode": step.lambd(Image.new("RGB", (1, 1))).mode}
+    if isinstance(step, v2.ToImage):
+        return "ToImage", {}
+    if isinstance(step, v2.ToDtype) and step.dtype == torch.float32:
+        return "ToDtype", {"scale": repr(1 / 255 if step.scale else 1.0)}  # from PIL's 8-bit pixels
+    if isinstance(step, v2.Resize) and isinstance(step.interpolation, (str, InterpolationMode)) and (
+        step.size is not None and len(step.size) == 1 and step.max_size is None  # the shorter side to size[0]
+    ):
+        return "Resize", {
+            "resize_size": str(step.size[0]), "resize_interpolation": InterpolationMode(step.interpolation).value,
+            "resize_antialias": json.dumps(bool(step.antialias)),
+        }  # fmt: skip
+    if isinstance(step, v2.CenterCrop) and step.size[0] == step.size[1]:
+        return "CenterCrop", {"center_crop_size": str(step.size[0])}
+    if isinstance(step, v2.Normalize):
+        return "Normalize", {key: json.dumps([float(v) for v in getattr(step, key)]) for key in ("mean", "std")}
+    return repr(step), {}
+
+
+def image_metadata(datamodule: ImageDataModule) -> dict[str, str]:
+    """The preprocessing and class names of an image checkpoint, as ONNX metadata (see the module docs).
+
+    Read off ``datamodule.predict_transform()`` and ``datamodule.class_names``, the objects
+    ``zoo-predict`` classifies with, so the file says what the checkpoint does.
+
+    Raises:
+        ExportError: the predict transform is not ``to_mode -> ToImage -> ToDtype -> Resize
+            (shorter side) -> CenterCrop (square) -> Normalize``, which the keys cannot describe.
+    """
+    transform = datamodule.predict_transform()
+    steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
+    described = [_describe_step(step) for step in steps]
+    kinds = tuple(kind for kind, _ in described)
+    if kinds != _PREDICT_STEPS:
+        raise ExportError(
+            f"the ONNX metadata describes predict transforms of the steps {' -> '.join(_PREDICT_STEPS)} "
+            f"(one square crop, a resize of the shorter side); {type(datamodule).__name__}'s is "
+            f"{' -> '.join(kinds)}"
+        )
+    metadata = {"input_layout": "NCHW", "input_channels": str(datamodule.in_channels)}
+    for _, keys in described:
+        metadata.update(keys)
+    metadata["class_names"] = json.dumps(datamodule.class_names)
+    return metadata
+
+
+def onnx_metadata(name: str, example: torch.Tensor, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``metadata_props`` of every ONNX file :func:`export_onnx` writes: what it is and
+    which zoo wrote it, its input's and output's names and the input's shape, then ``extra``."""
+    metadata = {
+        "model": name, "zoo_version": __version__, "input_name": "images", "output_name": "logits",
+        "input_shape": json.dumps(["batch", *example.shape[1:]]),
+    }  # fmt: skip
+    for key, value in (extra or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ExportError(f"ONNX metadata keys and values are strings, got {key!r}: {value!r}")
+        metadata[key] = value
+    return metadata
+
+
+def _doc_string(metadata: dict[str, str]) -> str:
+    """One sentence for viewers such as Netron, which show the model's ``doc_string``."""
+    text = (
+        f"{metadata['model']} exported by zoo {metadata['zoo_version']}: input {metadata['input_name']!r} "
+        f"{metadata['input_shape']} float32, output {metadata['output_name']!r}."
+    )
+    if {"image_mode", "resize_size", "resize_interpolation", "center_crop_size", "scale"} <= metadata.keys():
+        text += (
+            f" Preprocessing (metadata_props): convert to PIL mode {metadata['image_mode']}, resize the shorter "
+            f"side to {metadata['resize_size']} ({metadata['resize_interpolation']}), keep the central "
+            f"{metadata['center_crop_size']} square, multiply by {metadata['scale']}, subtract mean, divide by std;"
+            f" output i is class_names[i]."
+        )
+    return text
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -185,9 +305,12 @@ def _validate(
 
 def export_onnx(
     net: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int | None = None,
-    atol: float = DEFAULT_ATOL, name: str | None = None,
+    atol: float = DEFAULT_ATOL, name: str | None = None, metadata: dict[str, str] | None = None,
 ) -> Exported:  # fmt: skip
     """Write ``net`` as an ONNX file with a dynamic batch dimension and check it with onnxruntime.
+
+    The file's ``metadata_props`` are :func:`onnx_metadata`'s (with ``metadata``, e.g.
+    :func:`image_metadata`'s), checked as onnxruntime reads them back.
 
     Args:
         net: An image model (any module taking one ``(B, C, H, W)`` tensor); exported in
@@ -196,7 +319,8 @@ def export_onnx(
         path: The ``.onnx`` file to write (its folder is created).
         opset: ONNX opset version; ``None`` is the exporter's default (see the module docs).
         atol: Largest absolute difference to the eager model that passes validation.
-        name: The model's name in error messages (default: its class name).
+        name: The model's name in error messages and the metadata (default: its class name).
+        metadata: More ``metadata_props`` (string keys and values).
 
     Returns:
         The written file and the validation's maximum absolute difference.
@@ -212,12 +336,15 @@ def export_onnx(
     name, path = name or type(net).__name__, Path(path)
     with _eval_mode(net):
         x = _traced_example(net, example)
+        props = onnx_metadata(name, x, metadata)
         with _written_atomically(path) as tmp:
             try:
                 program = torch.onnx.export(
                     net, (x,), None, dynamo=True, opset_version=opset, verbose=False,
                     dynamic_shapes=({0: torch.export.Dim("batch")},), input_names=["images"], output_names=["logits"],
                 )  # fmt: skip
+                program.model.metadata_props.update(props)
+                program.model.doc_string = _doc_string(props)
                 program.save(tmp)
             except Exception as err:
                 raise ExportError(f"{name} cannot be exported to onnx: {_first_line(err)}") from err
@@ -225,6 +352,8 @@ def export_onnx(
             options.log_severity_level = 3  # errors only: no notes about constant folding
             session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
             input_name = session.get_inputs()[0].name
+            if session.get_modelmeta().custom_metadata_map != props:
+                raise ExportError(f"the ONNX export of {name} does not read back the metadata written into it")
 
             def run(batch: torch.Tensor) -> list[torch.Tensor]:
                 return [torch.from_numpy(y) for y in session.run(None, {input_name: batch.cpu().numpy()})]
@@ -264,12 +393,13 @@ def export_program(
 
 def export_model(
     net: nn.Module, example: torch.Tensor, path: str | Path, format: str, *, opset: int | None = None,
-    atol: float = DEFAULT_ATOL, name: str | None = None,
+    atol: float = DEFAULT_ATOL, name: str | None = None, metadata: dict[str, str] | None = None,
 ) -> Exported:  # fmt: skip
     """:func:`export_onnx` or :func:`export_program`, by ``format`` (a key of :data:`FORMATS`)."""
     check_exportable(net, format, name)
     if format == "onnx":
-        return export_onnx(net, example, path, opset=opset, atol=atol, name=name)
-    if opset is not None:
-        raise ExportError(f"opset applies to format=onnx only, not to format={format}")
+        return export_onnx(net, example, path, opset=opset, atol=atol, name=name, metadata=metadata)
+    for option, value in (("opset", opset), ("metadata", metadata)):
+        if value is not None:
+            raise ExportError(f"{option} applies to format=onnx only, not to format={format}")
     return export_program(net, example, path, atol=atol, name=name)

@@ -11,7 +11,7 @@ the task module and the data module from these, reading the file through
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from zoo.data.base import to_mode
 from zoo.data.text import TextDataModule
 from zoo.data.vocab import EOS, EOS_IDX, tokenize
 from zoo.errors import ConfigError, DataError, config_errors
+from zoo.models.decoding import check_nbest
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
 
@@ -32,7 +33,9 @@ log = logging.getLogger("zoo")
 
 @dataclass
 class Trained:
-    """A task module in eval mode with the data module it was trained on (not set up)."""
+    """A trained model back from its checkpoint (``zoo.load(path)``): the network in eval
+    mode, what its inputs need (``transform`` and ``classes`` for images, the vocabularies
+    for text), and the task and data modules it was trained with (the data not read)."""
 
     module: TaskModule
     datamodule: DataModule
@@ -40,7 +43,26 @@ class Trained:
 
     @property
     def net(self) -> torch.nn.Module:
+        """The network, in eval mode: ``trained.net(trained.transform(image)[None])`` gives logits."""
         return self.module.net
+
+    @property
+    def transform(self) -> Any:
+        """Image checkpoints: the evaluation transform of their data, PIL image -> (C, H, W)
+        tensor (resize, crop, gray/colour, normalisation as in training); else ``None``."""
+        return self.datamodule.predict_transform() if isinstance(self.datamodule, ImageDataModule) else None
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Image checkpoints: the class names in the order of the logits; else ``None``."""
+        return self.datamodule.class_names if isinstance(self.datamodule, ImageDataModule) else None
+
+    @property
+    def vocabs(self) -> tuple[Any, Any] | None:
+        """Sequence checkpoints: the source and target vocabularies; else ``None``."""
+        if isinstance(self.datamodule, TextDataModule):
+            return self.datamodule.src_vocab, self.datamodule.tgt_vocab
+        return None
 
 
 def restore_datamodule(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> DataModule:
@@ -160,6 +182,9 @@ class Translation:
     output_tokens: list[str]
     attention: torch.Tensor | None  # (len(output_tokens), len(source_tokens)), or None
     unknown: list[str]  # source tokens outside the vocabulary (read as <unk>)
+    # With nbest > 1: the nbest outputs, best first (``output`` is the first), each with the
+    # score beam search ranked it by, log p / len ** length_penalty; empty otherwise.
+    hypotheses: list[tuple[str, float]] = field(default_factory=list)
 
 
 # A source may be this many times the longest training source: room for somewhat longer
@@ -194,9 +219,12 @@ def source_limit(datamodule: TextDataModule, max_source_len: int | None = None) 
 @torch.no_grad()
 def translate(
     trained: Trained, texts: list[str], beam_size: int = 1, length_penalty: float = 1.0, max_len: int | None = None,
-    max_source_len: int | None = None, truncate: bool = False,
+    max_source_len: int | None = None, truncate: bool = False, nbest: int = 1,
 ) -> list[Translation]:  # fmt: skip
     """Decode each text with a seq2seq checkpoint (greedy for ``beam_size`` 1, else beam search).
+
+    ``nbest`` > 1 (at most ``beam_size``) also lists the ``nbest`` best hypotheses of each
+    text with their scores (:attr:`Translation.hypotheses`).
 
     Sources longer than :func:`source_limit` tokens are refused, or with ``truncate`` cut
     to it (their ``<eos>`` kept) with a warning. Outputs are at most ``max_len`` tokens
@@ -206,8 +234,9 @@ def translate(
     datamodule, net = trained.datamodule, trained.net
     if not isinstance(datamodule, TextDataModule) or datamodule.src_vocab is None:
         raise DataError(f"{trained.path} holds no text vocabularies (was it trained on text pairs?)")
-    if beam_size < 1:
-        raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise ConfigError(f"beam_size must be a whole number of at least 1, got {beam_size!r}")
+    check_nbest(nbest, beam_size)
     _positive_or_none("max_len", max_len)
     if not isinstance(truncate, bool):
         raise ConfigError(f"truncate must be true or false, got {truncate!r}")
@@ -236,12 +265,18 @@ def translate(
         unknown = sorted({t for t in kept if t not in src_vocab.stoi})
         src = torch.tensor([ids], device=device)
         out_limit = min(max_len or 2 * src.shape[1] + 10, limit)
-        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), out_limit, beam_size, length_penalty)
-        tokens = result.tokens[0].tolist()
+        result = net.generate(src, torch.ones_like(src, dtype=torch.bool), out_limit, beam_size, length_penalty, nbest)
+        rows = result.tokens.reshape(nbest, -1).tolist()  # best first; (1, L) and (1, nbest, L) alike
+        tokens = rows[0]
         steps = tokens.index(net.eos_idx) + 1 if net.eos_idx in tokens else len(tokens)
         out_tokens = tgt_vocab.tokens(tokens) + ([EOS] if net.eos_idx in tokens else [])
-        attention = result.attention[0, :steps].cpu() if result.attention is not None else None
-        results.append(
-            Translation(text, tgt_vocab.decode(tokens), [src_vocab.itos[j] for j in ids], out_tokens, attention, unknown)
-        )
+        attention = None
+        if result.attention is not None:
+            attention = result.attention.reshape(nbest, len(tokens), -1)[0, :steps].cpu()
+        hypotheses = []
+        if nbest > 1:
+            scores = result.normalized_scores[0].tolist()
+            hypotheses = [(tgt_vocab.decode(row), score) for row, score in zip(rows, scores)]
+        results.append(Translation(text, tgt_vocab.decode(tokens), [src_vocab.itos[j] for j in ids], out_tokens,
+                                   attention, unknown, hypotheses))  # fmt: skip
     return results

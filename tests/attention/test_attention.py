@@ -14,6 +14,8 @@ from zoo.layers.attention import (
     scaled_dot_product_attention_ref, set_fast_attention,
 )  # fmt: skip
 
+from helpers import assert_same_values_and_gradients
+
 SCORE_NAMES = ["additive", "cosine", "dot", "general", "scaled_dot"]
 
 
@@ -109,6 +111,12 @@ def test_queries_with_every_key_masked_get_zeros_not_nan():
         out, _ = mha(x, x, x, key_padding_mask=padding)
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out[1], mha.out_proj.bias.expand(3, 8))  # zero heads, then W^O's bias
+        # Each sequence alone, unbatched: the same rows, the fully padded one included.
+        for i in range(2):
+            alone, weights = mha(x[i], x[i], x[i], key_padding_mask=padding[i], need_weights=True)
+            torch.testing.assert_close(alone, out[i])
+            assert weights.shape == (3, 3) and torch.all(weights[:, padding[i]] == 0.0)
+        assert torch.all(weights == 0.0)  # every key of sequence 1 masked: no weight anywhere
 
 
 def test_reference_attention_is_the_equation():
@@ -166,15 +174,29 @@ CASES = {
     "cross, sequence first": dict(batch_first=False, padding=True),
     "cross, float attn_mask": dict(float_mask=True),
     "cross, per-head attn_mask": dict(head_mask=True),
+    # One sequence without a batch dimension: query (T, E), key (S, E), masks (S,), (T, S), (H, T, S).
+    "unbatched self": dict(unbatched=True, self_attention=True),
+    "unbatched self, causal and padding": dict(unbatched=True, self_attention=True, causal=True, padding=True),
+    "unbatched cross, padding": dict(unbatched=True, padding=True),
+    "unbatched cross, other key width, float attn_mask": dict(unbatched=True, kdim=12, float_mask=True),
+    "unbatched cross, sequence first, per-head attn_mask": dict(unbatched=True, batch_first=False, head_mask=True),
 }
 
 
+WEIGHTS = [dict(need_weights=False), dict(need_weights=True), dict(need_weights=True, average_attn_weights=False)]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
-def test_multi_head_attention_equals_pytorch(case, fast):
+def test_multi_head_attention_equals_pytorch(case, fast, mode):
+    """Outputs, weights (averaged and per head) and the gradients of the inputs and every
+    parameter equal PyTorch's, in training (dropout 0) and in eval mode."""
     opts = CASES[case]
     ours, ref = _pair(opts.get("kdim"), opts.get("batch_first", True))
     ours.fast = fast
+    ours.train(mode == "train")
+    ref.train(mode == "train")
     b, t, s = 3, 5, 5 if opts.get("self_attention") else 7
     query = torch.randn(b, t, E)
     key = query if opts.get("self_attention") else torch.randn(b, s, opts.get("kdim") or E)
@@ -188,22 +210,26 @@ def test_multi_head_attention_equals_pytorch(case, fast):
         kwargs["attn_mask"] = torch.randn(t, s)
     if opts.get("head_mask"):  # PyTorch's (B * H, T, S) form: one mask per sequence and head
         kwargs["attn_mask"] = torch.randn(b * H, t, s)
-    if not opts.get("batch_first", True):
+    if opts.get("unbatched"):  # the first sequence alone (its last two keys are padding)
+        b, query = None, query[0]
+        key = query if opts.get("self_attention") else key[0]
+        if "key_padding_mask" in kwargs:
+            kwargs["key_padding_mask"] = kwargs["key_padding_mask"][0]  # (S,)
+        if opts.get("head_mask"):
+            kwargs["attn_mask"] = kwargs["attn_mask"][:H]  # (H, T, S)
+    elif not opts.get("batch_first", True):
         query, key = query.transpose(0, 1), key.transpose(0, 1)
     ours_kwargs = dict(kwargs)
     if opts.get("causal"):
         del ours_kwargs["attn_mask"]
-    with torch.no_grad():
-        expected, expected_weights = ref(query, key, key, need_weights=True, **kwargs)
-        out, _ = ours(query, key, key, **ours_kwargs)
-        out_w, weights = ours(query, key, key, need_weights=True, **ours_kwargs)
-        _, per_head = ours(query, key, key, need_weights=True, average_attn_weights=False, **ours_kwargs)
-        _, ref_per_head = ref(query, key, key, need_weights=True, average_attn_weights=False, **kwargs)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out_w, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(per_head, ref_per_head, rtol=1e-5, atol=1e-5)
-    assert per_head.shape == (b, H, t, s)
+    for weights in WEIGHTS:
+        assert_same_values_and_gradients(ours, ref, query, key, key, ref_kwargs={**kwargs, **weights},
+                                         **ours_kwargs, **weights)  # fmt: skip
+    with torch.no_grad():  # in eval, PyTorch may take its inference fast path here
+        out, per_head = ours(query, key, key, need_weights=True, average_attn_weights=False, **ours_kwargs)
+        torch.testing.assert_close(out, ref(query, key, key, need_weights=False, **kwargs)[0], rtol=1e-5, atol=1e-5)
+    assert out.shape == ((t, E) if b is None else (b, t, E) if opts.get("batch_first", True) else (t, b, E))
+    assert per_head.shape == ((H, t, s) if b is None else (b, H, t, s))
 
 
 def test_pytorch_loads_our_state_dict():
@@ -258,6 +284,23 @@ def test_bad_shapes_raise_value_error():
         mha(x, x, x, key_padding_mask=torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="expected query"):
         Attention("dot", 4)(torch.randn(2, 3, 4), torch.randn(3, 5, 4))
+    # Batched and unbatched inputs mixed are refused, as nn.MultiheadAttention refuses them.
+    q, kv, x = torch.randn(3, E), torch.randn(4, E), torch.randn(2, 3, E)
+    no_padding = torch.zeros(4, dtype=torch.bool)
+    mixed = [
+        ((q, kv[None], kv[None]), {}, r"query \(3, 16\) is unbatched \(2-D\), key \(1, 4, 16\) is not 2-D"),
+        ((q, kv, kv), dict(key_padding_mask=no_padding[None]), r"key_padding_mask \(1, 4\) is not 1-D"),
+        ((q, kv, kv), dict(attn_mask=torch.zeros(1, H, 3, 4)), r"attn_mask \(1, 4, 3, 4\) is not 2-D or 3-D"),
+        ((q[None], kv, kv), {}, r"query \(1, 3, 16\) is batched \(3-D\), key \(4, 16\) is not 3-D"),
+        ((x, x, x), dict(key_padding_mask=no_padding[:3]), r"key_padding_mask \(3,\) is not 2-D"),
+    ]
+    for args, kwargs, message in mixed:
+        with pytest.raises(ValueError, match=message):
+            mha(*args, **kwargs)
+    with pytest.raises(ValueError, match=r"expected query \(T, E\) with E=16.*got \(3, 8\)"):
+        mha(torch.randn(3, 8), kv, kv)
+    with pytest.raises(ValueError, match="attn_mask must have shape"):
+        mha(q, kv, kv, attn_mask=torch.zeros(2 * H, 3, 4))  # (h, T, S) for one sequence, not (2 h, T, S)
 
 
 def test_scaled_dot_score_keeps_unit_variance_logits():

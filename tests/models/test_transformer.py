@@ -7,16 +7,18 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.cli.train import train
+from zoo.errors import ConfigError
 from zoo.layers.attention import causal_mask, set_fast_attention
 from zoo.models.base import Seq2SeqModel
 from zoo.models.transformer import Transformer, TransformerDecoderLayer, TransformerEncoderLayer
 from zoo.profiling import build_on_meta, count_params
 from zoo.models import get_model, list_models
 
-from helpers import QUIET, compose_config
+from helpers import QUIET, assert_same_values_and_gradients, compose_config
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -80,44 +82,55 @@ def _randomize_norms(module: nn.Module) -> None:
                 m.bias.normal_(0.0, 0.1)
 
 
-@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
-def test_encoder_layer_equals_pytorch(norm_first, fast):
-    ref = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True, norm_first=norm_first)
+def _layer_pair(ours_class: type, ref_class: type, fast: bool, mode: str, **options) -> tuple[nn.Module, nn.Module]:
+    """Our layer with the weights of PyTorch's (random LayerNorms), both in ``mode``; in
+    training without dropout (so that the two can be compared), in eval with it (inactive)."""
+    dropout = 0.1 if mode == "eval" else 0.0
+    ref = ref_class(32, 4, 64, dropout=dropout, batch_first=True, **options)
     _randomize_norms(ref)
-    ours = TransformerEncoderLayer(32, 4, 64, norm_first=norm_first)
+    ours = ours_class(32, 4, 64, dropout=dropout, **options)
     ours.load_state_dict(ref.state_dict(), strict=True)
     set_fast_attention(ours, fast)
-    ours.eval()
-    ref.eval()
+    return ours.train(mode == "train"), ref.train(mode == "train")
+
+
+LAYER_OPTIONS = {
+    f"{activation}, {norm}": dict(activation=activation, norm_first=norm == "pre-norm")
+    for activation in ("relu", "gelu")
+    for norm in ("post-norm", "pre-norm")
+}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("options", LAYER_OPTIONS)
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_encoder_layer_equals_pytorch(options, fast, mode):
+    """Outputs and the gradients of the input and every parameter, with and without padding."""
+    ours, ref = _layer_pair(TransformerEncoderLayer, nn.TransformerEncoderLayer, fast, mode, **LAYER_OPTIONS[options])
     x = torch.randn(3, 7, 32)
     padding = _padding(3, 7, [7, 4, 6])
-    with torch.no_grad():
+    assert_same_values_and_gradients(ours, ref, x, src_key_padding_mask=padding)
+    assert_same_values_and_gradients(ours, ref, x)
+    with torch.no_grad():  # in eval, PyTorch takes its inference fast path here
         expected = ref(x, src_key_padding_mask=padding)
         torch.testing.assert_close(ours(x, src_key_padding_mask=padding), expected, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("options", LAYER_OPTIONS)
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
-def test_decoder_layer_equals_pytorch(norm_first, fast):
-    ref = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.1, batch_first=True, norm_first=norm_first)
-    _randomize_norms(ref)
-    ours = TransformerDecoderLayer(32, 4, 64, norm_first=norm_first)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    set_fast_attention(ours, fast)
-    ours.eval()
-    ref.eval()
+def test_decoder_layer_equals_pytorch(options, fast, mode):
+    """Outputs and the gradients of both inputs and every parameter, with all masks and with
+    ``tgt_is_causal`` alone (ours builds the causal mask, PyTorch is given it)."""
+    ours, ref = _layer_pair(TransformerDecoderLayer, nn.TransformerDecoderLayer, fast, mode, **LAYER_OPTIONS[options])
     tgt, memory = torch.randn(3, 5, 32), torch.randn(3, 7, 32)
     masks = dict(
         tgt_mask=causal_mask(5), tgt_key_padding_mask=_padding(3, 5, [5, 3, 4]),
         memory_key_padding_mask=_padding(3, 7, [7, 4, 6]), tgt_is_causal=True,
     )  # fmt: skip
-    with torch.no_grad():
-        torch.testing.assert_close(ours(tgt, memory, **masks), ref(tgt, memory, **masks), rtol=1e-5, atol=1e-5)
-        # is_causal alone builds the same causal mask.
-        expected = ref(tgt, memory, tgt_mask=causal_mask(5), tgt_is_causal=True)
-        torch.testing.assert_close(ours(tgt, memory, tgt_is_causal=True), expected, rtol=1e-5, atol=1e-5)
+    assert_same_values_and_gradients(ours, ref, tgt, memory, **masks)
+    causal = dict(tgt_mask=causal_mask(5), tgt_is_causal=True)
+    assert_same_values_and_gradients(ours, ref, tgt, memory, ref_kwargs=causal, tgt_is_causal=True)
 
 
 # ------------------------------------------------------------------ the whole model
@@ -221,6 +234,17 @@ def test_positions_beyond_max_len():
     learned = _model(max_len=4, positional="learned")
     with pytest.raises(ValueError, match="max_len=4"):
         learned(src, src_mask, tgt_in)
+
+
+def test_the_activation_is_chosen_by_name():
+    """Every layer of the model gets the activation asked for; a name PyTorch's layers do
+    not accept is a configuration error listing the two that they do."""
+    model = _model(activation="gelu")
+    assert {layer.activation for layer in (*model.encoder.layers, *model.decoder.layers)} == {F.gelu}
+    assert {layer.activation for layer in _model().encoder.layers} == {F.relu}  # the paper's, by default
+    for build in (lambda: _model(activation="swish"), lambda: TransformerDecoderLayer(32, 4, 64, activation="tanh")):
+        with pytest.raises(ConfigError, match=r"^Unknown Transformer FFN activation '\w+'\. Available: gelu, relu$"):
+            build()
 
 
 def test_bad_inputs_raise_value_error():

@@ -69,7 +69,7 @@ def test_fixed_image_size_and_input_checks(one_thread):
         model(torch.randn(2, 1, 28, 28))
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         model.forward_features(torch.randn(2, 3, 32, 32))
-    with pytest.raises(ValueError, match="image_size=32 is not a multiple of patch_size=14"):
+    with pytest.raises(ValueError, match="image_size=32 is not a multiple of the patch size 14"):
         get_model("vit_h_14", image_size=32)  # torchvision refuses it too
 
 

@@ -217,3 +217,90 @@ def test_a_fractional_length_penalty_divides_by_length_to_its_power():
     half = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=0.5)
     assert half.tokens[0, 0].item() == 2
     assert half.scores[0].item() == pytest.approx(math.log(0.5), abs=1e-5)
+
+
+def test_nbest_lists_the_final_hypotheses_by_the_length_normalised_score():
+    """The three hypotheses left in the beam, worked out by hand from ``_Scripted``'s table:
+    ``a a <eos>`` (log 0.27 = -1.31, -0.44 per token), ``<eos>`` (log 0.5 = -0.69) and
+    ``a <eos>`` (log 0.2 = -1.61, -0.80 per token). With ``length_penalty=1`` they come in
+    that order; without a length penalty ``<eos>`` leads."""
+    src = torch.ones(1, 2, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    out = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=1.0, nbest=3)
+    assert out.tokens.tolist() == [[[3, 3, 2], [2, 0, 0], [3, 2, 0]]]
+    logp = [math.log(0.5 * 0.6 * 0.9), math.log(0.5), math.log(0.5 * 0.4)]
+    assert out.scores[0].tolist() == pytest.approx(logp, abs=1e-5)
+    assert out.normalized_scores[0].tolist() == pytest.approx([logp[0] / 3, logp[1], logp[2] / 2], abs=1e-5)
+    raw = beam_search(_Scripted(), src, mask, max_len=5, beam_size=3, length_penalty=0.0, nbest=3)
+    assert raw.tokens.tolist() == [[[2, 0, 0], [3, 3, 2], [3, 2, 0]]]
+    assert raw.normalized_scores[0].tolist() == pytest.approx(sorted(logp, reverse=True), abs=1e-5)
+
+
+GENERATORS = ["seq2seq_gru", "seq2seq_lstm", "transformer_small"]
+
+
+def _generator(name: str) -> Seq2SeqModel:
+    """A small random model of each family that generates; an 8-token target vocabulary
+    makes ``<eos>`` likely enough for hypotheses of several lengths."""
+    if name == "transformer_small":
+        options = dict(src_vocab_size=V, tgt_vocab_size=8, d_model=16, num_heads=2, d_ff=32, dropout=0.0)
+        return get_model(name, **options).eval()
+    return _net(name, tgt_vocab_size=8).eval()
+
+
+def _teacher_forced_scores(net, src, mask, tokens, length_penalty):
+    """Each hypothesis of ``tokens`` (B, n, L) scored by one teacher-forced forward pass:
+    the sum of its token log-probabilities up to its first ``<eos>`` (included; all L if
+    cut), that divided by ``len ** length_penalty``, and the lengths."""
+    b, n, steps = tokens.shape
+    flat = tokens.reshape(b * n, steps)
+    ended = flat == net.eos_idx
+    lengths = torch.where(ended.any(-1), ended.int().argmax(-1) + 1, steps)  # (B * n,)
+    tgt_in = torch.cat([torch.full((b * n, 1), net.bos_idx), flat[:, :-1]], dim=1)
+    with torch.no_grad():
+        logp = net(src.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), tgt_in).log_softmax(-1)
+    token_logp = logp.gather(-1, flat.unsqueeze(-1)).squeeze(-1)  # (B * n, L)
+    total = torch.where(torch.arange(steps) < lengths.unsqueeze(1), token_logp, 0.0).sum(-1)
+    return total.view(b, n), (total / lengths.float() ** length_penalty).view(b, n), lengths.view(b, n)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_nbest_is_sorted_distinct_scored_as_a_forward_pass_scores_it_and_led_by_the_beam_result(one_thread, name):
+    net = _generator(name)
+    src, mask, _ = _batch(lengths=(6, 3, 5, 4))
+    search = dict(max_len=6, beam_size=5, length_penalty=0.6)
+    one = net.generate(src, mask, **search)  # nbest=1: the beam result as it always was
+    every = net.generate(src, mask, **search, nbest=5)  # nbest = beam_size: every final hypothesis
+    steps = one.tokens.shape[1]
+    assert every.tokens.shape == (4, 5, steps) and every.attention.shape == (4, 5, steps, 6)
+    assert every.scores.shape == every.normalized_scores.shape == (4, 5)
+
+    assert torch.equal(every.tokens[:, 0], one.tokens) and torch.equal(every.attention[:, 0], one.attention)
+    assert torch.equal(every.scores[:, 0], one.scores)
+    assert torch.equal(every.normalized_scores[:, 0], one.normalized_scores)
+    assert (every.normalized_scores[:, :-1] >= every.normalized_scores[:, 1:]).all()  # best first
+    for hypotheses in every.tokens.tolist():
+        assert len({tuple(h) for h in hypotheses}) == 5
+
+    logp, normalized, lengths = _teacher_forced_scores(net, src, mask, every.tokens, 0.6)
+    assert len(set(lengths.flatten().tolist())) > 1  # else length normalisation would go untested
+    torch.testing.assert_close(every.scores, logp, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(every.normalized_scores, normalized, atol=1e-4, rtol=1e-4)
+
+    three = net.generate(src, mask, **search, nbest=3)
+    assert torch.equal(three.tokens, every.tokens[:, :3]) and torch.equal(three.scores, every.scores[:, :3])
+
+
+def test_bad_nbest_is_refused_in_one_line():
+    model = ToyModel()
+    src = torch.ones(2, 3, dtype=torch.long)
+    mask = torch.ones_like(src, dtype=torch.bool)
+    for nbest in (0, -1, 1.5, "3", True):
+        with pytest.raises(ConfigError) as error:
+            beam_search(model, src, mask, max_len=5, beam_size=4, nbest=nbest)
+        assert str(error.value) == f"nbest must be a positive integer, got {nbest!r}"
+    with pytest.raises(ConfigError) as error:
+        beam_search(model, src, mask, max_len=5, beam_size=4, nbest=5)
+    assert str(error.value) == "nbest=5 needs beam_size >= 5, got beam_size=4"
+    with pytest.raises(ConfigError, match="nbest=2 needs beam_size >= 2, got beam_size=1"):
+        model.generate(src, mask, max_len=5, nbest=2)  # the default beam_size is greedy's 1

@@ -121,17 +121,47 @@ def test_translate_round_trips_from_the_checkpoint(one_thread, reverse_run, tmp_
     # In-process: the same output as the command, and reversals for most inputs.
     texts = ["abcdhg", "hgf", "eeab", "cafe", "dhbga", "bbba"]
     outputs = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]", "beam_size=3"))
-    assert result.stdout.split() == outputs[:1]
+    assert result.stdout.splitlines() == [f"abcdhg\t{outputs[0]}"]  # the input echoed, as zoo-predict does
     assert sum(o == t[::-1] for o, t in zip(outputs, texts)) >= 5, outputs
+
+
+def test_translate_nbest_prints_each_input_then_its_best_outputs_by_descending_score(one_thread, reverse_run, tmp_path):
+    run_dir, _, _ = reverse_run
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    texts = ["abcdhg", "hgf", "eeab"]
+    result = run_main("zoo-translate", f"ckpt_path={ckpt}", f"text=[{','.join(texts)}]", "nbest=3")
+    assert result.returncode == 0, result.stderr
+    assert "beam_size=3 for nbest=3" in result.stderr  # beam_size left unset follows nbest
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(texts) * 4, lines
+    beam = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]", "beam_size=3"))
+    for i, text in enumerate(texts):
+        echo, *hypotheses = lines[4 * i : 4 * i + 4]
+        assert echo == text
+        rows = [line.split("\t") for line in hypotheses]
+        assert all(len(row) == 3 and row[0] == "" for row in rows), hypotheses  # <TAB>score<TAB>output
+        scores = [float(row[1]) for row in rows]
+        assert scores == sorted(scores, reverse=True) and scores[-1] < 0, scores
+        assert rows[0][2] == beam[i]  # the first is the beam search's answer
 
 
 def test_translate_refuses_bad_requests(reverse_run, tmp_path):
     run_dir, _, _ = reverse_run
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    with pytest.raises(ConfigError, match="beam_size must be at least 1"):
+    with pytest.raises(ConfigError, match="beam_size must be a whole number of at least 1, got 0"):
         translate(_translate_cfg(tmp_path, ckpt, "text=abc", "beam_size=0"))
     with pytest.raises(ConfigError, match="non-empty string"):
         translate(_translate_cfg(tmp_path, ckpt, "text=[]"))
+    for overrides, message in [
+        (["nbest=0"], "nbest must be a positive integer, got 0"),
+        (["nbest=1.5"], "nbest must be a positive integer, got 1.5"),
+        (["nbest=three"], "nbest must be a positive integer, got 'three'"),
+        (["nbest=3", "beam_size=2"], "nbest=3 needs beam_size >= 3, got beam_size=2"),
+        (["beam_size=abc"], "beam_size must be a whole number of at least 1, got 'abc'"),
+    ]:
+        result = run_main("zoo-translate", f"ckpt_path={ckpt}", "text=abc", *overrides)
+        assert result.returncode == 1 and result.stdout == "", (overrides, result.stdout)
+        assert result.stderr.strip().splitlines()[-1] == f"Error: {message}", (overrides, result.stderr)
 
 
 def test_predict_translates_text_lines_as_translate_does(one_thread, reverse_run, tmp_path):
@@ -148,4 +178,4 @@ def test_predict_translates_text_lines_as_translate_does(one_thread, reverse_run
     assert out.read_text().splitlines()[1:] == [f"{t},{o}" for t, o in zip(texts, expected)]
 
     bad = run_main("zoo-predict", f"ckpt_path={ckpt}", f"text=[{texts[0]}]", "beam_size=0")
-    assert bad.returncode == 1 and "beam_size must be at least 1" in bad.stderr
+    assert bad.returncode == 1 and "beam_size must be a whole number of at least 1" in bad.stderr

@@ -5,8 +5,13 @@ the published count), MACs at the published input size (``torch.utils.flop_count
 the ``meta`` device), the published accuracy (``benchmarks/reference.yaml``), and with
 ``--throughput`` the inference and training throughput at ``--batch-size`` on ``--device``
 at ``--precision``, and the training step's peak memory (CUDA: max allocated; CPU: the
-peak resident memory a fresh process adds). ``--compare torchvision`` times torchvision's
-same architecture side by side, interleaved round by round, and prints the ratio.
+peak resident memory a fresh process adds). Each throughput is the median over
+``--rounds`` with its min and max; ``--threads`` sets torch's threads. A warning says
+the figures are unreliable when the rounds spread more than 10% or the load average
+already exceeds the cores. ``--compare torchvision`` times torchvision's same
+architecture side by side, interleaved, and gives the ratio round by round (median, min,
+max). Options the run would ignore (``--image-size`` for a model of fixed input size, or
+without ``--throughput``) are refused.
 
 Writes ``bench.csv``, ``bench.md`` (every column), ``summary.md`` (ours beside the published
 numbers) and two plots (published acc@1 against MACs; training throughput against
@@ -17,7 +22,7 @@ the accuracy plot beside it.
 
     zoo-bench --page docs/benchmarks/models.md      # the docs' model table
     zoo-bench 'resnet*'
-    zoo-bench resnet50 vgg16 --throughput --batch-size 16 --image-size 112 --compare torchvision
+    zoo-bench resnet50 vgg16 --throughput --batch-size 16 --image-size 112 --compare torchvision --threads 2
     zoo-bench 'efficientnet*' --throughput --device cuda --precision bf16 --channels-last
 """
 
@@ -43,8 +48,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from zoo.benchmark import (
-    CLEAR_REFS, Setting, TrainStep, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
-    write_results_page,
+    CLEAR_REFS, SPREAD_LIMIT, Setting, TrainStep, busy_warning, cuda_peak_mib, peak_rss_mib, round_ratios, spread,
+    synthetic_batch, time_interleaved, write_results_page,
 )  # fmt: skip
 from zoo.errors import ZooError
 from zoo.models import MODELS, ImageModel
@@ -78,6 +83,7 @@ class Row:
     resizable: bool = True  # the constructor takes image_size (ViT, MLP), or the net takes any size
     ref: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
+    unsteady: list[str] = field(default_factory=list)  # timings whose rounds spread beyond SPREAD_LIMIT
 
     @property
     def flags(self) -> list[str]:
@@ -99,7 +105,7 @@ class Row:
             "published_gmacs": tv.get("gflops"), "image_size": self.image_size,
             "published_acc1": tv.get("acc1"), "published_acc5": tv.get("acc5"), "weights": tv.get("weights"),
             "paper": paper_text, **{k: round(v, 3) for k, v in self.measured.items()},
-            "flags": "; ".join(self.flags) or "ok",
+            "flags": "; ".join(self.flags) or "ok", **({"unsteady": "; ".join(self.unsteady)} if self.unsteady else {}),
         }  # fmt: skip
 
 
@@ -172,10 +178,18 @@ def measure(row: Row, args: argparse.Namespace) -> None:
     timing |= {f"{s} infer": InferStep(step) for s, step in steps.items()}
     seconds = time_interleaved(timing, rounds=args.rounds, steps_per_round=args.steps, warmup=args.warmup, device=args.device)
     for label, per_round in seconds.items():
-        row.measured[f"{label.replace(' ', '_')}_img_s"] = args.batch_size / statistics.median(per_round)
+        rates = [args.batch_size / s for s in per_round]
+        key = label.replace(" ", "_")
+        row.measured |= {f"{key}_img_s": statistics.median(rates), f"{key}_img_s_min": min(rates),
+                         f"{key}_img_s_max": max(rates)}  # fmt: skip
+        if spread(per_round) > SPREAD_LIMIT:
+            row.unsteady.append(f"{label} rounds {spread(per_round):.0%} apart")
     if "torchvision train" in seconds:
-        row.measured["train_ratio_vs_torchvision"] = median_ratio(seconds["ours train"], seconds["torchvision train"])
-        row.measured["infer_ratio_vs_torchvision"] = median_ratio(seconds["ours infer"], seconds["torchvision infer"])
+        for kind in ("train", "infer"):
+            ratios = round_ratios(seconds[f"ours {kind}"], seconds[f"torchvision {kind}"])  # pair by pair
+            row.measured |= {f"{kind}_ratio_vs_torchvision": statistics.median(ratios),
+                             f"{kind}_ratio_vs_torchvision_min": min(ratios),
+                             f"{kind}_ratio_vs_torchvision_max": max(ratios)}  # fmt: skip
     if args.memory:
         for source, step in steps.items():
             if torch.device(args.device).type == "cuda":
@@ -184,12 +198,14 @@ def measure(row: Row, args: argparse.Namespace) -> None:
                 row.measured[f"{source}_train_peak_mib"] = peak_rss_mib(build[source])
 
 
-def markdown(rows: list[Row], args: argparse.Namespace) -> str:
+def markdown(rows: list[Row], args: argparse.Namespace, warnings: list[str] = ()) -> str:
     records = [r.record() for r in rows]
     columns = list(dict.fromkeys(k for r in records for k in r))
     lines = [
         f"zoo-bench, {datetime.now():%Y-%m-%d %H:%M}; device {args.device}, precision {args.precision}, "
-        f"batch {args.batch_size}, channels_last {args.channels_last}, compile {args.compile}",
+        f"batch {args.batch_size}, channels_last {args.channels_last}, compile {args.compile}, "
+        f"threads {torch.get_num_threads()}, {args.rounds} rounds (img/s: median, min, max over rounds)",
+        *(f"Warning: {w}" for w in warnings),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -272,31 +288,59 @@ def bench(args: argparse.Namespace) -> list[Row]:
     names = list(dict.fromkeys(n for pattern in args.patterns for n in MODELS.names(pattern)))
     if not names:
         raise ZooError(f"no registered model matches {args.patterns}; available: {', '.join(MODELS.names())}")
+    rows = [static_row(name, reference.get(name, {})) for name in names]
+    check_options(rows, args)
     out = Path(args.out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("zoo-bench", total=len(names))
-        for name in names:
-            progress.update(task, description=f"zoo-bench {name}")
-            row = static_row(name, reference.get(name, {}))
-            if args.throughput and row.image_size is not None:
-                measure(row, args)
-            rows.append(row)
-            progress.advance(task)
+    warnings = []
+    if args.throughput:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if busy := busy_warning():
+            warnings.append(busy)
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("zoo-bench", total=len(rows))
+            for row in rows:
+                progress.update(task, description=f"zoo-bench {row.model}")
+                if row.image_size is not None:
+                    measure(row, args)
+                progress.advance(task)
+        if unsteady := [f"{r.model}: {'; '.join(r.unsteady)}" for r in rows if r.unsteady]:
+            warnings.append(f"figures unreliable: rounds spread beyond {SPREAD_LIMIT:.0%} ({'; '.join(unsteady)})")
     records = [r.record() for r in rows]
     columns = list(dict.fromkeys(k for r in records for k in r))
     with open(out / "bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(records)
-    (out / "bench.md").write_text(markdown(rows, args))
+    (out / "bench.md").write_text(markdown(rows, args, warnings))
     (out / "summary.md").write_text(summary_markdown(rows))
     plots = plot(rows, out)
     if args.page:
         write_page(Path(args.page), args.command, rows, plots)
     print_table(rows, out)
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     return rows
+
+
+def check_options(rows: list[Row], args: argparse.Namespace) -> None:
+    """Refuse an option the run would ignore, rather than print figures it did not shape."""
+    if not args.throughput:
+        given = [flag for flag, value in (("--image-size", args.image_size), ("--compare", args.compare),
+                                          ("--threads", args.threads)) if value is not None]  # fmt: skip
+        if given:
+            raise ZooError(
+                f"{', '.join(given)} only apply to the timings: add --throughput "
+                f"(the counts are taken at each model's published input size)"
+            )
+    if args.image_size is not None and (fixed := [f"{r.model} ({r.image_size} px)" for r in rows if not r.resizable]):
+        raise ZooError(
+            f"--image-size {args.image_size} cannot apply to {', '.join(fixed)}: their input size is fixed; "
+            f"leave them out or drop --image-size"
+        )
+    if args.threads is not None and args.threads < 1:
+        raise ZooError(f"--threads must be at least 1, got {args.threads}")
 
 
 def print_table(rows: list[Row], out: Path) -> None:
@@ -316,7 +360,7 @@ def print_table(rows: list[Row], out: Path) -> None:
         ]  # fmt: skip
         keys = (["ours_train_img_s", "ours_infer_img_s"] if timed else []) + (
             ["train_ratio_vs_torchvision", "infer_ratio_vs_torchvision"] if compared else [])  # fmt: skip
-        cells += [f"{m[k]:.3g}" if k in m else "-" for k in keys]
+        cells += [f"{m[k]:.3g} ({m[k + '_min']:.3g}-{m[k + '_max']:.3g})" if k in m else "-" for k in keys]
         table.add_row(*cells, "; ".join(r.flags) or "ok")
     Console(width=160).print(table)
 
@@ -333,7 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", default=None, help="a torch.compile mode")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=None, help="default: each model's published input size")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median, min and max are reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the timings (default: torch's)")
     parser.add_argument("--steps", type=int, default=2, help="steps per round per candidate")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")

@@ -48,7 +48,7 @@ def checkpoint_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
 def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
     if not cfg.model or not cfg.folder:
         raise ConfigError("weights= needs model=<a configs/model/ name> and folder=<folder>/<class>/<image>")
-    pretrained = load_pretrained(cfg.weights, download=cfg.download)
+    pretrained = load_pretrained(cfg.weights, download=cfg.download, model=cfg.model.name)
     pre = pretrained.preprocessing
     size = cfg.image_size or pre.image_size or 224
     prep = ImageFolderDataModule(

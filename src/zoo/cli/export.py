@@ -4,9 +4,12 @@ Writes the checkpoint's network as an ONNX file (``format=onnx``, run it with on
 or a ``torch.export`` program (``format=torch_export``, a ``.pt2`` file that PyTorch loads
 without this package's code) with :mod:`zoo.export`: a dynamic batch dimension and the
 image size and channels the checkpoint was trained on (``(B, C, image_size, image_size)``,
-after the checkpoint's own preprocessing, which the file does not contain). The file goes
-beside the checkpoint (``<stem>.onnx`` / ``<stem>.pt2``) unless ``out`` is given, and is
-kept only if it matches the eager network; stdout shows its path and that difference.
+after the checkpoint's own preprocessing, which the graph does not contain). An ONNX file
+describes that preprocessing and the class names in its metadata
+(:func:`zoo.export.image_metadata`), so onnxruntime, numpy and PIL classify an image with
+the file alone (``docs/inference.md``). The file goes beside the checkpoint
+(``<stem>.onnx`` / ``<stem>.pt2``) unless ``out`` is given, and is kept only if it matches
+the eager network; stdout shows its path and that difference.
 """
 
 from __future__ import annotations
@@ -37,11 +40,16 @@ def export(cfg: DictConfig) -> exporting.Exported:
         raise ConfigError(f"{trained.path} was not trained on images; zoo-export exports image classifiers")
     c, s = datamodule.in_channels, datamodule.image_size
     example = torch.randn(cfg.batch_size, c, s, s, generator=torch.Generator().manual_seed(0))
+    metadata = exporting.image_metadata(datamodule) if cfg.format == "onnx" else None
     out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
-    result = exporting.export_model(trained.net, example, out, cfg.format, opset=cfg.opset, name=name)
+    result = exporting.export_model(
+        trained.net, example, out, cfg.format, opset=cfg.opset, name=name, metadata=metadata
+    )
     kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "torch.export program"
     runner = "onnxruntime" if result.format == "onnx" else "torch.export.load"
     print(f"wrote {result.path} ({kind}, input (batch, {c}, {s}, {s}))")
+    if metadata:
+        print(f"with the preprocessing and {len(datamodule.class_names)} class names in its metadata_props")
     print(
         f"checked with {runner} at batch sizes {', '.join(map(str, result.batch_sizes))}: "
         f"max abs difference to the eager network {result.max_abs_diff:.3g}"

@@ -98,7 +98,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     finetune = FinetuneConfig.from_dict(plain(cfg.get("finetune")))
     # Weights are read first: a missing, unsafe or foreign file stops the run before anything is written.
-    pretrained = load_pretrained(finetune.weights, finetune.download) if finetune.weights else None
+    pretrained = load_pretrained(finetune.weights, finetune.download, cfg.model.name) if finetune.weights else None
 
     data_cfg = adapt_data_config(plain(cfg.data), plain(cfg.model), finetune, pretrained)
     with config_errors(f"data '{data_cfg.get('name')}'"):

@@ -1,6 +1,11 @@
 """``zoo-translate ckpt_path=... text="3 may 1998"``: decode text with a seq2seq checkpoint.
 
-Prints one output per input text (``text`` may be a list: ``'text=[3 may 1998,12/09/71]'``).
+Prints each input text with its output, ``input<TAB>output`` as ``zoo-predict`` does
+(``text`` may be a list: ``'text=[3 may 1998,12/09/71]'``). ``nbest=N`` prints each input
+on a line of its own, then its ``N`` best outputs, best first, one a line as
+``<TAB>score<TAB>output`` (the score beam search ranks by, ``log p / len ** length_penalty``).
+``beam_size`` left unset is ``nbest`` (1: greedy decoding); a ``beam_size`` under ``nbest``
+is refused, as the search keeps no more hypotheses than its beam.
 Everything comes from the checkpoint alone, read with :mod:`zoo.checkpoint`: the network
 from its hyperparameters and weights, the vocabularies from the data module's state.
 ``heatmap=attention.png`` saves the attention weights (output tokens x source tokens) as
@@ -56,14 +61,24 @@ def translate(cfg: DictConfig) -> list[str]:
                         "as written, as in 'text=\"+1_2\"'", shown)  # fmt: skip
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ConfigError(f"text must be a non-empty string or a list of them, got {cfg.text!r}")
+    nbest, beam_size = cfg.nbest, cfg.beam_size
+    if beam_size is None:  # nbest is checked by inference.translate
+        beam_size = nbest if isinstance(nbest, int) and not isinstance(nbest, bool) and nbest > 1 else 1
+        if beam_size > 1:
+            log.info("beam search with beam_size=%d for nbest=%d (beam_size=N searches wider)", beam_size, nbest)
     trained = load_trained(cfg.ckpt_path, cfg.device)
     results = inference.translate(
-        trained, texts, cfg.beam_size, cfg.length_penalty, cfg.max_len, cfg.max_source_len, cfg.truncate
+        trained, texts, beam_size, cfg.length_penalty, cfg.max_len, cfg.max_source_len, cfg.truncate, nbest
     )
     for i, result in enumerate(results, start=1):
         if result.unknown:
             log.warning("%r holds tokens the model never saw (read as <unk>): %s", result.text, result.unknown)
-        print(result.output)
+        if result.hypotheses:
+            print(result.text)
+            for output, score in result.hypotheses:
+                print(f"\t{score:.4f}\t{output}")
+        else:
+            print(f"{result.text}\t{result.output}")
         if cfg.heatmap and result.attention is not None:
             path = Path(cfg.heatmap)
             if len(texts) > 1:

@@ -31,7 +31,9 @@ The package: :mod:`~zoo.finetune.config` (the validated config group),
 :mod:`~zoo.finetune.callbacks` (frozen batch norms, gradual unfreezing).
 """
 
-from zoo.finetune.callbacks import FrozenBatchNormEval, GradualUnfreezing, finetune_callbacks
+import importlib
+from typing import Any
+
 from zoo.finetune.config import CHANNEL_ADAPTATIONS, MODES, PREPROCESSING_SOURCES, FinetuneConfig
 from zoo.finetune.freezing import apply_finetuning, freeze_modules, frozen_stage_names, parameter_table, set_trainable
 from zoo.finetune.weights import (
@@ -45,3 +47,14 @@ __all__ = [
     "apply_finetuning", "finetune_callbacks", "first_conv", "freeze_modules", "frozen_stage_names", "head_keys",
     "load_into", "load_pretrained", "parameter_table", "set_trainable", "stage_keys", "torchvision_cache_file",
 ]  # fmt: skip
+
+_CALLBACKS = ("FrozenBatchNormEval", "GradualUnfreezing", "finetune_callbacks")
+
+
+def __getattr__(name: str) -> Any:
+    # The Lightning callbacks are imported on first use: loading weights into a model
+    # (zoo.create_model, zoo-models --weights) needs no Lightning.
+    if name in _CALLBACKS:
+        return getattr(importlib.import_module("zoo.finetune.callbacks"), name)
+    raise AttributeError(f"module 'zoo.finetune' has no attribute {name!r}")
+

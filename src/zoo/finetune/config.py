@@ -13,7 +13,7 @@ CHANNEL_ADAPTATIONS = ("sum", "repeat")
 PREPROCESSING_SOURCES = ("pretrained", "data")
 EXPECTED = (
     "a state_dict (.pth/.pt), a .safetensors file, a zoo checkpoint (.ckpt) "
-    "or a torchvision weights name such as ResNet50_Weights.IMAGENET1K_V2"
+    "or a torchvision weights name such as ResNet50_Weights.IMAGENET1K_V2 (or IMAGENET1K_V2, DEFAULT)"
 )
 
 

@@ -52,6 +52,7 @@ class Pretrained:
     state_dict: dict[str, torch.Tensor]
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     model_name: str | None = None  # the zoo model a checkpoint was trained with
+    model_options: dict[str, Any] = field(default_factory=dict)  # and its constructor options
 
 
 def torchvision_cache_file(name: str) -> tuple[Any, Path]:
@@ -122,16 +123,56 @@ def _checkpoint_preprocessing(ckpt: Mapping[str, Any]) -> Preprocessing:
     return Preprocessing(fact("image_size"), tuple(mean) if mean else None, tuple(std) if std else None)
 
 
-def load_pretrained(weights: str, download: bool = True) -> Pretrained:
-    """Read ``weights`` (a file or a torchvision weights name) safely, before anything is trained.
+def torchvision_weights_names(model: str) -> list[str]:
+    """The members of torchvision's weights enum for the model called ``model`` (none if
+    torchvision has no model of that name), ``DEFAULT`` last."""
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(model)
+    except (ValueError, KeyError):
+        return []
+    return [*(member.name for member in enum), "DEFAULT"]
+
+
+def resolve_weights_name(weights: str, model: str | None) -> str | None:
+    """The full torchvision name (``ResNet50_Weights.IMAGENET1K_V2``) that ``weights`` means
+    for ``model``: itself if it is one, a member of ``model``'s enum (``IMAGENET1K_V2``,
+    ``DEFAULT``) spelled out; ``None`` if it names no torchvision weights."""
+    if TORCHVISION_WEIGHTS.match(weights):
+        return weights
+    if model is None or weights not in torchvision_weights_names(model):
+        return None
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(model)
+    return f"{enum.__name__}.{enum[weights].name}"  # DEFAULT is an alias of a named member
+
+
+def unknown_weights(weights: str, model: str) -> WeightsError:
+    """The error for a weights name that is neither a file nor one of ``model``'s torchvision weights."""
+    names = torchvision_weights_names(model)
+    accepted = f"its torchvision weights are {', '.join(names)}" if names else "torchvision has no weights for it"
+    return WeightsError(f"unknown weights {weights!r} for {model}: not a file, and {accepted}")
+
+
+def load_pretrained(weights: str, download: bool = True, model: str | None = None) -> Pretrained:
+    """Read ``weights`` safely, before anything is trained: a file (state_dict ``.pth``/``.pt``,
+    ``.safetensors``, a zoo ``.ckpt``) or torchvision weights from the local hub cache, named
+    in full (``ResNet50_Weights.IMAGENET1K_V2``) or, given the ``model``, by their member
+    name (``IMAGENET1K_V2``, ``DEFAULT``).
 
     Raises:
         WeightsError: the file is missing, unreadable, unsafe or not a state_dict; the
-            name is unknown; or its file is neither cached nor downloadable.
+            name is unknown (the names ``model`` accepts are listed); or its file is
+            neither cached nor downloadable.
     """
     path = Path(weights).expanduser()
-    if not path.exists() and TORCHVISION_WEIGHTS.match(weights):
-        return _from_torchvision(weights, download)
+    if not path.exists():
+        if full_name := resolve_weights_name(weights, model):
+            return _from_torchvision(full_name, download)
+        if model is not None and not re.search(r"[./\\]", weights):  # a bare name, not a path
+            raise unknown_weights(weights, model)
     try:
         obj = load_lightning_checkpoint(path) if path.suffix == ".ckpt" else load_file(path)
     except CheckpointError as err:
@@ -142,8 +183,10 @@ def load_pretrained(weights: str, download: bool = True) -> Pretrained:
             raise WeightsError(
                 f"{path.resolve()} is a checkpoint without a network ('net.*' keys); expected {EXPECTED}"
             )
-        model = (obj.get("hyper_parameters") or {}).get("model") or {}
-        return Pretrained(str(path), _as_state_dict(net, path), _checkpoint_preprocessing(obj), model.get("name"))
+        model_cfg = dict((obj.get("hyper_parameters") or {}).get("model") or {})
+        name = model_cfg.pop("name", None)
+        options = {k: v for k, v in model_cfg.items() if v is not None}
+        return Pretrained(str(path), _as_state_dict(net, path), _checkpoint_preprocessing(obj), name, options)
     return Pretrained(str(path), _as_state_dict(obj, path))
 
 
@@ -209,6 +252,11 @@ def load_into(
     keys must still fit: the weights are of the same architecture, only not used there).
     """
     state = dict(pretrained.state_dict)
+    if isinstance(net, ImageModel):
+        adapted = net.adapt_state_dict(state)  # e.g. a ViT's position embeddings for its image size
+        for key in (k for k in adapted if adapted[k].shape != state[k].shape):
+            log.info("%s fitted from %s to %s (%s)", key, tuple(state[key].shape), tuple(adapted[key].shape), type(net).__name__)
+        state = adapted
     own = net.state_dict()
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     if missing or unexpected:
@@ -263,7 +311,9 @@ def adapt_data_config(
     """The data options that feed the data the way the pretrained network was fed.
 
     With ``preprocessing=pretrained``: ``image_size``, ``mean`` and ``std`` of the
-    pretraining replace the data's own, where the data module has those options.
+    pretraining replace the data's own, where the data module has those options; a
+    ``model.image_size`` given explicitly is the data's size instead (a ViT fine-tuned at
+    another resolution than its weights', whose position embeddings are interpolated).
     With ``adapt_channels=repeat``: ``channels`` (a digits option) becomes the first conv's
     input channels, so gray images are replicated instead of the kernels summed.
     """
@@ -283,6 +333,8 @@ def adapt_data_config(
         channels = changed.get("channels", data_cfg.get("channels"))
         for key in ("image_size", "mean", "std"):
             value = getattr(facts, key)
+            if key == "image_size" and model_cfg.get("image_size"):
+                value = model_cfg["image_size"]  # a size the model is built for (a ViT at 384 from 224 weights)
             if value is None:
                 continue
             if key in ("mean", "std") and channels and len(value) != channels:

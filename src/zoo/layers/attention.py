@@ -36,11 +36,14 @@ Multi-head attention (Vaswani et al., Section 3.2.2), with ``d_k = d_model / h``
 
 :class:`MultiHeadAttention` stores ``W^Q, W^K, W^V`` stacked as ``in_proj_weight`` and
 ``W^O`` as ``out_proj``, the layout of :class:`torch.nn.MultiheadAttention`, so either's
-``state_dict`` loads into the other. It computes attention one of two ways, with equal
-results (tested): the fast path calls :func:`torch.nn.functional.scaled_dot_product_attention`
-(fused flash / memory-efficient kernels on GPU), the reference path
-(:func:`scaled_dot_product_attention_ref`) writes the equation out. The reference path is
-used whenever the attention weights are requested, and everywhere when ``fast=False``.
+``state_dict`` loads into the other. Like it, it also takes one unbatched sequence:
+query ``(T, E)``, key and value ``(S, E)``, ``key_padding_mask`` ``(S,)``, ``attn_mask``
+``(T, S)`` or ``(h, T, S)``, giving ``(T, E)`` and weights ``(T, S)`` or ``(h, T, S)``.
+It computes attention one of two ways, with equal results (tested): the fast path calls
+:func:`torch.nn.functional.scaled_dot_product_attention` (fused flash / memory-efficient
+kernels on GPU), the reference path (:func:`scaled_dot_product_attention_ref`) writes the
+equation out. The reference path is used whenever the attention weights are requested,
+and everywhere when ``fast=False``.
 
 Deviations from the papers:
 
@@ -56,6 +59,7 @@ Deviations from the papers:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -308,6 +312,43 @@ class Attention(nn.Module):
 # ---------------------------------------------------------------------------- multi-head attention
 
 
+def _each(
+    fn: Callable[[torch.Tensor], torch.Tensor], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fn`` of query, key and value, keeping one tensor where they were one (so that
+    self-attention keeps :meth:`MultiHeadAttention.project`'s single matrix product)."""
+    q = fn(query)
+    k = q if key is query else fn(key)
+    return q, k, (k if value is key else fn(value))
+
+
+# The number of dimensions nn.MultiheadAttention accepts for each input beside the query:
+# (with a batched query, with an unbatched one). The 4-D (B, h, T, S) attn_mask is ours.
+_INPUT_DIMS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "key": ((3,), (2,)),
+    "value": ((3,), (2,)),
+    "key_padding_mask": ((2,), (1,)),
+    "attn_mask": ((2, 3, 4), (2, 3)),
+}
+
+
+def _is_batched(query: torch.Tensor, **others: torch.Tensor | None) -> bool:
+    """Whether ``query`` and the ``others`` (by name: ``key``, ``value``, the masks) are a
+    batch (3-D query) or one unbatched sequence (2-D query); a mix of the two is refused."""
+    if query.dim() not in (2, 3):
+        raise ValueError(f"expected query (T, E) unbatched or batched with 3 dimensions, got {tuple(query.shape)}")
+    batched = query.dim() == 3
+    wrong = []
+    for name, x in others.items():
+        allowed = _INPUT_DIMS[name][0 if batched else 1]
+        if x is not None and x.dim() not in allowed:
+            wrong.append(f"{name} {tuple(x.shape)} is not {' or '.join(f'{d}-D' for d in allowed)}")
+    if wrong:
+        kind, others_wrong = ("batched (3-D)" if batched else "unbatched (2-D)"), "; ".join(wrong)
+        raise ValueError(f"batched and unbatched inputs mixed: query {tuple(query.shape)} is {kind}, {others_wrong}")
+    return batched
+
+
 class MultiHeadAttention(nn.Module):
     """``Concat(head_1..head_h) W^O`` with ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``.
 
@@ -421,12 +462,24 @@ class MultiHeadAttention(nn.Module):
         Masks as in :func:`attention_bias`. Returns the output ``(B, T, E)`` and, if
         ``need_weights``, the weights ``(B, T, S)`` averaged over heads (or ``(B, h, T, S)``
         with ``average_attn_weights=False``), else ``None``.
+
+        One unbatched sequence, as :class:`torch.nn.MultiheadAttention` takes it (whatever
+        ``batch_first``): query ``(T, E)``, key / value ``(S, kdim)`` / ``(S, vdim)``,
+        ``key_padding_mask`` ``(S,)``, ``attn_mask`` ``(T, S)`` or ``(h, T, S)``; the output is
+        ``(T, E)``, the weights ``(T, S)`` or ``(h, T, S)``. Batched and unbatched inputs
+        mixed raise ``ValueError``.
         """
-        if not self.batch_first:
-            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-        self._check(query, key, value)
+        batched = _is_batched(query, key=key, value=value, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+        if not batched:  # a batch of one, batch first; an (h, T, S) attn_mask is then the (B * h, T, S) form
+            query, key, value = _each(lambda x: x.unsqueeze(0), query, key, value)  # (1, T, E), (1, S, kdim), ...
+            key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)  # (1, S)
+        elif not self.batch_first:
+            query, key, value = _each(lambda x: x.transpose(0, 1), query, key, value)
+        self._check(query, key, value, batched)
         q, k, v = self.project(query, key, value)  # (B, h, T, d_k), (B, h, S, d_k), (B, h, S, d_k)
         out, weights = self.attend(q, k, v, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
+        if not batched:
+            return out.squeeze(0), None if weights is None else weights.squeeze(0)  # (T, E), (T, S) or (h, T, S)
         return (out if self.batch_first else out.transpose(0, 1)), weights
 
     def attend(
@@ -458,11 +511,12 @@ class MultiHeadAttention(nn.Module):
             if bias is not None:  # rows whose keys are all masked: zeros, as on the reference path
                 out = out.masked_fill(torch.isneginf(bias).all(dim=-1, keepdim=True), 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, self.embed_dim))  # Concat(heads) W^O: (B, T, E)
-        if weights is not None and average_attn_weights:
-            weights = weights.mean(dim=1)  # (B, T, S)
-        return out, weights
+        if not need_weights:  # the reference path computed them anyway
+            return out, None
+        return out, (weights.mean(dim=1) if average_attn_weights else weights)  # (B, T, S) or (B, h, T, S)
 
-    def _check(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    def _check(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batched: bool = True) -> None:
+        """Widths, batch and lengths of batch-first inputs (unbatched ones given a batch of one)."""
         ok = (
             query.dim() == key.dim() == value.dim() == 3
             and query.shape[-1] == self.embed_dim
@@ -472,11 +526,11 @@ class MultiHeadAttention(nn.Module):
             and key.shape[1] == value.shape[1]
         )
         if not ok:
-            order = "(B, T, E)" if self.batch_first else "(T, B, E)"
+            order = ("(B, T, E)" if self.batch_first else "(T, B, E)") if batched else "(T, E)"
+            shapes = ", ".join(str(tuple(x.shape[0 if batched else 1 :])) for x in (query, key, value))
             raise ValueError(
                 f"expected query {order} with E={self.embed_dim}, key and value of the same batch and length "
-                f"with widths {self.kdim} and {self.vdim}; got {tuple(query.shape)}, {tuple(key.shape)}, "
-                f"{tuple(value.shape)}"
+                f"with widths {self.kdim} and {self.vdim}; got {shapes}"
             )
 
     def extra_repr(self) -> str:

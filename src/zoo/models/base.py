@@ -145,6 +145,13 @@ class ImageModel(nn.Module):
             self.get_submodule(parent).register_module(name, new)  # "" is the model itself
         self.num_classes = num_classes
 
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pretrained tensors fitted to the options this model was built with, where the
+        family knows how (a ViT's position embeddings for another image size); the rest as
+        given. Weight loading (:func:`zoo.finetune.load_into`) calls it before its key and
+        shape checks."""
+        return state
+
     def head_keys(self) -> set[str]:
         """``state_dict`` keys of the classifier and the auxiliary heads: what
         :meth:`reset_classifier` replaces, and what weights for another class count lack."""
@@ -324,17 +331,20 @@ class Seq2SeqModel(nn.Module):
     @torch.no_grad()
     def generate(
         self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int = 100, beam_size: int = 1,
-        length_penalty: float = 1.0,
+        length_penalty: float = 1.0, nbest: int = 1,
     ):  # fmt: skip
         """Decode ``src``: greedy when ``beam_size`` is 1, else beam search.
 
         Returns a :class:`zoo.models.decoding.Generated`: ``tokens`` (B, L) ending in
         ``eos_idx`` then ``pad_idx``, ``attention`` (B, L, S) or ``None`` and ``scores`` (B,)
-        (log-probabilities). Call ``eval()`` first to switch dropout off.
+        (log-probabilities; beam search adds ``normalized_scores``, what it ranks by).
+        ``nbest`` > 1 (at most ``beam_size``) returns the ``nbest`` best hypotheses of each
+        source, best first: ``tokens`` (B, nbest, L), ``scores`` (B, nbest), ...
+        Call ``eval()`` first to switch dropout off.
         """
-        if beam_size == 1:
+        if beam_size == 1 and nbest == 1:
             return greedy_search(self, src, src_mask, max_len)
-        return beam_search(self, src, src_mask, max_len, beam_size, length_penalty)
+        return beam_search(self, src, src_mask, max_len, beam_size, length_penalty, nbest)
 
     def example_inputs(self, batch_size: int = 1, src_len: int = 16, tgt_len: int = 16) -> tuple[torch.Tensor, ...]:
         """``(src, src_mask, tgt_in)`` of the given lengths, for counting MACs and benchmarks."""

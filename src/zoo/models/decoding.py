@@ -11,7 +11,8 @@ All sources and beams run as one batch of ``B * beam_size`` rows. When every hyp
 has ended (or after ``max_len`` steps) the best of each source is picked by
 ``log p(y | x) / len(y) ** length_penalty`` (``len`` counts ``<eos>``; 0: plain log-prob,
 1: per-token average), which counters the preference of raw log-probabilities for short
-outputs.
+outputs. With ``nbest`` > 1 the ``nbest`` best of these ``beam_size`` final hypotheses are
+returned, sorted by that same score (an n-best list, as Marian and fairseq print them).
 """
 
 from __future__ import annotations
@@ -26,18 +27,36 @@ from zoo.errors import ConfigError
 class Generated(NamedTuple):
     """Decoded sequences: ``tokens`` (B, L) ending with ``<eos>`` then ``<pad>`` (or cut at
     ``max_len``), ``attention`` (B, L, S) where the model gives it (zeros after ``<eos>``),
-    else ``None``, and ``scores`` (B,): the log-probability of each returned sequence."""
+    else ``None``, ``scores`` (B,): the log-probability of each returned sequence, and
+    ``normalized_scores`` (B,): ``scores / len ** length_penalty``, what beam search ranks
+    by (``None`` from greedy search, which ranks nothing).
+
+    Beam search with ``nbest`` > 1 returns the ``nbest`` best hypotheses of each source,
+    best first, along a dimension after the batch: ``tokens`` (B, nbest, L), ``attention``
+    (B, nbest, L, S), ``scores`` and ``normalized_scores`` (B, nbest). ``nbest=1`` keeps
+    the shapes above.
+    """
 
     tokens: torch.Tensor
     attention: torch.Tensor | None
     scores: torch.Tensor
+    normalized_scores: torch.Tensor | None = None
 
 
-def _check(max_len: int, beam_size: int = 1) -> None:
+def check_nbest(nbest: int, beam_size: int) -> None:
+    """``nbest`` must be an integer from 1 to ``beam_size`` (the search keeps no more)."""
+    if isinstance(nbest, bool) or not isinstance(nbest, int) or nbest < 1:
+        raise ConfigError(f"nbest must be a positive integer, got {nbest!r}")
+    if nbest > beam_size:
+        raise ConfigError(f"nbest={nbest} needs beam_size >= {nbest}, got beam_size={beam_size}")
+
+
+def _check(max_len: int, beam_size: int = 1, nbest: int = 1) -> None:
     if max_len < 1:
         raise ConfigError(f"max_len must be at least 1, got {max_len}")
     if beam_size < 1:
         raise ConfigError(f"beam_size must be at least 1, got {beam_size}")
+    check_nbest(nbest, beam_size)
 
 
 def greedy_search(model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int) -> Generated:
@@ -66,11 +85,13 @@ def greedy_search(model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int
 
 
 def beam_search(
-    model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, beam_size: int = 4, length_penalty: float = 1.0
+    model, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, beam_size: int = 4, length_penalty: float = 1.0,
+    nbest: int = 1,
 ) -> Generated:
-    """The best of ``beam_size`` hypotheses per source (see the module docstring)."""
+    """The best of ``beam_size`` hypotheses per source, or the ``nbest`` best, best first
+    (see the module docstring and :class:`Generated` for the shapes)."""
     with torch.no_grad():  # a block, not @torch.no_grad(): mutmut skips decorated functions
-        _check(max_len, beam_size)
+        _check(max_len, beam_size, nbest)
         batch, k, device = src.shape[0], beam_size, src.device
         state = model.init_state(model.encode(src, src_mask), src_mask)
         state = model.reorder_state(state, torch.arange(batch, device=device).repeat_interleave(k))  # B*K rows
@@ -108,7 +129,12 @@ def beam_search(
             tokens = token.view(-1)
             if bool(finished.all()):
                 break
-        best = (scores / lengths.clamp(min=1.0) ** length_penalty).argmax(dim=-1)  # (B,)
-        pick = torch.arange(batch, device=device)
-        attention = attn_history[pick, best] if attn_history is not None else None
-        return Generated(history[pick, best], attention, scores[pick, best])
+        normalized = scores / lengths.clamp(min=1.0) ** length_penalty  # (B, K)
+        # Stable: of equal scores the lower beam comes first, the one argmax would pick.
+        best = normalized.sort(dim=-1, descending=True, stable=True).indices[:, :nbest]  # (B, n)
+        pick = torch.arange(batch, device=device).unsqueeze(1)  # (B, 1)
+        attention = attn_history[pick, best] if attn_history is not None else None  # (B, n, L, S)
+        out = Generated(history[pick, best], attention, scores[pick, best], normalized[pick, best])
+        if nbest == 1:  # the shapes of a single answer: (B, L), (B, L, S), (B,)
+            out = Generated(*(t.squeeze(1) if t is not None else None for t in out))
+        return out

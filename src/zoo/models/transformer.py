@@ -10,7 +10,7 @@ layers has two sub-layers, each of the ``N`` decoder layers three, every one wra
     LayerNorm(x + Dropout(Sublayer(x)))                          (Section 3.1, 5.4)
 
     encoder:  self-attention over the source (padding masked)
-              FFN(x) = max(0, x W_1 + b_1) W_2 + b_2             (Eq. 2)
+              FFN(x) = max(0, x W_1 + b_1) W_2 + b_2             (Eq. 2; activation="relu")
     decoder:  causal self-attention (position t sees 1..t)
               attention over the encoder output ("memory", padding masked)
               FFN
@@ -47,7 +47,12 @@ Deviations from the paper:
   ``linear1``, ``dropout``, ``linear2``, ``norm1..3``, ``dropout1..3``), so
   ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` weights load directly.
   ``attention_dropout`` (on the attention weights) and ``activation_dropout`` (after the
-  ReLU), both from tensor2tensor and in PyTorch's layers, default to 0, as in the paper.
+  FFN's activation), both from tensor2tensor and in PyTorch's layers, default to 0, as in
+  the paper.
+- ``activation="gelu"`` (off by default) replaces the FFN's ``max(0, z)`` with
+  ``GELU(z) = z Phi(z)``, ``Phi`` the standard normal CDF, in its exact erf form
+  (Hendrycks & Gimpel, 2016, arXiv:1606.08415; BERT's and GPT's FFN), as PyTorch's layers
+  do with ``activation="gelu"``.
 - The output projection has no bias (the paper does not mention one).
 - Initialisation is not in the paper: Xavier-uniform linear weights, zero biases, and
   N(0, 1/d_model) embeddings, so that the scaled embeddings have unit variance.
@@ -76,11 +81,18 @@ from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.positional import make_positional
 from zoo.models.base import Seq2SeqModel
 from zoo.models.factory import register_model
+from zoo.registry import Registry
+
+# The FFN's activation by name: the two that nn.TransformerEncoderLayer/DecoderLayer accept as strings.
+FFN_ACTIVATIONS = Registry("Transformer FFN activation")
+FFN_ACTIVATIONS.register("relu")(F.relu)  # max(0, z): the paper's (Eq. 2)
+FFN_ACTIVATIONS.register("gelu")(F.gelu)  # z Phi(z), the exact erf form (PyTorch's default approximate="none")
 
 
 def feed_forward(layer: TransformerEncoderLayer | TransformerDecoderLayer, x: torch.Tensor) -> torch.Tensor:
-    """``FFN(x) = max(0, x W_1 + b_1) W_2 + b_2`` (Eq. 2) with a layer's ``linear1``/``linear2``."""
-    return layer.linear2(layer.dropout(F.relu(layer.linear1(x))))  # (B, T, d) -> (B, T, d_ff) -> (B, T, d)
+    """``FFN(x) = act(x W_1 + b_1) W_2 + b_2`` (Eq. 2 with ``act = max(0, .)``) with a layer's
+    ``linear1``/``linear2`` and the activation it chose by name."""
+    return layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))  # (B, T, d) -> (B, T, d_ff) -> (B, T, d)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -92,9 +104,11 @@ class TransformerEncoderLayer(nn.Module):
         d_ff: Inner width of the FFN.
         dropout: Residual dropout ``P_drop``.
         attention_dropout: Dropout on the attention weights.
-        activation_dropout: Dropout after the FFN's ReLU.
+        activation_dropout: Dropout after the FFN's activation.
         norm_first: Pre-norm (``x + Sublayer(LN(x))``) instead of the paper's post-norm.
         layer_norm_eps: LayerNorm epsilon.
+        activation: The FFN's activation, ``"relu"`` (the paper) or ``"gelu"`` (exact, erf form);
+            another name raises :class:`zoo.errors.ConfigError` listing the choices.
     """
 
     def __init__(
@@ -107,8 +121,10 @@ class TransformerEncoderLayer(nn.Module):
         activation_dropout: float = 0.0,
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
+        activation: str = "relu",
     ):
         super().__init__()
+        self.activation = FFN_ACTIVATIONS.get(activation)  # a function, as in PyTorch's layers: no state_dict entry
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
         self.linear1 = nn.Linear(d_model, d_ff)
         self.dropout = nn.Dropout(activation_dropout)
@@ -159,8 +175,10 @@ class TransformerDecoderLayer(nn.Module):
         activation_dropout: float = 0.0,
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
+        activation: str = "relu",
     ):
         super().__init__()
+        self.activation = FFN_ACTIVATIONS.get(activation)  # a function, as in PyTorch's layers: no state_dict entry
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
         self.multihead_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
         self.linear1 = nn.Linear(d_model, d_ff)
@@ -320,13 +338,14 @@ class Transformer(Seq2SeqModel):
         d_ff: Inner width of the FFN.
         dropout: ``P_drop``: on embeddings + positions and on every sub-layer output.
         attention_dropout: Dropout on attention weights (0 in the paper).
-        activation_dropout: Dropout after the FFN's ReLU (0 in the paper).
+        activation_dropout: Dropout after the FFN's activation (0 in the paper).
         norm_first: Pre-norm layers (and final LayerNorms) instead of post-norm.
         share_embeddings: One embedding matrix for source, target and output projection
             (needs ``src_vocab_size == tgt_vocab_size`` and one vocabulary).
         positional: ``"sinusoidal"`` (the paper) or ``"learned"``.
         max_len: Positions precomputed (sinusoidal) or learned.
         layer_norm_eps: LayerNorm epsilon.
+        activation: The FFN's activation, ``"relu"`` (the paper) or ``"gelu"``.
     """
 
     def __init__(
@@ -349,6 +368,7 @@ class Transformer(Seq2SeqModel):
         positional: str = "sinusoidal",
         max_len: int = 1024,
         layer_norm_eps: float = 1e-5,
+        activation: str = "relu",
     ):
         super().__init__()
         if share_embeddings and src_vocab_size != tgt_vocab_size:
@@ -370,6 +390,7 @@ class Transformer(Seq2SeqModel):
         layer_kw = dict(
             d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout, attention_dropout=attention_dropout,
             activation_dropout=activation_dropout, norm_first=norm_first, layer_norm_eps=layer_norm_eps,
+            activation=activation,
         )  # fmt: skip
 
         def final_norm() -> nn.LayerNorm | None:

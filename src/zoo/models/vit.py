@@ -36,9 +36,12 @@ Deviations from the paper:
 - The class token's output goes straight to a linear head: the paper's pre-training head
   has a hidden layer (an MLP with one tanh layer, Section 3.1); its fine-tuning head, and
   torchvision's, is the single linear layer used here. Like both, the head starts at zero.
-- The position embeddings are fixed to one ``image_size`` (a multiple of the patch size,
-  as in torchvision); the paper's 2D interpolation for other resolutions (Section 3.2) is
-  not implemented, so inputs of another size raise ``ValueError``.
+- A model takes one ``image_size`` (a multiple of the patch size, as in torchvision);
+  inputs of another size raise ``ValueError``. Weights trained at another size are fitted
+  when they are loaded, by the paper's 2D interpolation of the position embeddings
+  (Section 3.2; :func:`interpolate_pos_embedding`, the class token's kept), e.g. 224 px
+  ImageNet weights fine-tuned at 384 px: ``zoo.create_model("vit_b_16", weights=...,
+  image_size=384)`` or ``zoo-train model.image_size=384 finetune.weights=...``.
 - ``small_input=True`` (not in the paper or torchvision) cuts 4x4 patches instead of the
   variant's 14-32 px ones, so that 28-32 px images make 49-64 tokens rather than one to
   four (ViTs trained on CIFAR usually do this). Module names are unchanged; ``conv_proj``
@@ -61,6 +64,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from zoo.errors import ConfigError
 from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
@@ -147,6 +151,25 @@ class Encoder(nn.Module):
         return self.ln(z)
 
 
+def interpolate_pos_embedding(pos_embedding: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """Position embeddings for a grid of ``num_patches`` patches from those of another grid.
+
+    Section 3.2: the pre-trained ``E_pos`` rows of the patches are laid out on their 2D
+    grid and resized to the new grid (bicubic, corners aligned, as torchvision's
+    ``interpolate_embeddings``); the class token's row has no place on the grid and is kept.
+    ``pos_embedding``: (1, 1 + n, D) with ``n`` a square; returns (1, 1 + num_patches, D).
+    """
+    _, length, dim = pos_embedding.shape
+    old, new = math.isqrt(length - 1), math.isqrt(num_patches)
+    if old * old != length - 1 or new * new != num_patches:
+        raise ValueError(f"position embeddings of {length - 1} and {num_patches} patches are not both square grids")
+    cls, grid = pos_embedding[:, :1], pos_embedding[:, 1:]
+    grid = grid.reshape(1, old, old, dim).permute(0, 3, 1, 2)  # (1, D, old, old)
+    grid = nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=True)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, num_patches, dim)  # (1, new * new, D), row-major as the patches
+    return torch.cat([cls, grid], dim=1)
+
+
 def _zero_init(head: nn.Module) -> None:
     """The head starts at zero, as in torchvision (the paper zero-initialises the head it
     fine-tunes with, Section 3.1)."""
@@ -190,7 +213,9 @@ class VisionTransformer(ImageModel):
             variant = replace(variant, patch_size=SMALL_INPUT_PATCH)
         p = variant.patch_size
         if image_size % p:
-            raise ValueError(f"image_size={image_size} is not a multiple of patch_size={p}")
+            raise ConfigError(
+                f"image_size={image_size} is not a multiple of the patch size {p}: a ViT cuts the image into {p}x{p} patches"
+            )
         self.variant = variant
         self.num_classes, self.in_channels = num_classes, in_channels
         self.default_image_size = self.fixed_image_size = image_size
@@ -241,6 +266,14 @@ class VisionTransformer(ImageModel):
         for layer in self.encoder.layers:
             z = layer(z)
             yield z[:, 1:].transpose(1, 2).unflatten(2, grid)  # (B, D, H/P, W/P)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Position embeddings trained for another image size, interpolated to this one."""
+        key = "encoder.pos_embedding"
+        pos = state.get(key)
+        if pos is None or pos.ndim != 3 or pos.shape[1] == self.num_patches + 1 or pos.shape[2] != self.num_features:
+            return state
+        return {**state, key: interpolate_pos_embedding(pos, self.num_patches)}
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, 0]  # y = LN(z_L^0), the class token: (B, D)
