@@ -25,6 +25,10 @@ scripts/bench_default.py's (docs/benchmarks/default-run.md).
         ours fp32 eager (NCHW) against torchvision's same architecture, and ours at
         bf16 autocast + channels_last, eager and under torch.compile, against our fp32
         eager. scripts/gpu_check.sh runs this suite.
+  cifar   ResNet-18 on CIFAR-10-shaped synthetic data (3x32x32, 10 classes) at the
+          resnet18_cifar10 recipe's model options and batch, fp32 eager and bf16 +
+          channels_last (on a CPU: fp32 only): images/s and the seconds one epoch of the
+          recipe's 45,000 training images takes. scripts/gpu_check.sh runs it after gpu.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
 
 try:
     import zoo
@@ -51,7 +56,9 @@ from zoo.benchmark import (
     Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
+from zoo.cli import schema  # noqa: F401  (registers the configs' schemas: the cifar suite composes a recipe)
 from zoo.cli.bench import build_step, torchvision_builder
+from zoo.cli.entry import config_dir
 
 SCRIPTS = Path(__file__).resolve().parent
 PARITY_MODELS = ("resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")
@@ -119,6 +126,37 @@ def gpu_suite(args: argparse.Namespace) -> None:
             f"{memory['ours fast'] / memory['ours fp32']:.3f}")  # fmt: skip
         del candidates
         torch.cuda.empty_cache()
+
+
+CIFAR_TRAIN_IMAGES = 45_000  # CIFAR-10's 50,000 training images less the 10% the recipe validates on
+
+
+def cifar_suite(args: argparse.Namespace) -> None:
+    """The resnet18_cifar10 recipe's training step on synthetic data of CIFAR-10's size."""
+    with initialize_config_dir(config_dir(), version_base=None):
+        cfg = compose("train", overrides=["experiment=resnet18_cifar10"])
+    options = {k: v for k, v in cfg.model.items() if k != "name" and v is not None}
+    batch = args.batch_size or cfg.data.batch_size
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    inputs, targets = synthetic_batch(batch, 3, 32, 10)
+    settings = {"fp32": Setting()}
+    if device.type == "cuda":
+        settings["bf16 channels_last"] = Setting("bf16", channels_last=True)
+    candidates = {}
+    for label, setting in settings.items():
+        torch.manual_seed(0)
+        net = zoo.get_model(cfg.model.name, num_classes=10, in_channels=3, **options)
+        candidates[label] = TrainStep(net, inputs, targets, setting, device)
+    seconds = time_interleaved(
+        candidates, rounds=args.rounds, steps_per_round=args.steps_per_round, warmup=args.warmup, device=device
+    )
+    print(f"\n## resnet18_cifar10 recipe: {cfg.model.name} {options}, batch {batch}, 3x32x32, {machine(device)}")
+    row("row", "img/s", "s / epoch", "spread")
+    for label, per_round in seconds.items():
+        rates = [batch / s for s in per_round]
+        spread = (max(rates) - min(rates)) / statistics.median(rates)
+        rate = statistics.median(rates)
+        row(f"resnet18 CIFAR-10 training step, {label}", f"{rate:.0f}", f"{CIFAR_TRAIN_IMAGES / rate:.1f}", f"{spread:.0%}")
 
 
 def cpu_pairs(args, title: str, pairs: dict[str, tuple[partial, partial]], memory: bool, size: int) -> None:
@@ -235,7 +273,7 @@ def sdpa_suite(args: argparse.Namespace) -> None:
 
 SUITES = {
     "parity": parity_suite, "fast": fast_suite, "accuracy": accuracy_suite,
-    "rnn": rnn_suite, "sdpa": sdpa_suite, "gpu": gpu_suite,
+    "rnn": rnn_suite, "sdpa": sdpa_suite, "gpu": gpu_suite, "cifar": cifar_suite,
 }  # fmt: skip
 CPU_SUITES = ["parity", "fast", "rnn", "sdpa", "accuracy"]
 
@@ -253,7 +291,7 @@ def main() -> None:
     parser.add_argument("--cpu-steps", type=int, default=2, help="CPU steps per round per candidate")
     parser.add_argument("--epochs", type=int, default=10, help="accuracy suite: training epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
+    parser.add_argument("--batch-size", type=int, default=None, help="gpu/cifar suites; default: per model / the recipe's")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-round", type=int, default=20)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +50,14 @@ def test_peak_rss_of_a_fresh_process_sees_what_the_step_allocates():
     small = peak_rss_mib(partial(_allocating_step, 1), steps=1)
     large = peak_rss_mib(partial(_allocating_step, 300), steps=1)
     assert small < 50 and 290 < large < 350, (small, large)
+
+
+def test_the_gpu_checks_cifar_run_times_the_recipes_network_on_cifar_shaped_batches():
+    """scripts/gpu_check.sh's CIFAR-10 row, run on the CPU with a tiny batch: the network is
+    the one the resnet18_cifar10 recipe trains (its model options), fed 3x32x32 images."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_perf.py"
+    args = ["--suite", "cifar", "--rounds", "1", "--steps-per-round", "1", "--warmup", "0", "--batch-size", "2"]
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "## resnet18_cifar10 recipe: resnet18 {'small_input': True}, batch 2, 3x32x32" in result.stdout
+    assert re.search(r"resnet18 CIFAR-10 training step, fp32\s+\d+\s+[\d.]+\s+\d+%", result.stdout)
