@@ -230,3 +230,13 @@ def test_zoo_load_gives_a_sequence_checkpoint_its_vocabularies(tmp_path, one_thr
     assert (len(src_vocab), len(tgt_vocab)) == (model["src_vocab_size"], model["tgt_vocab_size"])
     assert src_vocab.decode(src_vocab.encode("abc")) == "abc"
     assert trained.transform is None and trained.classes is None
+
+
+def test_torchvision_weights_missing_from_the_cache_name_the_file_to_place_and_download_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
+    expected = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    with pytest.raises(WeightsError, match="ResNet50_Weights.IMAGENET1K_V2 are not in the cache: place "
+                                           "https://download.pytorch.org/models/resnet50-11ad3fa6.pth at") as err:  # fmt: skip
+        zoo.create_model("resnet50", weights="DEFAULT")
+    assert str(expected) in str(err.value) and "download=True" in str(err.value)

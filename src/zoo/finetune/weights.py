@@ -88,7 +88,7 @@ def _from_torchvision(name: str, download: bool) -> Pretrained:
         if not download:
             raise WeightsError(
                 f"torchvision weights {name} are not in the cache: place {weights.url} at {path} "
-                f"(or set finetune.download=true)"
+                f"(or allow the download: finetune.download=true, or download=True in zoo.create_model)"
             )
         _fetch(weights.url, path)
     preset = weights.transforms()  # ImageClassification: resize, centre crop, normalise
