@@ -199,7 +199,7 @@ def fast_suite(args: argparse.Namespace) -> None:
     cpu_pairs(args, "the fast path (target: ratio >= 1.5)", pairs, memory=False, size=args.fast_size)
 
 
-# As scripts/digits_table.py trains them: 32 px through the ImageNet stems, except
+# 32 px through the ImageNet stems (one shared recipe, not the per-family ones of bench_tables.py), except
 # EfficientNet-B0, which needs its small-input stem to learn digits in a few epochs;
 # ResNet-50's residual branches start at zero (Goyal et al., 2017), which it needs to learn
 # them in a few epochs (5 epochs without: 66-70% in both precisions).
