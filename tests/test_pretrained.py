@@ -240,3 +240,11 @@ def test_torchvision_weights_missing_from_the_cache_name_the_file_to_place_and_d
                                            "https://download.pytorch.org/models/resnet50-11ad3fa6.pth at") as err:  # fmt: skip
         zoo.create_model("resnet50", weights="DEFAULT")
     assert str(expected) in str(err.value) and "download=True" in str(err.value)
+
+
+def test_features_only_gives_the_trunk_of_the_loaded_weights(hub_cache, one_thread):
+    backbone = zoo.create_model("resnet18", weights="DEFAULT", features_only=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = backbone.eval()(x)
+        torch.testing.assert_close(maps[-1], torch.nn.Sequential(*list(hub_cache.children())[:-2]).eval()(x))
