@@ -1,27 +1,25 @@
 #!/usr/bin/env python
 """The generated results tables of the docs, one recipe per model, several seeds each.
 
-    python scripts/bench_tables.py [--task digits] [--models lenet5 resnet18 ...] [--seeds 0 1 2] [--jobs 2]
+    python scripts/bench_tables.py [--task digits|seq2seq] [--models lenet5 resnet18 ...] [--seeds 0 1 2] [--jobs 2]
 
-For each model and seed, one fresh process
-``zoo-train experiment=<model>_digits seed=<s> trainer.precision=32-true hydra.run.dir=<out>/<model>/<s>``
+A table's rows are its models times its datasets; each row is one recipe,
+``configs/experiment/<model>_<data>.yaml``. For each row and seed, one fresh process
+``zoo-train experiment=<recipe> seed=<s> trainer.precision=32-true hydra.run.dir=<out>/<recipe>/<s>``
 (float32: the same figures on any CPU; ``precision=auto`` would train the ImageNet CNNs in
 bf16 where the CPU has it), run ``--jobs`` at a time, each with one thread
 (OMP_NUM_THREADS=1), so that the minutes per run do not depend on how many run beside it
 as long as ``--jobs`` is at most the number of free cores.
 
-Each model's results (test accuracy and minutes per seed, parameters and MACs of the
-network the recipe builds, date, machine, command) are kept in
-``benchmarks/<task>/<model>.json``; the page (``docs/benchmarks/<task>.md``) and its
-figure (``<task>.png`` beside it) are then written from every model's file. So
-``--models`` re-measures some models and keeps the other rows as they were measured;
-the page says which rows come from an earlier command.
+Each row's results (test metric and minutes per seed, parameters and MACs of the network
+the recipe builds, date, machine, command) are kept in ``benchmarks/<task>/<recipe>.json``;
+the page (``docs/benchmarks/<task>.md``) and its figure (``<task>.png`` beside it) are then
+written from every row's file. So ``--models`` re-measures some models and keeps the other
+rows as they were measured; the page says which rows come from an earlier command.
 
-A table is a row of ``TASKS``: its models in table order, the recipe name of each, the
-metric read from each run's ``metrics.json``, how to count a network's cost and the page's
-words. A ``seq2seq`` table would be one more row: models ``seq2seq_gru`` and
-``transformer_small``, recipes ``{model}_dates``, metric ``test/exact_match`` and a cost
-function for sequence models.
+A table is an entry of ``TASKS``: its models and datasets in table order, the metric read
+from each run's ``metrics.json``, its targets, how to count a network's cost and the page's
+words.
 """
 
 from __future__ import annotations
@@ -50,24 +48,34 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from zoo.benchmark import write_results_page  # noqa: E402
+from zoo.files import atomic_write  # noqa: E402
 from zoo.cli.common import fit_model_to_data  # noqa: E402
+from zoo.data import build_datamodule  # noqa: E402
 from zoo.models import MODELS  # noqa: E402
+from zoo.models.base import Seq2SeqModel  # noqa: E402
 from zoo.profiling import build_on_meta, count_macs, count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def image_network_cost(run_dir: Path) -> dict:
-    """Parameters and MACs of one image of the network the run's config builds (meta device)."""
+def network_cost(run_dir: Path) -> dict:
+    """Parameters and MACs of the network the run's config builds (on the meta device), for
+    one example: an image at the recipe's size, or a sequence pair of the test split's mean
+    source and target lengths (``<eos>`` and ``<bos>`` included) under teacher forcing."""
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    data = cfg["data"]
-    facts = {"num_classes": len(data["classes"] or range(10)) * data["orientations"],
-             "in_channels": data["channels"], "image_size": data["image_size"]}  # fmt: skip
-    kwargs = fit_model_to_data(cfg["model"], facts, data["name"])
-    name = kwargs.pop("name")
-    model = build_on_meta(MODELS.get(name), **kwargs)
-    shape = (1, data["channels"], data["image_size"], data["image_size"])
-    return {"params": count_params(model), "macs": count_macs(model, shape), "input": "x".join(map(str, shape[1:]))}
+    data_cfg = dict(cfg["data"])
+    datamodule = build_datamodule(**data_cfg)
+    datamodule.setup("test")
+    kwargs = fit_model_to_data(cfg["model"], datamodule.model_facts(), data_cfg["name"])
+    model = build_on_meta(MODELS.get(kwargs.pop("name")), **kwargs)
+    if isinstance(model, Seq2SeqModel):
+        _, src_len, _, _, tgt_len = datamodule.test_set.tensors
+        lengths = round(src_len.float().mean().item()), round(tgt_len.float().mean().item())
+        inputs, described = model.example_inputs(1, *lengths), "{} -> {} tokens".format(*lengths)
+    else:
+        shape = (1, data_cfg["channels"], data_cfg["image_size"], data_cfg["image_size"])
+        inputs, described = shape, "x".join(map(str, shape[1:]))
+    return {"params": count_params(model), "macs": count_macs(model, inputs), "input": described}
 
 
 @dataclass(frozen=True)
@@ -75,23 +83,42 @@ class Task:
     """One generated table: which recipes it runs and what it reads from each run."""
 
     models: tuple[str, ...]  # table order
-    recipe: str  # configs/experiment/<recipe>.yaml, with {model} replaced by each model's name
+    datasets: tuple[str, ...]  # a row per model and dataset: configs/experiment/<model>_<data>.yaml
     metric: str  # the key of metrics.json's "test" record
-    cost: Callable[[Path], dict]  # a run folder -> params, macs and input of the network it trained
     metric_label: str  # the column heading, in percent
+    target: Callable[[str, str], float | None]  # (model, data) -> the median the row must reach, in percent
     title: str
     intro: tuple[str, ...]  # what was measured, ending with "Written by:"
     notes: tuple[str, ...]  # below the table
+    cost: Callable[[Path], dict] = network_cost  # a run folder -> params, macs and input of its network
+
+    def rows(self, models: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """(model, data) in table order, for ``models`` (default: all)."""
+        return [(m, d) for m in self.models if models is None or m in models for d in self.datasets]
+
+
+def recipe_name(model: str, data: str) -> str:
+    return f"{model}_{data}"
+
+
+def digits_target(model: str, data: str) -> float | None:
+    """Issue #23: 98.0% for every CNN, 96.0% for the ViT; the MLP is not a CNN."""
+    return {"mlp": None, "vit_tiny": 96.0}.get(model, 98.0)
+
+
+def seq2seq_target(model: str, data: str) -> float:
+    """Issue #23: 99.0% exact match on dates and reverse, 97.0% on sort."""
+    return 97.0 if data == "sort" else 99.0
 
 
 TASKS: dict[str, Task] = {
     "digits": Task(
         models=("lenet5", "mlp", "alexnet", "vgg11_bn", "googlenet", "resnet18", "densenet121", "efficientnet_b0",
                 "vit_tiny"),
-        recipe="{model}_digits",
+        datasets=("digits",),
         metric="test/acc",
-        cost=image_network_cost,
         metric_label="test acc (%)",
+        target=digits_target,
         title="Every family on the bundled digits, each with its own recipe",
         intro=(
             "Each family trained with its paper's recipe, scaled down to scikit-learn's 8x8 digits upsampled",
@@ -115,7 +142,8 @@ TASKS: dict[str, Task] = {
             "- AlexNet: SGD with momentum 0.9 at lr 0.01 (torchvision's recipe) stayed at chance (loss",
             "  2.302) for 4 epochs, and so did lr 0.04 after a warm-up: with PyTorch's default",
             "  initialisation and no batch norm the signal shrinks through the eight layers (the paper's",
-            "  N(0, 0.01) with biases of 1 is not built). AdamW at lr 3e-4: 97.8% after 10 epochs.",
+            "  N(0, 0.01) with biases of 1 is not built). AdamW at lr 3e-4: 97.8% after 10 epochs (each",
+            "  of seeds 0-2) and 98.9% after 16; at lr 5e-4 with label smoothing 0.1, 12 epochs: 99.4%.",
             "- EfficientNet-B0: RMSProp (decay 0.9, momentum 0.9, eps 1e-3) at lr 0.004, the paper's 0.256",
             "  per 4,096 images at batch 64, stayed at chance for 5 epochs. AdamW: 93.3% at lr 2e-3 and",
             "  97.2% at lr 5e-3 after 10 epochs; the recipe trains 12.",
@@ -129,19 +157,57 @@ TASKS: dict[str, Task] = {
             "  in 3.6 minutes.",
         ),
     ),
+    "seq2seq": Task(
+        models=("seq2seq_lstm", "seq2seq_gru", "transformer_small"),
+        datasets=("dates", "reverse", "sort"),
+        metric="test/exact_match",
+        metric_label="test exact match (%)",
+        target=seq2seq_target,
+        title="Sequence to sequence on the generated tasks, each model with its recipe",
+        intro=(
+            "The three sequence-to-sequence families on the generated tasks of `configs/data/`:",
+            "`dates` (human-written dates to ISO 8601; 20,000 training, 1,000 validation and 2,000 test",
+            "pairs), `reverse` and `sort` (strings of 3-12 of 10 symbols reversed or sorted; 10,000, 500",
+            "and 1,000 pairs). The splits are disjoint and fixed (`data.seed`), whatever the training seed.",
+            "Exact match: the share of test sources whose greedy decoding equals the whole target, with",
+            "the weights the recipe tests (`test_weights`). The recipe is",
+            "`configs/experiment/<recipe>.yaml`; its header gives the paper's recipe and the departures.",
+            "Float32, one thread per run. Written by:",
+        ),
+        notes=(
+            "Params are those of the network the recipe builds for the task's vocabularies; MACs are one",
+            "teacher-forced forward pass of a pair of the test split's mean lengths (the input column),",
+            "as `torch.utils.flop_counter` counts them. Minutes are start to exit of one `zoo-train`",
+            "process with one thread (data generation, training, validation decoding and the test), the",
+            "median over the seeds.",
+            "",
+            "Targets (issue #23): a median of at least 99.0% on dates and reverse and 97.0% on sort, in",
+            "under 10 minutes per run on one CPU thread.",
+            "",
+            "## How the recipes were chosen",
+            "",
+            "Single tuning runs (not in the table), on the same machine while other jobs ran:",
+            "",
+            "- The recurrent models share one recipe per task; `seq2seq_lstm_<task>` is",
+            "  `seq2seq_gru_<task>` with LSTM cells. On dates (Adam 5e-3, one-cycle, batch 128, 4",
+            "  epochs), the GRU reached 99.95%, 100% and 100% at seeds 0-2 and the LSTM 100% at seed 0.",
+            "  The same recipe at batch 64 for 8 epochs: 100% on reverse and on sort for both cells at",
+            "  their first run (seed 0 or 1), in about 75 seconds.",
+            "- `transformer_small_reverse` with 8 epochs: 97.6% (seed 42); with 24: 100% (seed 0). The",
+            "  same recipe on sort: 99.3% (seed 0). On dates, 10 epochs of the paper's schedule with",
+            "  1,000 warm-up steps: 99.8%, 99.75% and 99.75% at seeds 0-2.",
+        ),
+    ),
 }
 
 
-def recipe_name(task: str, model: str) -> str:
-    return TASKS[task].recipe.format(model=model)
-
-
-def train_once(task: str, model: str, seed: int, out: Path, keep_checkpoints: bool = False) -> dict:
-    """One ``zoo-train`` process with one thread; its test metric, minutes and run folder."""
-    run_dir = out / model / str(seed)
+def train_once(task: str, recipe: str, seed: int, out: Path, overrides: Sequence[str] = (),
+               keep_checkpoints: bool = False) -> dict:  # fmt: skip
+    """One ``zoo-train`` process with one thread; its test metric, minutes and epochs."""
+    run_dir = out / recipe / str(seed)
     command = [
-        str(Path(sys.executable).parent / "zoo-train"), f"experiment={recipe_name(task, model)}", f"seed={seed}",
-        "trainer.precision=32-true", "callbacks.progress_bar=none", f"hydra.run.dir={run_dir}",
+        str(Path(sys.executable).parent / "zoo-train"), f"experiment={recipe}", f"seed={seed}",
+        "trainer.precision=32-true", "callbacks.progress_bar=none", f"hydra.run.dir={run_dir}", *overrides,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     start = time.perf_counter()
@@ -153,29 +219,28 @@ def train_once(task: str, model: str, seed: int, out: Path, keep_checkpoints: bo
     if not keep_checkpoints:  # VGG-11's are 1 GB a run (weights + momentum, best and last)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     metric = record["test"][TASKS[task].metric]
-    print(f"{model} seed {seed}: {metric:.4f} in {minutes:.2f} min", flush=True)
-    return {"seed": seed, "metric": metric, "minutes": round(minutes, 3), "epochs": record["epochs"],
-            "run_dir": run_dir.relative_to(ROOT).as_posix() if run_dir.is_relative_to(ROOT) else str(run_dir)}
+    print(f"{recipe} seed {seed}: {metric:.4f} in {minutes:.2f} min", flush=True)
+    return {"seed": seed, "metric": metric, "minutes": round(minutes, 3), "epochs": record["epochs"]}
 
 
-def run_models(
-    task: str, models: Sequence[str], seeds: Sequence[int], jobs: int, out: Path, results: Path, command: str,
-    keep_checkpoints: bool = False,
+def run_rows(
+    task: str, rows: Sequence[tuple[str, str]], seeds: Sequence[int], jobs: int, out: Path, results: Path,
+    command: str, overrides: Sequence[str] = (), keep_checkpoints: bool = False,
 ) -> None:
-    """Train every (model, seed), ``jobs`` at a time, and write each model's results file."""
-    pairs = [(m, s) for m in models for s in seeds]
+    """Train every (row, seed), ``jobs`` at a time, and write each row's results file."""
+    recipes = [recipe_name(model, data) for model, data in rows]
+    pairs = [(r, s) for r in recipes for s in seeds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = list(pool.map(lambda pair: train_once(task, pair[0], pair[1], out, keep_checkpoints), pairs))
+        runs = list(pool.map(lambda pair: train_once(task, *pair, out, overrides, keep_checkpoints), pairs))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    for model in models:
-        mine = [r for r, (m, _) in zip(runs, pairs) if m == model]
+    results.mkdir(parents=True, exist_ok=True)
+    for (model, data), recipe in zip(rows, recipes):
         record = {
-            "model": model, "recipe": recipe_name(task, model), **TASKS[task].cost(out / model / str(seeds[0])),
-            "metric": TASKS[task].metric, "runs": mine, "date": datetime.date.today().isoformat(),
-            "machine": machine, "jobs": jobs, "command": command,
+            "model": model, "data": data, "recipe": recipe, **TASKS[task].cost(out / recipe / str(seeds[0])),
+            "metric": TASKS[task].metric, "runs": [run for run, (r, _) in zip(runs, pairs) if r == recipe],
+            "date": datetime.date.today().isoformat(), "machine": machine, "jobs": jobs, "command": command,
         }  # fmt: skip
-        results.mkdir(parents=True, exist_ok=True)
-        (results / f"{model}.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write(results / f"{recipe}.json", json.dumps(record, indent=2) + "\n")
 
 
 def summarise(record: dict) -> dict:
@@ -185,15 +250,17 @@ def summarise(record: dict) -> dict:
 
 
 def plot(task: Task, records: list[dict], path: Path) -> None:
-    """Accuracy (median, bar: min to max) against MACs and against minutes per run."""
+    """The metric (median, bar: min to max) against MACs and against minutes per run."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, key, label in ((axes[0], "macs", "MACs per image"), (axes[1], "minutes", "minutes per run (one thread)")):
+    several = len(task.datasets) > 1
+    for ax, key, label in ((axes[0], "macs", "MACs per example"), (axes[1], "minutes", "minutes per run (one thread)")):
         for record in records:
             s = summarise(record)
             x = record["macs"] if key == "macs" else s["minutes"]
             spread = [[s["median"] - s["min"]], [s["max"] - s["median"]]]
             ax.errorbar([x], [s["median"]], yerr=spread, fmt="o", capsize=3)
-            ax.annotate(record["model"], (x, s["median"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+            name = f"{record['model']} ({record['data']})" if several else record["model"]
+            ax.annotate(name, (x, s["median"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: the minor ones overlap
         ax.set_xlabel(label)
@@ -207,61 +274,70 @@ def plot(task: Task, records: list[dict], path: Path) -> None:
 
 def write_page(task_name: str, results: Path, page: Path, command: str) -> None:
     task = TASKS[task_name]
-    files = [results / f"{model}.json" for model in task.models]
+    rows = task.rows()
+    files = [results / f"{recipe_name(*row)}.json" for row in rows]
     records = [json.loads(file.read_text()) for file in files if file.is_file()]
     if not records:
         raise SystemExit(f"no results in {results}")
     figure = page.with_suffix(".png")
     plot(task, records, figure)
+    data_column = len(task.datasets) > 1
     table = [
-        f"| model | recipe | input | params | MMACs | {task.metric_label}: median | min | max | seeds "
-        "| minutes per run |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        f"| model | {'task | ' if data_column else ''}recipe | input | params | MMACs | {task.metric_label}: median "
+        "| min | max | target | seeds | minutes per run |",
+        f"|---|{'---|' if data_column else ''}---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
+    short = []
     for record in records:
         s = summarise(record)
+        target = task.target(record["model"], record["data"])
+        if target is not None and round(s["median"], 1) < target:
+            short.append(f"`{record['recipe']}`")
         seeds = ",".join(str(r["seed"]) for r in record["runs"])
+        data_cell = f"{record['data']} | " if data_column else ""
         table.append(
-            f"| `{record['model']}` | `{record['recipe']}` | {record['input']} | {record['params'] / 1e6:.2f}M "
-            f"| {record['macs'] / 1e6:.1f} | {s['median']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {seeds} "
-            f"| {s['minutes']:.2f} |"
+            f"| `{record['model']}` | {data_cell}`{record['recipe']}` | {record['input']} | {record['params'] / 1e6:.2f}M | {record['macs'] / 1e6:.1f} "
+            f"| {s['median']:.1f} | {s['min']:.1f} | {s['max']:.1f} | {'-' if target is None else f'{target:.1f}'} "
+            f"| {seeds} | {s['minutes']:.2f} |"
         )
+    verdict = [f"Below their target: {', '.join(short)}." if short else "Every row with a target reaches it."]
     # Rows another command measured (a --models run, or every row under --page-only), by command.
     earlier: dict[tuple[str, str], list[str]] = {}
     for record in records:
         if record["command"] != command:
-            earlier.setdefault((record["command"], record["date"]), []).append(f"`{record['model']}`")
+            earlier.setdefault((record["command"], record["date"]), []).append(f"`{record['recipe']}`")
     provenance = [f"- {', '.join(names)}: `{cmd}` on {date}" for (cmd, date), names in earlier.items()]
     if provenance:
         provenance = ["", "Rows measured by another command of this script:", "", *provenance]
-    missing = [f"`{m}`" for m in task.models if m not in {r["model"] for r in records}]
+    measured = {r["recipe"] for r in records}
+    missing = [f"`{recipe_name(*row)}`" for row in rows if recipe_name(*row) not in measured]
     absent = ["", f"Not measured yet: {', '.join(missing)}."] if missing else []
     figure_line = f"![{task.metric_label} against MACs and minutes]({figure.name})"
-    body = [*table, *provenance, *absent, "", figure_line, "", *task.notes]
+    body = [*table, "", *verdict, *provenance, *absent, "", figure_line, "", *task.notes]
     write_results_page(page, task.title, list(task.intro), command, body)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="digits", choices=sorted(TASKS))
     parser.add_argument("--models", nargs="+", default=None, help="a subset (default: every model of the task)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at a time, one thread each")
-    parser.add_argument("--out", default="outputs/bench_tables", help="run folders: <out>/<task>/<model>/<seed>")
+    parser.add_argument("--out", default="outputs/bench_tables", help="run folders: <out>/<task>/<recipe>/<seed>")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep the runs' checkpoints (default: deleted)")
     parser.add_argument("--page-only", action="store_true", help="rewrite the page from the results files only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     task = TASKS[args.task]
-    models = args.models or list(task.models)
-    unknown = sorted(set(models) - set(task.models))
+    unknown = sorted(set(args.models or ()) - set(task.models))
     if unknown:
-        raise SystemExit(f"not in the {args.task} table: {unknown}; choose from {list(task.models)}")
+        parser.error(f"not in the {args.task} table: {', '.join(unknown)}; choose from {', '.join(task.models)}")
     results = ROOT / "benchmarks" / args.task
     page = ROOT / "docs" / "benchmarks" / f"{args.task}.md"
-    command = " ".join(["python scripts/bench_tables.py", *sys.argv[1:]])
+    command = " ".join(["python scripts/bench_tables.py", *(sys.argv[1:] if argv is None else argv)])
     if not args.page_only:
         out = ROOT / args.out / args.task
-        run_models(args.task, models, args.seeds, max(args.jobs, 1), out, results, command, args.keep_checkpoints)
+        run_rows(args.task, task.rows(args.models), args.seeds, max(args.jobs, 1), out, results, command,
+                 keep_checkpoints=args.keep_checkpoints)  # fmt: skip
     write_page(args.task, results, page, command)
 
 
