@@ -4,10 +4,12 @@ CutMix, an exponential moving average of the weights; and the recipes themselves
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torchvision.transforms import v2
 
@@ -88,6 +90,27 @@ def _recipe_data(tmp_path: Path, recipe: str) -> list[str]:
         pairs.write_text("".join(f"ein {i} .\tone {i} .\n" for i in range(20)), encoding="utf-8")
         return [f"data.path={pairs}"]
     return []
+
+
+REAL_DATA = {"mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "parallel_tsv"}
+
+
+def test_recipes_for_real_data_state_what_the_published_setup_reaches(tmp_path):
+    """A user with the data and a GPU knows what to expect: every recipe for a real dataset
+    quotes a published figure, and those of torchvision's weights are torchvision's own."""
+    checked = []
+    for recipe in RECIPES:
+        if compose_config("train", tmp_path / recipe, [f"experiment={recipe}"]).data.name not in REAL_DATA:
+            continue
+        text = (CONFIGS / "experiment" / f"{recipe}.yaml").read_text()
+        header = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+        assert re.search(r"\d\.\d+ ?(%|BLEU)|score \d+\.\d+ / \d+\.\d+", header), recipe
+        for weights, top1, top5 in re.findall(r"(\w+_Weights\.\w+),? scores? ([\d.]+) / ([\d.]+)", header):
+            enum, member = weights.split(".")
+            metrics = getattr(getattr(torchvision.models, enum), member).meta["_metrics"]["ImageNet-1K"]
+            assert (float(top1), float(top5)) == (metrics["acc@1"], metrics["acc@5"]), recipe
+            checked.append(recipe)
+    assert sorted(checked) == ["alexnet_imagenet", "resnet50_imagenet", "vgg16_imagenet", "vit_b_16_imagenet"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
