@@ -43,7 +43,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import EngFormatter, NullFormatter  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -253,21 +254,35 @@ def summarise(record: dict) -> dict:
 
 
 def plot(task: Task, records: list[dict], path: Path) -> None:
-    """The metric (median, bar: min to max) against MACs and against minutes per run."""
+    """The metric (median, bar: min to max) against MACs and against minutes per run: one
+    colour per model and, where the table has several datasets, one marker per dataset."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colours = {model: f"C{i % 10}" for i, model in enumerate(task.models)}
+    markers = dict(zip(task.datasets, "os^Dv"))
     several = len(task.datasets) > 1
     for ax, key, label in ((axes[0], "macs", "MACs per example"), (axes[1], "minutes", "minutes per run (one thread)")):
+        xs = []
         for record in records:
             s = summarise(record)
             x = record["macs"] if key == "macs" else s["minutes"]
+            xs.append(x)
             spread = [[s["median"] - s["min"]], [s["max"] - s["median"]]]
-            ax.errorbar([x], [s["median"]], yerr=spread, fmt="o", capsize=3)
-            name = f"{record['model']} ({record['data']})" if several else record["model"]
-            ax.annotate(name, (x, s["median"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: the minor ones overlap
+            ax.errorbar([x], [s["median"]], yerr=spread, fmt=markers[record["data"]], capsize=3, alpha=0.8,
+                        color=colours[record["model"]], markersize=7, markerfacecolor="none" if several else None)  # fmt: skip
+            if not several:  # one point per model: its name beside it
+                ax.annotate(record["model"], (x, s["median"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        if max(xs) > 10 * min(xs):  # several decades: log scale, decade labels only (the minor ones overlap)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if key == "macs":
+            ax.xaxis.set_major_formatter(EngFormatter())  # 2M, 100M, 1G
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
+    if several:  # colours name the models, markers the datasets
+        handles = [Line2D([], [], color=colours[m], marker="o", linestyle="", label=m) for m in task.models]
+        handles += [Line2D([], [], color="gray", marker=markers[d], markerfacecolor="none", linestyle="", label=d)
+                    for d in task.datasets]  # fmt: skip
+        axes[1].legend(handles=handles, fontsize=8, loc="lower center")
     axes[0].set_ylabel(f"{task.metric_label}, median (min-max) over seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,13 +290,22 @@ def plot(task: Task, records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_page(task_name: str, results: Path, page: Path, command: str) -> None:
+def write_page(task_name: str, results: Path, page: Path, command: str, page_only: bool = False) -> None:
+    """The page and its figure from the results files. ``command`` measured them, unless
+    ``page_only``: then, if one command measured every row, the page names that command,
+    with its date and machine, and says that ``command`` rendered the page again."""
     task = TASKS[task_name]
     rows = task.rows()
     files = [results / f"{recipe_name(*row)}.json" for row in rows]
     records = [json.loads(file.read_text()) for file in files if file.is_file()]
     if not records:
         raise SystemExit(f"no results in {results}")
+    rendered, measured = [], {(r["command"], r["date"], r["machine"]) for r in records}
+    date = machine = None
+    if page_only and len(measured) == 1:
+        rendered = ["", f"This page was rendered again from `benchmarks/{task_name}/` by `{command}` on "
+                        f"{datetime.date.today().isoformat()}; the figures are those the command above measured."]  # fmt: skip
+        command, date, machine = measured.pop()
     figure = page.with_suffix(".png")
     plot(task, records, figure)
     data_column = len(task.datasets) > 1
@@ -316,8 +340,8 @@ def write_page(task_name: str, results: Path, page: Path, command: str) -> None:
     missing = [f"`{recipe_name(*row)}`" for row in rows if recipe_name(*row) not in measured]
     absent = ["", f"Not measured yet: {', '.join(missing)}."] if missing else []
     figure_line = f"![{task.metric_label} against MACs and minutes]({figure.name})"
-    body = [*table, "", *verdict, *provenance, *absent, "", figure_line, "", *task.notes]
-    write_results_page(page, task.title, list(task.intro), command, body)
+    body = [*table, "", *verdict, *provenance, *absent, *rendered, "", figure_line, "", *task.notes]
+    write_results_page(page, task.title, list(task.intro), command, body, date, machine)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -341,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = ROOT / args.out / args.task
         run_rows(args.task, task.rows(args.models), args.seeds, max(args.jobs, 1), out, results, command,
                  keep_checkpoints=args.keep_checkpoints)  # fmt: skip
-    write_page(args.task, results, page, command)
+    write_page(args.task, results, page, command, args.page_only)
 
 
 if __name__ == "__main__":

@@ -122,3 +122,29 @@ def test_a_model_outside_the_table_is_one_line(tables, capsys):
     assert exit_info.value.code == 2
     assert "not in the seq2seq table: resnet18; choose from seq2seq_lstm, seq2seq_gru, transformer_small" in (
         capsys.readouterr().err)  # fmt: skip
+
+
+def test_page_only_names_the_command_that_measured_the_rows(tables, tmp_path):
+    """Re-rendering the page from its results keeps the measuring command, date and machine
+    at the top (and says it was rendered again); rows of several commands are listed by command."""
+    results, page = tmp_path / "results", tmp_path / "seq2seq.md"
+    results.mkdir()
+    measured = "python scripts/bench_tables.py --task seq2seq --jobs 2"
+    for model, data in tables.TASKS["seq2seq"].rows():
+        record = _record(tables, model, data, [1.0, 1.0, 0.99], measured)
+        record["date"], record["machine"] = "2026-11-01", "arm64, 8 CPU cores, torch 2.14.1"
+        (results / f"{record['recipe']}.json").write_text(json.dumps(record))
+    rerender = "python scripts/bench_tables.py --task seq2seq --page-only"
+    tables.write_page("seq2seq", results, page, rerender, page_only=True)
+    text = page.read_text()
+    assert f"```bash\n{measured}\n```\n\non 2026-11-01, arm64, 8 CPU cores, torch 2.14.1." in text
+    assert f"rendered again from `benchmarks/seq2seq/` by `{rerender}`" in text
+    assert "another command" not in text and "Every row with a target reaches it." in text
+
+    record = json.loads((results / "seq2seq_gru_sort.json").read_text())
+    (results / "seq2seq_gru_sort.json").write_text(json.dumps({**record, "command": "an earlier command"}))
+    tables.write_page("seq2seq", results, page, rerender, page_only=True)
+    text = page.read_text()
+    assert f"```bash\n{rerender}\n```" in text and "rendered again" not in text
+    assert "- `seq2seq_gru_sort`: `an earlier command` on 2026-11-01" in text
+    assert f"`{measured}` on 2026-11-01" in text

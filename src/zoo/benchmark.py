@@ -243,12 +243,17 @@ def compiled_or_eager(step_builder: Callable[[Setting], TrainStep], setting: Set
     return step
 
 
-def write_results_page(page: Path, title: str, intro: Sequence[str], command: str, body: Sequence[str]) -> None:
+def write_results_page(
+    page: Path, title: str, intro: Sequence[str], command: str, body: Sequence[str], date: str | None = None,
+    machine: str | None = None,
+) -> None:
     """A documentation page of measured results, as every generated page of
     ``docs/benchmarks/`` is written: the title, ``intro`` (what was measured, ending with
-    "Written by:"), the command, the date and machine, then ``body`` (tables, notes)."""
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    lines = [f"# {title}", "", *intro, "", f"```bash\n{command}\n```", "", f"on {datetime.date.today().isoformat()}, {machine}.", "", *body]
+    "Written by:"), the command, the date and machine (default: today, this one), then
+    ``body`` (tables, notes)."""
+    date = date or datetime.date.today().isoformat()
+    machine = machine or f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    lines = [f"# {title}", "", *intro, "", f"```bash\n{command}\n```", "", f"on {date}, {machine}.", "", *body]
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + "\n")
     print(f"wrote {page}")
