@@ -44,7 +44,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import EngFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -271,11 +271,11 @@ def plot(task: Task, records: list[dict], path: Path) -> None:
                         color=colours[record["model"]], markersize=7, markerfacecolor="none" if several else None)  # fmt: skip
             if not several:  # one point per model: its name beside it
                 ax.annotate(record["model"], (x, s["median"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
-        if max(xs) > 10 * min(xs):  # several decades: log scale, decade labels only (the minor ones overlap)
+        if max(xs) > 10 * min(xs):  # over a decade: log scale, ticks at 1, 2 and 5 times the powers of ten
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        if key == "macs":
-            ax.xaxis.set_major_formatter(EngFormatter())  # 2M, 100M, 1G
+        ax.xaxis.set_major_formatter(EngFormatter() if key == "macs" else FormatStrFormatter("%g"))  # 2M; 0.5
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     if several:  # colours name the models, markers the datasets
