@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from zoo.cli.export import export as export_cli
 from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.errors import ConfigError, ZooError
-from zoo.export import ExportError, export_model, export_onnx, export_program, image_metadata
+from zoo.export import ExportError, export_model, export_onnx, export_program, image_metadata, program_metadata
 from zoo.inference import classify, load_trained
 from zoo.models import get_model
 
@@ -170,6 +171,12 @@ def test_zoo_export_writes_files_that_match_the_checkpoint(cli_runs, digits_ckpt
     program_path, program_diff = _reported(program.stdout)
     assert program_path.name == "digits.pt2" and program_path.parent.name == "shipped"  # a folder made for it
     assert sorted(p.name for p in program_path.parent.iterdir()) == ["digits.pt2"] and 0 <= program_diff <= ATOL
+    # The program describes itself as the ONNX file does, less the ONNX graph's input and output names.
+    assert "with the preprocessing and 10 class names in its extra file zoo_metadata.json" in program.stdout
+    onnx_props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert {"image_mode", "mean", "class_names"} <= onnx_props.keys()
+    del onnx_props["input_name"], onnx_props["output_name"]
+    assert program_metadata(program_path) == onnx_props
 
     net = load_trained(digits_ckpt).net  # the checkpoint's weights, as the CLI read them
     other = load_trained(digits_ckpt).net
@@ -412,10 +419,16 @@ def test_unknown_format_opset_and_missing_onnx_are_refused(tmp_path, monkeypatch
         export_model(net, torch.randn(2, 4), tmp_path / "m", "tflite")
     with pytest.raises(ExportError, match="opset applies to format=onnx only"):
         export_model(net, torch.randn(2, 4), tmp_path / "m.pt2", "torch_export", opset=18)
-    with pytest.raises(ExportError, match="metadata applies to format=onnx only"):
-        export_model(net, torch.randn(2, 4), tmp_path / "m.pt2", "torch_export", metadata={"a": "b"})
-    with pytest.raises(ExportError, match="ONNX metadata keys and values are strings"):
-        export_model(net, torch.randn(2, 4), tmp_path / "m.onnx", "onnx", metadata={"mean": [0.5]})
+    for fmt, suffix in (("onnx", "onnx"), ("torch_export", "pt2")):
+        with pytest.raises(ExportError, match="metadata keys and values are strings"):
+            export_model(net, torch.randn(2, 4), tmp_path / f"m.{suffix}", fmt, metadata={"mean": [0.5]})
+    programs = tmp_path / "programs"
+    result = export_model(net, torch.randn(2, 4), programs / "m.pt2", "torch_export", metadata={"a": "b"})
+    assert program_metadata(result.path) == {
+        "model": "Linear", "zoo_version": zoo.__version__, "input_shape": '["batch", 4]', "a": "b"}  # fmt: skip
+    torch.export.save(torch.export.export(net, (torch.randn(2, 4),)), programs / "bare.pt2")
+    assert program_metadata(programs / "bare.pt2") == {}  # a program written elsewhere
+    shutil.rmtree(programs)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(ExportError, match=re.escape('pip install -e ".[export]"')):
         export_onnx(net, torch.randn(2, 4), tmp_path / "m.onnx")

@@ -52,7 +52,10 @@ they apply:
 
 Inversion (``zoo-predict invert=true``, for dark-on-light drawings given to a digits or MNIST
 checkpoint) is the caller's choice, not the checkpoint's, and is not in the metadata. The
-file's ``doc_string`` says the same in a sentence. ``torch_export`` programs carry no metadata.
+file's ``doc_string`` says the same in a sentence. ``torch_export`` programs carry the same
+keys but ``input_name`` and ``output_name`` (a program's input is its ``forward``'s argument),
+as the JSON object of the extra file ``zoo_metadata.json``: :func:`program_metadata` reads it
+(``torch.export.load(path, extra_files={"zoo_metadata.json": ""})`` fills it in).
 
 Not supported (an error before anything is written): sequence-to-sequence models, whose
 greedy and beam-search decoding is a Python loop that stops on the data (``zoo-predict``
@@ -197,18 +200,31 @@ def image_metadata(datamodule: ImageDataModule) -> dict[str, str]:
     return metadata
 
 
-def onnx_metadata(name: str, example: torch.Tensor, extra: dict[str, str] | None = None) -> dict[str, str]:
+def onnx_metadata(
+    name: str, example: torch.Tensor, extra: dict[str, str] | None = None, io_names: bool = True
+) -> dict[str, str]:
     """The ``metadata_props`` of every ONNX file :func:`export_onnx` writes: what it is and
-    which zoo wrote it, its input's and output's names and the input's shape, then ``extra``."""
-    metadata = {
-        "model": name, "zoo_version": __version__, "input_name": "images", "output_name": "logits",
-        "input_shape": json.dumps(["batch", *example.shape[1:]]),
-    }  # fmt: skip
+    which zoo wrote it, its input's and output's names (unless not ``io_names``: a
+    ``torch.export`` program's) and the input's shape, then ``extra``."""
+    metadata = {"model": name, "zoo_version": __version__}
+    if io_names:
+        metadata.update(input_name="images", output_name="logits")
+    metadata["input_shape"] = json.dumps(["batch", *example.shape[1:]])
     for key, value in (extra or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ExportError(f"ONNX metadata keys and values are strings, got {key!r}: {value!r}")
+            raise ExportError(f"metadata keys and values are strings, got {key!r}: {value!r}")
         metadata[key] = value
     return metadata
+
+
+PROGRAM_METADATA = "zoo_metadata.json"  # the extra file of a .pt2 program that holds its metadata
+
+
+def program_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata :func:`export_program` wrote into a ``.pt2`` file (``{}`` if it has none)."""
+    extra = {PROGRAM_METADATA: ""}
+    torch.export.load(path, extra_files=extra)
+    return json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
 
 
 def _doc_string(metadata: dict[str, str]) -> str:
@@ -365,23 +381,30 @@ def export_onnx(
 
 def export_program(
     net: nn.Module, example: torch.Tensor, path: str | Path, *, atol: float = DEFAULT_ATOL, name: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Exported:
     """Write ``net`` as a ``torch.export`` program (``.pt2``) with a dynamic batch dimension.
 
     The file is loaded back with ``torch.export.load(path).module()`` and compared with the
-    eager model. Arguments, return value and errors as in :func:`export_onnx`.
+    eager model. Its extra file ``zoo_metadata.json`` holds :func:`onnx_metadata`'s keys but
+    the input and output names, with ``metadata`` (:func:`program_metadata` reads it back).
+    Arguments, return value and errors as in :func:`export_onnx`.
     """
     check_exportable(net, "torch_export", name)
     name, path = name or type(net).__name__, Path(path)
     with _eval_mode(net):
         x = _traced_example(net, example)
+        props = onnx_metadata(name, x, metadata, io_names=False)
         with _written_atomically(path) as tmp:
             try:
                 program = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-                torch.export.save(program, tmp)
+                torch.export.save(program, tmp, extra_files={PROGRAM_METADATA: json.dumps(props)})
             except Exception as err:
                 raise ExportError(f"{name} cannot be exported to torch_export: {_first_line(err)}") from err
-            module = torch.export.load(tmp).module()
+            extra = {PROGRAM_METADATA: ""}
+            module = torch.export.load(tmp, extra_files=extra).module()
+            if json.loads(extra[PROGRAM_METADATA] or "{}") != props:
+                raise ExportError(f"the torch.export program of {name} does not read back the metadata written into it")
 
             def run(batch: torch.Tensor) -> list[torch.Tensor]:
                 with torch.no_grad():
@@ -399,7 +422,6 @@ def export_model(
     check_exportable(net, format, name)
     if format == "onnx":
         return export_onnx(net, example, path, opset=opset, atol=atol, name=name, metadata=metadata)
-    for option, value in (("opset", opset), ("metadata", metadata)):
-        if value is not None:
-            raise ExportError(f"{option} applies to format=onnx only, not to format={format}")
-    return export_program(net, example, path, atol=atol, name=name)
+    if opset is not None:
+        raise ExportError(f"opset applies to format=onnx only, not to format={format}")
+    return export_program(net, example, path, atol=atol, name=name, metadata=metadata)

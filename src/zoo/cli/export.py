@@ -40,7 +40,7 @@ def export(cfg: DictConfig) -> exporting.Exported:
         raise ConfigError(f"{trained.path} was not trained on images; zoo-export exports image classifiers")
     c, s = datamodule.in_channels, datamodule.image_size
     example = torch.randn(cfg.batch_size, c, s, s, generator=torch.Generator().manual_seed(0))
-    metadata = exporting.image_metadata(datamodule) if cfg.format == "onnx" else None
+    metadata = exporting.image_metadata(datamodule)
     out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
     result = exporting.export_model(
         trained.net, example, out, cfg.format, opset=cfg.opset, name=name, metadata=metadata
@@ -48,8 +48,8 @@ def export(cfg: DictConfig) -> exporting.Exported:
     kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "torch.export program"
     runner = "onnxruntime" if result.format == "onnx" else "torch.export.load"
     print(f"wrote {result.path} ({kind}, input (batch, {c}, {s}, {s}))")
-    if metadata:
-        print(f"with the preprocessing and {len(datamodule.class_names)} class names in its metadata_props")
+    where = "metadata_props" if result.format == "onnx" else f"extra file {exporting.PROGRAM_METADATA}"
+    print(f"with the preprocessing and {len(datamodule.class_names)} class names in its {where}")
     print(
         f"checked with {runner} at batch sizes {', '.join(map(str, result.batch_sizes))}: "
         f"max abs difference to the eager network {result.max_abs_diff:.3g}"
