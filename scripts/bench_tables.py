@@ -18,8 +18,7 @@ written from every row's file. So ``--models`` re-measures some models and keeps
 rows as they were measured; the page says which rows come from an earlier command.
 
 A table is an entry of ``TASKS``: its models and datasets in table order, the metric read
-from each run's ``metrics.json``, its targets, how to count a network's cost and the page's
-words.
+from each run's ``metrics.json``, its targets and the page's words.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,10 +43,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
-import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from zoo.benchmark import write_results_page  # noqa: E402
+from zoo.benchmark import machine_description, write_results_page  # noqa: E402
 from zoo.files import atomic_write  # noqa: E402
 from zoo.cli.common import fit_model_to_data  # noqa: E402
 from zoo.data import build_datamodule  # noqa: E402
@@ -91,7 +88,6 @@ class Task:
     title: str
     intro: tuple[str, ...]  # what was measured, ending with "Written by:"
     notes: tuple[str, ...]  # below the table
-    cost: Callable[[Path], dict] = network_cost  # a run folder -> params, macs and input of its network
 
     def rows(self, models: Sequence[str] | None = None) -> list[tuple[str, str]]:
         """(model, data) in table order, for ``models`` (default: all)."""
@@ -237,11 +233,11 @@ def run_rows(
     pairs = [(r, s) for r in recipes for s in seeds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         runs = list(pool.map(lambda pair: train_once(task, *pair, out, overrides, keep_checkpoints), pairs))
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    machine = machine_description()
     results.mkdir(parents=True, exist_ok=True)
     for (model, data), recipe in zip(rows, recipes):
         record = {
-            "model": model, "data": data, "recipe": recipe, **TASKS[task].cost(out / recipe / str(seeds[0])),
+            "model": model, "data": data, "recipe": recipe, **network_cost(out / recipe / str(seeds[0])),
             "metric": TASKS[task].metric, "runs": [run for run, (r, _) in zip(runs, pairs) if r == recipe],
             "date": datetime.date.today().isoformat(), "machine": machine, "jobs": jobs, "command": command,
         }  # fmt: skip

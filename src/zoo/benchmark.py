@@ -243,6 +243,11 @@ def compiled_or_eager(step_builder: Callable[[Setting], TrainStep], setting: Set
     return step
 
 
+def machine_description() -> str:
+    """This machine as the results pages name it: architecture, CPU cores, torch version."""
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
 def write_results_page(
     page: Path, title: str, intro: Sequence[str], command: str, body: Sequence[str], date: str | None = None,
     machine: str | None = None,
@@ -252,7 +257,7 @@ def write_results_page(
     "Written by:"), the command, the date and machine (default: today, this one), then
     ``body`` (tables, notes)."""
     date = date or datetime.date.today().isoformat()
-    machine = machine or f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    machine = machine or machine_description()
     lines = [f"# {title}", "", *intro, "", f"```bash\n{command}\n```", "", f"on {date}, {machine}.", "", *body]
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + "\n")
