@@ -1,4 +1,5 @@
-"""Two callbacks Lightning lacks: stop at the first non-finite loss, and resume exactly.
+"""Callbacks Lightning lacks: stop at the first non-finite loss, resume exactly, stop on a
+signal with a resumable checkpoint, an epoch line per epoch, a summary that counts MACs.
 
 Non-finite loss: Lightning's ``EarlyStopping(check_finite=True)`` looks at a validation metric once per
 epoch, after bad updates have already been applied (and perhaps saved). This guard
@@ -10,14 +11,17 @@ last good checkpoint stays as it was.
 Steps skipped by the fp16 gradient scaler are not affected: the scaler skips steps
 whose *gradients* overflow, while their loss is finite.
 
-Exact resume: see :class:`ExactResume`.
+Exact resume: see :class:`ExactResume`; signals: :class:`StopOnSignal`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -46,6 +50,64 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); "
                 f"training stopped before applying it. Last good checkpoint: {last}"
             )
+
+
+class Interrupted(Exception):
+    """Training stopped on ``signum``; ``step`` is the optimizer step ``last.ckpt`` holds (``None``: none saved now)."""
+
+    def __init__(self, signum: int, step: int | None):
+        self.signum, self.step = signum, step
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class StopOnSignal(L.Callback):
+    """SIGTERM (a scheduler's notice) and SIGINT (Ctrl-C) stop training at the end of the
+    current batch with a resumable ``last.ckpt``, then raise :class:`Interrupted`.
+
+    The handlers only note the signal; the batch in flight finishes, so the checkpoint is the
+    same mid-epoch state ``every_n_train_steps`` saves (exact resume). A signal during
+    validation or testing stops there, keeping the last checkpoint saved. A second Ctrl-C
+    stops at once, without saving. :meth:`handling` installs the handlers around a run and
+    puts the previous ones back (Lightning adds its own SIGTERM notifier beside ours).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        self.signum = signum
+        log.warning("%s received: stopping after this batch (Ctrl-C again to stop at once)", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[StopOnSignal]:
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        for s in self.SIGNALS:
+            signal.signal(s, self._note)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.signum is None:
+            return
+        last = [c for c in trainer.checkpoint_callbacks if c.monitor is None and c.dirpath]
+        step = None
+        if last:
+            trainer.save_checkpoint(f"{last[0].dirpath}/last.ckpt")  # through the atomic CheckpointIO
+            step = trainer.global_step
+        raise Interrupted(self.signum, step)
+
+    def _stop_if_noted(self, *args: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum, None)
+
+    on_validation_batch_end = on_test_batch_end = on_train_batch_start = _stop_if_noted
 
 
 class ExactResume(L.Callback):

@@ -13,11 +13,16 @@ the destination, which :func:`remove_stale_temporaries` clears at the next run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import logging
 import os
 import re
+import socket
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from zoo.errors import ConfigError
 
@@ -86,53 +91,211 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 class RunLock:
-    """``<run folder>/.lock`` holding this process's pid while a run writes the folder.
+    """``<run folder>/.lock``: an OS lock (``flock``) on the file, held while a run writes the folder.
 
-    A second run pointed at a folder whose lock names a live process is refused with one
-    line; a lock left by a process that no longer exists (a kill) is taken over.
+    ``flock`` is released by the kernel when its process dies, however it dies, so a killed
+    run never holds a folder. The file also names its owner (host, pid, the process's start
+    time and the machine's boot), one JSON line, for two reasons: the refusal can say who
+    holds the folder, and on file systems where ``flock`` is not shared between clients
+    (some NFS and Lustre mounts, where SLURM users run) a lock that ``flock`` grants but
+    that names a live process of this machine still refuses. A pid is only taken for the
+    owner when its start time and boot match too: after a container restart a pid, our
+    own included, is reused by an unrelated process. A lock naming another host is judged
+    by ``flock`` alone (that host's processes cannot be asked).
     """
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / ".lock"
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise ConfigError(
-                        f"run folder {self.path.parent} is in use by another run (pid {owner}); "
-                        f"wait for it or give this run another folder (hydra.run.dir=...)"
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()  # stale: its process is gone
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse(read_owner(self.path))
+            # The file may have been released and removed between our open and our flock:
+            # then we locked a file nobody else will see; take the one at the path instead.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as file:
-                file.write(f"{os.getpid()}\n")
-            self.held = True
+            owner = read_owner(self.path)
+            if owner is not None and owner_alive(owner):  # flock is not shared on this file system
+                os.close(fd)
+                self._refuse(owner)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(this_process()) + "\n").encode(), 0)
+            os.fsync(fd)
+            self._fd = fd
             return self
         raise ConfigError(f"could not lock run folder {self.path.parent}; another run keeps taking it")
 
-    def _owner(self) -> int | None:
-        """The pid the lock names; ``None`` for a lock that names none (a writer killed mid-write)."""
-        try:
-            pid = int(self.path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if pid > 0 else None  # os.kill(-1, 0) would ask about every process
+    def _refuse(self, owner: dict | None) -> NoReturn:
+        who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+        raise ConfigError(
+            f"run folder {self.path.parent} is in use by another run ({who}); "
+            f"wait for it or give this run another folder (hydra.run.dir=...)"
+        )
 
     def release(self) -> None:
-        if self.held and self._owner() == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-        self.held = False
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                self.path.unlink()  # before the unlock: nobody can lock this file after us
+        os.close(self._fd)  # releases the flock
+        self._fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``); ``None`` if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22; the name in (...) may hold spaces
+    except (ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def this_process() -> dict:
+    """What a lock file records of its owner."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "boot": _boot_id()}
+
+
+def read_owner(path: Path) -> dict | None:
+    """The owner a lock file names; ``None`` for an empty or unreadable one (a writer killed
+    mid-write, or a lock of an older version of zoo that named only a pid)."""
+    try:
+        owner = json.loads(path.read_text()[:4096])
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def owner_alive(owner: dict) -> bool:
+    """Whether ``owner`` is a live process of this machine: same host and boot, and its pid
+    alive with the start time recorded (so a reused pid, ours included, is not the owner)."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if owner.get("boot") != _boot_id():
+        return False  # the machine (or container) restarted: every process of the owner's is gone
+    start = _start_time(pid)
+    return start is not None and start == owner.get("start")
+
+
+# What a run leaves in its folder once it has started training (config.yaml is written just
+# before the first step) or finished (metrics.json). Hydra's `.hydra/` and `train.log` alone
+# are not a run: a command refused before training may leave them.
+_STARTED = ("config.yaml", "checkpoints")
+_held: dict[Path, RunLock] = {}
+
+
+def run_in(folder: str | Path) -> str | None:
+    """``"finished"`` or ``"interrupted"`` (metrics.json says), ``"started"`` (config.yaml or a
+    checkpoint) or ``None``."""
+    folder = Path(folder)
+    if (folder / "metrics.json").exists():
+        try:
+            status = json.loads((folder / "metrics.json").read_text()[:1_000_000]).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        return "interrupted" if status == "interrupted" else "finished"
+    checkpoints = folder / "checkpoints"
+    if (folder / "config.yaml").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        return "started"
+    return None
+
+
+def _aside(folder: Path) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(1, 1000):
+        target = folder.with_name(f"{folder.name}.replaced-{stamp}" + (f"-{n}" if n > 1 else ""))
+        if not target.exists():
+            return target
+    raise ConfigError(f"too many replaced runs beside {folder}")
+
+
+def sweep_in(folder: str | Path) -> str | None:
+    """``"started"`` when a job folder of the sweep ``folder`` holds a run, else ``None``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    return "started" if any(job.is_dir() and run_in(job) for job in folder.iterdir()) else None
+
+
+def claim_sweep_folder(folder: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path | None:
+    """:func:`claim_run_folder` for a sweep's folder, which holds a run when any of its jobs does."""
+    return claim_run_folder(folder, resume=resume, overwrite=overwrite, what="sweep", state=sweep_in)
+
+
+def claim_run_folder(
+    folder: str | Path, *, resume: bool = False, overwrite: bool = False, what: str = "run", state=run_in
+) -> Path | None:
+    """Lock ``folder`` for this process's run, before anything is written into it.
+
+    A folder holding a started or finished run is refused unless ``resume`` (continue it)
+    or ``overwrite`` (move it aside to ``<folder>.replaced-<date>_<time>`` and start anew;
+    nothing is deleted). Returns where the old run went, if it was moved. Claiming a folder
+    this process holds already is a no-op; :func:`release_run_folder` lets it go.
+    """
+    folder = Path(os.path.abspath(folder))
+    if folder in _held:
+        return None
+    if resume and overwrite:
+        raise ConfigError("resume=true continues the run in the folder and overwrite=true replaces it: give one")
+    lock = RunLock(folder).acquire()
+    moved = None
+    try:
+        held = state(folder)
+        if held and not resume:
+            if not overwrite:
+                raise ConfigError(
+                    f"{what} folder {folder} holds a {held} {what}; resume=true continues it, overwrite=true "
+                    f"moves it aside and starts anew, or give this run another folder"
+                )
+            moved = _aside(folder)
+            os.rename(folder, moved)  # our lock file goes with it, still locked
+            lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                (moved / ".lock").unlink()
+            lock = RunLock(folder).acquire()
+            logging.getLogger("zoo").warning("overwrite=true: the %s run in %s was moved to %s", held, folder, moved)
+    except BaseException:
+        lock.release()
+        raise
+    _held[folder] = lock
+    return moved
+
+
+def release_run_folder(folder: str | Path) -> None:
+    lock = _held.pop(Path(os.path.abspath(folder)), None)
+    if lock is not None:
+        lock.release()

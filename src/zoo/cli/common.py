@@ -182,8 +182,11 @@ def trainer_options(trainer_cfg: DictConfig, net: Any) -> dict[str, Any]:
     return options
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | None = None) -> L.Trainer:
-    """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to ``net``."""
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | None = None, extra_callbacks: list[L.Callback] = ()
+) -> L.Trainer:
+    """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to
+    ``net``; ``extra_callbacks`` are the command's own (zoo-train's signal handling)."""
     options = trainer_options(cfg.trainer, net)
     perf = plain(cfg.get("perf")) or {}
     with config_errors("perf"):
@@ -192,6 +195,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | N
     task = TASKS.get(cfg.task.name)
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
     callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
+    callbacks += list(extra_callbacks)
     if options.get("enable_model_summary") is not False:  # Lightning keeps a given summary callback even when off
         callbacks.append(ModelSummaryWithMACs())
     with config_errors("trainer"):

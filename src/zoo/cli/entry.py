@@ -8,18 +8,21 @@ under a second, and ``--help`` answers as fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from zoo.errors import ConfigError, ZooError
+from zoo.files import claim_run_folder, claim_sweep_folder, release_run_folder
 
 # Hydra reads an unquoted all-digit value as an integer, and Python refuses to convert one
 # of more than 4,300 digits (a guard against quadratic-time conversions of untrusted input)
@@ -30,6 +33,14 @@ if hasattr(sys, "set_int_max_str_digits") and 0 < sys.get_int_max_str_digits() <
     sys.set_int_max_str_digits(MAX_INT_DIGITS)
 
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The libraries whose errors are the user's input or environment, not a bug of ours: the
+# top-level module an exception class is defined in -> how the one line names it.
+_LIBRARIES = {
+    "PIL": "image", "yaml": "YAML", "hydra": "config", "omegaconf": "config", "sqlalchemy": "MLflow store",
+    "mlflow": "MLflow", "wandb": "W&B", "lightning": "Lightning", "lightning_fabric": "Lightning",
+    "onnx": "ONNX", "onnxruntime": "ONNX Runtime", "safetensors": "safetensors",
+}
 
 
 def config_dir() -> str:
@@ -37,6 +48,12 @@ def config_dir() -> str:
     here = Path(__file__).resolve()
     packaged = here.parents[1] / "configs"
     return str(packaged if packaged.is_dir() else here.parents[3] / "configs")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes among them) shown as ``\\x..``
+    escapes: a message may quote a file's content, which must not drive the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def user_message(err: BaseException) -> str:
@@ -51,32 +68,104 @@ def user_message(err: BaseException) -> str:
         last = text.strip().splitlines()[-1]
         match = _WORKER_ERROR.match(last)
         text = match.group(2) if match else last
-    return " ".join(text.split()) if "\n" in text else text
+    return printable(" ".join(text.split()) if "\n" in text else text)
+
+
+def outside_message(err: BaseException) -> str | None:
+    """The one line for an error that the OS or a library raised (``None``: a bug of ours,
+    which keeps its traceback). An OS error names its file; a library's error names the library."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return f"out of memory: {user_message(err) or 'an allocation failed'}"
+    library = type(err).__module__.partition(".")[0]
+    if isinstance(err, OSError) and library == "builtins":
+        reason = err.strerror or user_message(err)
+        if err.filename is None:
+            return reason
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 else f"{err.filename}"
+        return f"{printable(str(where))}: {reason}"
+    if library in _LIBRARIES:
+        return f"{_LIBRARIES[library]}: {user_message(err) or type(err).__name__}"
+    return None
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn a user's mistake, or an error from the OS or a library, into ``Error: <one line>``
+    on stderr and exit code 1 (``HYDRA_FULL_ERROR=1``: the traceback instead). Ctrl-C outside
+    training exits with 130 and one line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("Error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if isinstance(err, MissingMandatoryValue):
+            key = err.full_key or "a value"
+            message = f"{key} is required: give it on the command line ({key}=...)"
+        elif isinstance(err, ZooError):
+            message = user_message(err)
+        else:
+            message = outside_message(err)
+            if message is None:
+                raise  # a bug: the traceback is what helps
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Report a user's mistake as ``Error: <one line>`` and exit code 1.
-
-    Mistakes are :class:`ZooError` and a mandatory value left unset (``???`` in a config).
-    ``HYDRA_FULL_ERROR=1`` lets the traceback through.
-    """
+    """Run ``task`` under :func:`one_line_errors`."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
-        try:
+        with one_line_errors():
             return task(cfg)
-        except (ZooError, MissingMandatoryValue) as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            if isinstance(err, MissingMandatoryValue):
-                key = err.full_key or "a value"
-                message = f"{key} is required: give it on the command line ({key}=...)"
-            else:
-                message = user_message(err)
-            print(f"Error: {message}", file=sys.stderr)
-            sys.exit(1)
 
     return wrapper
+
+
+def continues_run(cfg: DictConfig, folder: str | Path) -> bool:
+    """Whether ``cfg`` continues the run in ``folder``: ``resume=true``, or ``ckpt_path`` one of its files."""
+    if cfg.get("resume"):
+        return True
+    ckpt = cfg.get("ckpt_path")
+    return bool(ckpt) and Path(os.path.abspath(folder)) in Path(os.path.abspath(ckpt)).parents
+
+
+def rank_zero() -> bool:
+    """Whether this process is the first of a distributed run (or the only one)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+class ClaimRunFolder(Callback):
+    """Hydra callback of ``zoo-train``: validate the config and lock the run folder before
+    Hydra's job runner writes anything into it (``.hydra/``, ``train.log``).
+
+    The launch order is therefore compose (Hydra), validate, lock, run: a refused run
+    leaves the folder it was pointed at byte for byte as it was. A sweep's folder is
+    claimed as a whole the same way (each job's folder is new inside it).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with one_line_errors():
+            check_train_config(config)
+            if rank_zero():  # DDP's other processes run inside rank 0's folder
+                folder = config.hydra.run.dir
+                claim_run_folder(folder, resume=continues_run(config, folder), overwrite=config.overwrite)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_folder(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with one_line_errors():
+            check_train_config(config)
+            claim_sweep_folder(config.hydra.sweep.dir, resume=config.resume, overwrite=config.overwrite)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_folder(config.hydra.sweep.dir)
 
 
 def _is_int(value: Any) -> bool:
@@ -110,3 +199,5 @@ def check_train_config(cfg: DictConfig) -> None:
     _count(cfg, "trainer.max_steps", allowed=(-1,))
     if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1, got {cfg.seed!r}")
+    if cfg.test_weights not in ("last", "best"):
+        raise ConfigError(f"test_weights must be last or best, got {cfg.test_weights!r}")

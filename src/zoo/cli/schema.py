@@ -80,6 +80,7 @@ class TrainConf:
     loss: str = "cross_entropy"
     ckpt_path: Optional[str] = None
     resume: bool = False
+    overwrite: bool = False
     test_weights: str = "last"
 
 

@@ -10,17 +10,17 @@ so that two runs never share one; a run holds its folder with a ``.lock`` naming
 from __future__ import annotations
 
 import logging
-import os
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.cli.entry import check_train_config
-from zoo.errors import ConfigError
-from zoo.files import RunLock, atomic_write, remove_stale_temporaries
+from zoo.cli.entry import check_train_config, continues_run, rank_zero
+from zoo.files import atomic_write, claim_run_folder, release_run_folder, remove_stale_temporaries
 
 if TYPE_CHECKING:
     import lightning as L
@@ -61,16 +61,44 @@ def resumes(trainer: L.Trainer) -> int:
 
 
 def train(cfg: DictConfig) -> float:
-    """Train and test as ``cfg`` says; returns the best validation score (the sweep objective)."""
+    """Train and test as ``cfg`` says; returns the best validation score (the sweep objective).
+
+    The run folder is claimed first (see :func:`zoo.files.claim_run_folder`; when launched
+    by ``zoo-train`` this happened before Hydra wrote into it) and released at the end.
+    SIGTERM or Ctrl-C during training saves ``last.ckpt``, writes ``metrics.json`` with
+    ``"status": "interrupted"`` and exits with 128 + the signal's number.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_train_config(cfg)
-    if cfg.test_weights not in ("last", "best"):
-        raise ConfigError(f"test_weights must be last or best, got {cfg.test_weights!r}")
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if not rank_zero():
         return _train(cfg, run_dir)  # DDP's other processes: rank 0 holds the folder
-    with RunLock(run_dir):
+    claim_run_folder(run_dir, resume=continues_run(cfg, run_dir), overwrite=cfg.overwrite)
+    try:
         remove_stale_temporaries(run_dir / "checkpoints")  # left by a writer that was killed
         return _train(cfg, run_dir)
+    finally:
+        release_run_folder(run_dir)
+
+
+def _interrupted(err: Interrupted, run_dir: Path, cfg: DictConfig, **info) -> NoReturn:
+    """Record an interrupted run in metrics.json, say how to resume it, exit with 128 + the signal."""
+    from zoo.checkpoint import load_training_state
+    from zoo.cli.common import write_metrics
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = err.step
+    if step is None and last.is_file():
+        step = int(load_training_state(last)["global_step"])
+    write_metrics(run_dir / "metrics.json", {}, status="interrupted", signal=signal.Signals(err.signum).name,
+                  step=step, checkpoint=str(last) if last.is_file() else None, **info)  # fmt: skip
+    name = signal.Signals(err.signum).name
+    if last.is_file():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "overwrite="))]
+        again = " ".join(["zoo-train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])
+        log.warning("%s: stopped at step %s, saved in %s; resume with: %s", name, step, last, again)
+    else:
+        log.warning("%s: stopped before any checkpoint was saved; nothing to resume", name)
+    sys.exit(128 + err.signum)
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> float:
@@ -84,7 +112,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         resumed = load_training_state(ckpt_path)
 
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from zoo.callbacks import Interrupted, StopOnSignal
     from zoo.checkpoint import check_resumable
     from zoo.cli.common import build_task, build_trainer, config_errors, plain, quiet_known_warnings, write_metrics
     from zoo.data import build_datamodule
@@ -114,25 +144,31 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         check_resumable(resumed, module, ckpt_path)
         resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again, through AtomicCheckpointIO
-    trainer = build_trainer(cfg, run_dir, module.net, resume_step)
+    stop = StopOnSignal()
+    trainer = build_trainer(cfg, run_dir, module.net, resume_step, extra_callbacks=[stop])
     try:
         if trainer.is_global_zero:  # under DDP every process runs this function
             atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if resume_step is None:  # a resumed run's loggers hold its config already (MLflow params cannot change)
             for logger in trainer.loggers:
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with stop.handling():
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            except SIGTERMException:  # Lightning's own stop, raised between our checks
+                raise Interrupted(signal.SIGTERM, None) from None
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
 
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint else ""
         score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
         tested = tested_checkpoint(cfg.test_weights, trainer)
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
+        with stop.handling():
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
         if trainer.is_global_zero:
             write_metrics(
                 run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
-                test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
+                status="finished", test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
                 trainable_params=trainable, seconds=round(time.monotonic() - started, 1), resumes=resumes(trainer),
                 best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
                           "score": float(score) if score is not None else None},
@@ -142,6 +178,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 plot_curves(metrics_csv, run_dir / "curves.png")
             summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
             log.info("%s (%s weights)", summary, cfg.test_weights)
+    except Interrupted as err:
+        if trainer.is_global_zero:
+            _interrupted(err, run_dir, cfg, model=cfg.model.name, data=data_cfg["name"], seed=cfg.seed,
+                         seconds=round(time.monotonic() - started, 1))  # fmt: skip
+        raise
     finally:
         finish_trackers(trainer.loggers)
     log.info("run folder: %s", run_dir)

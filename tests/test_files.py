@@ -1,0 +1,165 @@
+"""zoo.files: run-folder locks (flock plus an owner record that survives file systems
+where flock is not shared) and the claim of a run folder (refuse, resume or move aside)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import ConfigError
+from zoo.files import RunLock, claim_run_folder, claim_sweep_folder, release_run_folder, run_in, this_process
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _record(**changes) -> str:
+    return json.dumps({**this_process(), **changes}) + "\n"
+
+
+def test_a_lock_records_its_owner_and_goes_with_the_release(tmp_path):
+    with RunLock(tmp_path):
+        owner = json.loads((tmp_path / ".lock").read_text())
+        assert owner == {"host": socket.gethostname(), "pid": os.getpid(), "start": this_process()["start"],
+                         "boot": this_process()["boot"]}  # fmt: skip
+        assert isinstance(owner["start"], int) and owner["boot"]
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_folder_flocked_by_a_live_process_is_refused(tmp_path):
+    """Another process holds the flock (whatever its file says): refused, its file untouched."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(tmp_path / '.lock')!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b'{{"host": "elsewhere", "pid": 4242}}')
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (tmp_path / ".lock").read_bytes()
+        with pytest.raises(ConfigError, match=r"is in use by another run \(pid 4242 on elsewhere\)"):
+            RunLock(tmp_path).acquire()
+        assert (tmp_path / ".lock").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # its death released the flock: the folder is free
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_record_naming_a_live_process_refuses_where_flock_is_not_shared(tmp_path):
+    """On NFS or Lustre flock may be granted while another run holds the folder: the record
+    naming a live process of this machine (pid, start time and boot all match) refuses."""
+    parent = os.getppid()
+    live = {"pid": parent, "start": int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19])}
+    (tmp_path / ".lock").write_text(_record(**live))
+    with pytest.raises(ConfigError, match=rf"in use by another run \(pid {parent} on {socket.gethostname()}\)"):
+        RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == parent
+
+
+@pytest.mark.parametrize("stale", [
+    "empty", "not json", "a bare pid (older zoo)", "a dead pid", "our pid, started at another time",
+    "a live pid of another boot", "another host",
+])  # fmt: skip
+def test_a_stale_record_is_taken_over(tmp_path, stale):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = this_process()
+    content = {
+        "empty": "",
+        "not json": "{{{",
+        "a bare pid (older zoo)": f"{os.getppid()}\n",
+        "a dead pid": _record(pid=dead.pid),
+        "our pid, started at another time": _record(start=me["start"] - 1),  # a container restart reused it
+        "a live pid of another boot": _record(pid=os.getppid(), boot="another-boot"),
+        "another host": _record(host="node-17"),  # its liveness cannot be asked: flock decides
+    }[stale]
+    (tmp_path / ".lock").write_text(content)
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text()) == me
+    assert not (tmp_path / ".lock").exists()
+
+
+def _finished(folder: Path, status: str = "finished") -> None:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (folder / "config.yaml").write_text("seed: 1\n")
+    (folder / "metrics.json").write_text(json.dumps({"status": status}))
+
+
+def test_what_a_folder_holds(tmp_path):
+    assert run_in(tmp_path / "none") is None
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "train.log").write_text("")
+    assert run_in(tmp_path) is None  # what a refused command may leave is not a run
+    (tmp_path / "checkpoints").mkdir()
+    assert run_in(tmp_path) is None
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert run_in(tmp_path) == "started"
+    (tmp_path / "metrics.json").write_text('{"status": "interrupted"}')
+    assert run_in(tmp_path) == "interrupted"
+    (tmp_path / "metrics.json").write_text('{"test": {}}')  # metrics.json before statuses were recorded
+    assert run_in(tmp_path) == "finished"
+
+
+@pytest.mark.parametrize("status", ["finished", "interrupted", "started"])
+def test_a_folder_holding_a_run_is_refused_and_left_as_it_was(tmp_path, status):
+    run = tmp_path / "run"
+    _finished(run, status)
+    if status == "started":
+        (run / "metrics.json").unlink()
+    before = _digest(run)
+    with pytest.raises(ConfigError, match=rf"run folder {run} holds a {status} run; resume=true continues it"):
+        claim_run_folder(run)
+    assert _digest(run) == before and not (run / ".lock").exists()
+
+
+def test_resume_claims_the_folder_and_overwrite_moves_the_run_aside(tmp_path):
+    run = tmp_path / "run"
+    _finished(run)
+    before = _digest(run)
+    assert claim_run_folder(run, resume=True) is None
+    assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    assert claim_run_folder(run) is None  # this process holds it already
+    release_run_folder(run)
+    assert _digest(run) == before
+
+    with pytest.raises(ConfigError, match="give one"):
+        claim_run_folder(run, resume=True, overwrite=True)
+    moved = claim_run_folder(run, overwrite=True)
+    try:
+        assert moved.parent == tmp_path and moved.name.startswith("run.replaced-")
+        assert _digest(moved) == before  # moved whole, its lock file gone with the release
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+        assert claim_run_folder(run, overwrite=True) is None  # held: nothing moved twice
+    finally:
+        release_run_folder(run)
+    assert not run.exists() or not any(run.iterdir())
+    _finished(run)
+    second = claim_run_folder(run, overwrite=True)  # the same second: a new name, nothing clobbered
+    release_run_folder(run)
+    assert second != moved and _digest(second) == before and _digest(moved) == before
+
+
+def test_a_sweep_folder_holding_a_job_run_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    claim_sweep_folder(sweep)  # only what a refused job leaves: not a run
+    release_run_folder(sweep)
+    _finished(sweep / "1")
+    with pytest.raises(ConfigError, match=rf"sweep folder {sweep} holds a started sweep"):
+        claim_sweep_folder(sweep)
+    claim_sweep_folder(sweep, resume=True)
+    release_run_folder(sweep)
