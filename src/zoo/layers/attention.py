@@ -25,8 +25,12 @@ Score functions (:data:`SCORES`, chosen by name):
 
 Masks: a key marked in ``key_padding_mask`` (``True`` = padding, as in PyTorch) or
 blocked by ``attn_mask`` / the causal mask gets the score ``-inf`` and hence exactly zero
-weight; a query whose keys are all masked gets zero weights and a zero output (instead
-of the NaN of ``0 / 0``).
+weight; a query whose keys are all masked gets zero weights, a zero output and zero
+gradients (instead of the NaN of ``0 / 0``). Every mask and bias here is read as
+:class:`torch.nn.MultiheadAttention` reads its masks: bool ``True`` = masked out (the
+opposite of the bool ``attn_mask`` of :func:`torch.nn.functional.scaled_dot_product_attention`,
+where ``True`` = may attend), floating point = added to the scores; any other dtype (an
+integer 0/1 mask) raises ``TypeError`` naming the argument, as PyTorch refuses it too.
 
 Multi-head attention (Vaswani et al., Section 3.2.2), with ``d_k = d_model / h``:
 
@@ -160,8 +164,55 @@ def make_score(name: str, query_dim: int, key_dim: int | None = None, hidden_dim
 # ---------------------------------------------------------------------------- masks and softmax
 
 
+def check_mask_dtypes(**masks: torch.Tensor | None) -> None:
+    """Refuse, in one line naming the argument, a mask that is neither bool nor floating point.
+
+    PyTorch reads only these two kinds (``nn.MultiheadAttention`` asserts it; an integer mask
+    is an error in ``F.scaled_dot_product_attention``): added as numbers, an integer 0/1 mask
+    would shift the scores by 1 and block nothing.
+
+    Args:
+        masks: The masks by argument name (``attn_mask=...``); ``None`` is skipped.
+
+    Raises:
+        TypeError: ``"<name> must be bool (True = masked out) or floating point (added to
+            the scores), got <dtype>"``.
+    """
+    for name, mask in masks.items():
+        if mask is not None and mask.dtype != torch.bool and not mask.is_floating_point():
+            raise TypeError(
+                f"{name} must be bool (True = masked out) or floating point (added to the scores), got {mask.dtype}"
+            )
+
+
+def check_bool_mask(mask: torch.Tensor, name: str, meaning: str) -> None:
+    """Refuse a ``mask`` that is not bool, in one line naming it and what its ``True`` means.
+
+    For the masks that only have a bool reading (a source's ``src_mask``, ``True`` at real
+    tokens): a float there could be a 0/1 mask or a 0/-inf bias, and the two read oppositely.
+
+    Raises:
+        TypeError: ``"<name> must be a bool tensor (<meaning>), got <dtype>"``.
+    """
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor ({meaning}), got {mask.dtype}")
+
+
+def _as_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A checked mask as an additive bias of ``dtype``: bool ``True`` -> ``-inf``, ``False`` -> 0;
+    a float mask as it is (cast, so that a bias that requires grad keeps its gradient)."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
 def causal_mask(tgt_len: int, src_len: int | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """``(T, S)`` bool, ``True`` where query ``t`` may not see key ``s > t`` (top-left aligned)."""
+    """``(T, S)`` bool, ``True`` where query ``t`` may not see key ``s > t`` (top-left aligned).
+
+    ``True`` = masked out, as every mask of this module and ``nn.MultiheadAttention``'s
+    ``attn_mask`` read it; ``F.scaled_dot_product_attention`` reads a bool mask the other way
+    round (``True`` = may attend): give it ``~causal_mask(...)`` or ``is_causal=True``.
+    """
     src_len = tgt_len if src_len is None else src_len
     return torch.ones(tgt_len, src_len, dtype=torch.bool, device=device).triu(1)
 
@@ -180,20 +231,26 @@ def attention_bias(
     """All masks as one additive bias ``M`` broadcastable to ``(B, H, T, S)``: 0 where a key
     is visible, ``-inf`` where it is not, plus any float mask given. ``None`` if no mask.
 
+    The masks are read as ``nn.MultiheadAttention`` reads them: bool ``True`` = masked out,
+    floating point = added (cast to ``dtype``); a bool and a float mask may be combined.
+
     Args:
         key_padding_mask: ``(B, S)``; bool ``True`` at padding, or float (added).
         attn_mask: ``(T, S)``, ``(B * H, T, S)`` or ``(B, H, T, S)``; bool ``True`` where
             attending is not allowed, or float (added).
         is_causal: Add the causal mask when ``attn_mask`` is ``None`` (with a mask given,
             ``is_causal`` is only a hint that it is causal, as in PyTorch).
+
+    Raises:
+        TypeError: A mask neither bool nor floating point (see :func:`check_mask_dtypes`).
+        ValueError: A mask of the wrong shape.
     """
+    check_mask_dtypes(key_padding_mask=key_padding_mask, attn_mask=attn_mask)
     bias = None
 
     def add(mask: torch.Tensor) -> None:
         nonlocal bias
-        if mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
-        mask = mask.to(dtype)
+        mask = _as_bias(mask, dtype)
         bias = mask if bias is None else bias + mask
 
     if key_padding_mask is not None:
@@ -222,15 +279,19 @@ def attention_bias(
 def masked_softmax(scores: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``softmax(scores + bias)`` over the last dimension (the keys).
 
-    Keys with bias ``-inf`` get exactly zero weight; rows with every key masked get all
-    zeros rather than NaN.
+    ``bias`` (broadcastable to ``scores``) is read as ``nn.MultiheadAttention`` reads an
+    ``attn_mask``: bool ``True`` = masked out (``-inf``), floating point = added (cast to the
+    scores' dtype); another dtype raises ``TypeError``. Keys with bias ``-inf`` get exactly
+    zero weight; rows with every key masked get all zeros, and zero gradients, rather than NaN.
     """
     if bias is None:
         return torch.softmax(scores, dim=-1)
-    scores = scores + bias
-    weights = torch.softmax(scores, dim=-1)
+    check_mask_dtypes(bias=bias)
+    scores = scores + _as_bias(bias, scores.dtype)
     dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # every key masked: 0/0
-    return weights.masked_fill(dead, 0.0)
+    # The softmax of a dead row is taken over zeros, not -inf: its NaN would leak into the
+    # gradients of every key through the backward pass even after the weights are zeroed.
+    return torch.softmax(scores.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
 
 
 def scaled_dot_product_attention_ref(
@@ -245,6 +306,14 @@ def scaled_dot_product_attention_ref(
 
     Shapes ``(..., T, d_k)``, ``(..., S, d_k)``, ``(..., S, d_v)``; bias broadcastable to
     ``(..., T, S)``. The weights are those before dropout.
+
+    ``bias`` is ``M``, read as by :func:`masked_softmax`: floating point is added to the
+    scores (as ``F.scaled_dot_product_attention`` adds a float ``attn_mask``); bool ``True`` =
+    masked out, the reading of :func:`causal_mask`, :func:`attention_bias` and
+    ``nn.MultiheadAttention``, and the opposite of ``F.scaled_dot_product_attention``'s bool
+    ``attn_mask`` (``True`` = may attend), which here is ``~attn_mask``. An integer mask
+    raises ``TypeError``. A query whose keys are all masked gets zero weights, a zero output
+    and zero gradients (as ``F.scaled_dot_product_attention`` gives in torch 2.14).
     """
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (..., T, S)
     weights = masked_softmax(scores, bias)
@@ -289,7 +358,12 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(context (B, [T,] d_v), weights (B, [T,] S))``."""
+        """Returns ``(context (B, [T,] d_v), weights (B, [T,] S))``.
+
+        ``key_padding_mask`` ``(B, S)`` and ``attn_mask`` ``(T, S)`` or ``(B, T, S)`` as in
+        :func:`attention_bias` (``nn.MultiheadAttention``'s reading): bool ``True`` = masked
+        out, floating point = added to the scores, another dtype ``TypeError``.
+        """
         one_step = query.dim() == 2
         if one_step:
             query = query.unsqueeze(1)  # (B, 1, d_q)
@@ -459,7 +533,12 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``query`` ``(B, T, E)`` to ``key`` ``(B, S, kdim)`` / ``value`` ``(B, S, vdim)``.
 
-        Masks as in :func:`attention_bias`. Returns the output ``(B, T, E)`` and, if
+        Masks as in :func:`attention_bias`, read as ``nn.MultiheadAttention`` reads them:
+        ``key_padding_mask`` bool ``True`` at padding, ``attn_mask`` bool ``True`` where
+        attending is not allowed, either floating point = added to the scores (cast to the
+        query's dtype, where PyTorch refuses a float mask of another dtype); an integer mask
+        raises ``TypeError`` naming it (PyTorch: ``AssertionError``). A query whose keys are
+        all masked gets a zero output before ``W^O``. Returns the output ``(B, T, E)`` and, if
         ``need_weights``, the weights ``(B, T, S)`` averaged over heads (or ``(B, h, T, S)``
         with ``average_attn_weights=False``), else ``None``.
 

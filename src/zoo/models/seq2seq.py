@@ -58,6 +58,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
+from zoo.layers.attention import check_bool_mask, masked_softmax as softmax_with_bias
 from zoo.layers.recurrent import make_rnn
 from zoo.models.factory import register_model
 
@@ -103,9 +104,18 @@ class AttentionScore(nn.Module):
         return scores / math.sqrt(query.shape[-1]) if self.kind == "scaled_dot" else scores
 
 
+_SRC_MASK = "True at real tokens, False at padding"
+
+
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension where ``mask`` is true; masked entries are exactly 0."""
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    """Softmax over the last dimension where ``mask`` is true; masked entries are exactly 0.
+
+    ``mask`` is bool, ``True`` = may attend (as ``F.scaled_dot_product_attention`` reads a bool
+    ``attn_mask``); another dtype raises ``TypeError`` naming ``mask``. A row with no key to
+    attend gets zero weights and zero gradients (``F.scaled_dot_product_attention``: zeros).
+    """
+    check_bool_mask(mask, "mask", "True = may attend")
+    return softmax_with_bias(scores, ~mask)  # bool True there = masked out
 
 
 class Encoder(nn.Module):
@@ -121,7 +131,11 @@ class Encoder(nn.Module):
         )  # fmt: skip
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor):
-        """Outputs (B, S, hidden), zero at padding, and the final state (layers, B, hidden) (a pair for LSTMs)."""
+        """Outputs (B, S, hidden), zero at padding, and the final state (layers, B, hidden) (a pair for LSTMs).
+
+        ``src_mask`` (B, S) is bool, ``True`` at real tokens; another dtype raises ``TypeError``.
+        """
+        check_bool_mask(src_mask, "src_mask", _SRC_MASK)
         x = self.dropout(self.embedding(src))  # (B, S, E)
         steps = src.shape[1]
         # Padded batches are packed so that the reverse direction starts at each source's
@@ -203,7 +217,11 @@ class Seq2SeqRNN(Seq2SeqModel):
         return self.encoder(src, src_mask)
 
     def init_state(self, memory, src_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The decoder state, every tensor batch first (so beam search can reorder it)."""
+        """The decoder state, every tensor batch first (so beam search can reorder it).
+
+        ``src_mask`` (B, S) is bool, ``True`` at real tokens; another dtype raises ``TypeError``.
+        """
+        check_bool_mask(src_mask, "src_mask", _SRC_MASK)
         outputs, final = memory
         state = {
             "memory": outputs,  # (B, S, H)

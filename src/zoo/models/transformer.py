@@ -77,7 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.attention import MultiHeadAttention, check_bool_mask, check_mask_dtypes
 from zoo.layers.positional import make_positional
 from zoo.models.base import Seq2SeqModel
 from zoo.models.factory import register_model
@@ -148,9 +148,11 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """``src`` ``(B, S, d)``. PyTorch's argument names: ``src_mask`` is the attention mask
-        (``True`` = blocked), ``src_key_padding_mask`` is ``True`` at padding; see
-        :func:`zoo.layers.attention.attention_bias`."""
+        """``src`` ``(B, S, d)``. PyTorch's argument names and readings: ``src_mask`` is the
+        attention mask (bool ``True`` = blocked), ``src_key_padding_mask`` is bool ``True`` at
+        padding; a floating-point mask is added to the scores, an integer one raises
+        ``TypeError`` naming it; see :func:`zoo.layers.attention.attention_bias`."""
+        check_mask_dtypes(src_mask=src_mask, src_key_padding_mask=src_key_padding_mask)
         x = src
         if self.norm_first:
             x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -203,7 +205,13 @@ class TransformerDecoderLayer(nn.Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> torch.Tensor:
-        """``tgt`` ``(B, T, d)``, ``memory`` ``(B, S, d)``; PyTorch's mask arguments."""
+        """``tgt`` ``(B, T, d)``, ``memory`` ``(B, S, d)``; PyTorch's mask arguments, read as
+        in :meth:`TransformerEncoderLayer.forward` (bool ``True`` = blocked / padding, float
+        added, an integer mask a ``TypeError`` naming it)."""
+        check_mask_dtypes(
+            tgt_mask=tgt_mask, memory_mask=memory_mask, tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask,
+        )  # fmt: skip
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
             y, _ = self.self_attn(
@@ -234,8 +242,10 @@ class TransformerDecoderLayer(nn.Module):
         ``(B, h, t, d_k)``; the new position attends to them and itself (so no causal mask).
         ``memory_kv`` are the memory's projected keys and values ``(B, h, S, d_k)``.
         Returns the output ``(B, 1, d)``, the cache extended by one position and, if
-        asked, the memory attention averaged over heads ``(B, 1, S)``.
+        asked, the memory attention averaged over heads ``(B, 1, S)``. ``memory_key_padding_mask``
+        ``(B, S)`` as in :meth:`forward`.
         """
+        check_mask_dtypes(memory_key_padding_mask=memory_key_padding_mask)
         new_cache = cache
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
@@ -280,6 +290,8 @@ class TransformerEncoder(nn.Module):
         self.norm = norm
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, S, d)``; ``key_padding_mask`` ``(B, S)``, bool ``True`` at padding (or float, added)."""
+        check_mask_dtypes(key_padding_mask=key_padding_mask)
         for layer in self.layers:
             x = layer(x, src_key_padding_mask=key_padding_mask)  # (B, S, d)
         return x if self.norm is None else self.norm(x)
@@ -294,6 +306,9 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, T, d)``, ``memory`` ``(B, S, d)``; ``memory_key_padding_mask`` ``(B, S)``,
+        bool ``True`` at padding (or float, added)."""
+        check_mask_dtypes(memory_key_padding_mask=memory_key_padding_mask)
         for layer in self.layers:
             x = layer(x, memory, memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=True)  # (B, T, d)
         return x if self.norm is None else self.norm(x)
@@ -312,6 +327,7 @@ class TransformerDecoder(nn.Module):
         """``x`` ``(B, 1, d)`` through every layer with its cache (see
         :meth:`TransformerDecoderLayer.step`). Returns the output ``(B, 1, d)``, the extended
         caches and the last layer's memory attention averaged over heads ``(B, 1, S)``."""
+        check_mask_dtypes(memory_key_padding_mask=memory_key_padding_mask)
         new_caches, weights = [], None
         last = len(self.layers) - 1
         for i, (layer, cache, kv) in enumerate(zip(self.layers, caches, memory_kv)):
@@ -419,20 +435,35 @@ class Transformer(Seq2SeqModel):
         x = embedding(tokens) * self.embed_scale  # (B, T, d), scaled by sqrt(d_model)
         return self.embed_dropout(self.positional(x, offset))  # + PE(pos)
 
+    @staticmethod
+    def _padding(src_mask: torch.Tensor) -> torch.Tensor:
+        """The key padding mask (``True`` at padding) of a ``src_mask`` (``True`` at real tokens).
+
+        Only bool is read: a float ``src_mask`` could be a 0/1 mask or a 0/-inf bias, which
+        read oppositely (``.bool()`` of a 0/-inf bias would mask every real token).
+        """
+        check_bool_mask(src_mask, "src_mask", "True at real tokens, False at padding")
+        return ~src_mask
+
     def _check(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         if src.dim() != 2 or tuple(src_mask.shape) != tuple(src.shape):
             raise ValueError(
                 f"expected src (B, S) token ids and src_mask (B, S), got {tuple(src.shape)} and {tuple(src_mask.shape)}"
             )
-        return ~src_mask.bool()  # key_padding_mask: True at padding
+        return self._padding(src_mask)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """Encoder output ("memory") ``(B, S, d)`` for ``src`` ``(B, S)``."""
+        """Encoder output ("memory") ``(B, S, d)`` for ``src`` ``(B, S)`` and ``src_mask`` ``(B, S)``,
+        bool ``True`` at real tokens (another dtype raises ``TypeError``, as in :meth:`forward`)."""
         padding = self._check(src, src_mask)
         return self.encoder(self._embed(self.src_embedding, src), key_padding_mask=padding)  # (B, S, d)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``tgt_in`` ``(B, T)`` (starting with BOS)."""
+        """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``tgt_in`` ``(B, T)`` (starting with BOS).
+
+        ``src_mask`` ``(B, S)`` is bool, ``True`` at real tokens (the :class:`Seq2SeqModel`
+        contract); a mask of another dtype raises ``TypeError`` naming ``src_mask``.
+        """
         padding = self._check(src, src_mask)
         if tgt_in.dim() != 2 or len(tgt_in) != len(src):
             raise ValueError(f"expected tgt_in (B, T) with B={len(src)}, got {tuple(tgt_in.shape)}")
@@ -447,7 +478,7 @@ class Transformer(Seq2SeqModel):
         b, h = memory.shape[0], self.decoder.layers[0].self_attn.num_heads
         empty = memory.new_zeros(b, h, 0, self.d_model // h)
         return {
-            "memory_padding_mask": ~src_mask.bool(),
+            "memory_padding_mask": self._padding(src_mask),
             "memory_kv": self.decoder.memory_kv(memory),
             "cache": tuple((empty, empty) for _ in self.decoder.layers),
         }
