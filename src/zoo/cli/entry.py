@@ -56,6 +56,11 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line, control characters escaped."""
+    return printable(" ".join(text.split()) if "\n" in text else text)
+
+
 def user_message(err: BaseException) -> str:
     """The one line a user sees for ``err``.
 
@@ -68,7 +73,12 @@ def user_message(err: BaseException) -> str:
         last = text.strip().splitlines()[-1]
         match = _WORKER_ERROR.match(last)
         text = match.group(2) if match else last
-    return printable(" ".join(text.split()) if "\n" in text else text)
+    return one_line(text)
+
+
+def _short(name: Any, keep: int = 200) -> str:
+    name = str(name)
+    return name if len(name) <= keep else f"{name[: keep // 2]}...{name[-keep // 2 :]}"
 
 
 def outside_message(err: BaseException) -> str | None:
@@ -81,8 +91,8 @@ def outside_message(err: BaseException) -> str | None:
         reason = err.strerror or user_message(err)
         if err.filename is None:
             return reason
-        where = f"{err.filename} -> {err.filename2}" if err.filename2 else f"{err.filename}"
-        return f"{printable(str(where))}: {reason}"
+        where = f"{_short(err.filename)} -> {_short(err.filename2)}" if err.filename2 else _short(err.filename)
+        return f"{printable(where)}: {reason}"
     if library in _LIBRARIES:
         return f"{_LIBRARIES[library]}: {user_message(err) or type(err).__name__}"
     return None
@@ -166,6 +176,59 @@ class ClaimRunFolder(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_folder(config.hydra.sweep.dir)
+
+
+# A YAML file whose anchors and aliases expand to more values than this is refused before
+# Hydra reads it: 444 bytes of nested aliases expand to a billion values ("billion laughs"),
+# which OmegaConf would build one by one. The project's largest config has a few hundred.
+MAX_YAML_VALUES = 100_000
+_CONFIG_FOLDER_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp")
+
+
+def yaml_values(path: Path) -> int:
+    """How many values the YAML file ``path`` holds once its aliases are expanded, counted
+    on the composed node graph (where an alias is a reference), without expanding anything."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            nodes = list(yaml.compose_all(file, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {one_line(str(err))}") from None
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, open_: frozenset[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise ConfigError(f"config file {path} refers to itself through a YAML alias")
+        inside = open_ | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k, inside) + size(v, inside) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item, inside) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)  # capped: the sum cannot grow huge
+        return sizes[id(node)]
+
+    return sum(size(node, frozenset()) for node in nodes)
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Refuse a config folder given on the command line (``--config-dir``/``-cd``,
+    ``--config-path``/``-cp``) that holds a YAML file expanding past :data:`MAX_YAML_VALUES`."""
+    folders = []
+    for i, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if flag in _CONFIG_FOLDER_FLAGS:
+            folders.append(value if equals else (argv[i + 1] if i + 1 < len(argv) else ""))
+    for folder in filter(None, folders):
+        for path in sorted(Path(folder).rglob("*.yaml")) if Path(folder).is_dir() else []:
+            if yaml_values(path) > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"config file {path} expands to over {MAX_YAML_VALUES:,} values through YAML aliases; refused"
+                )
 
 
 def _is_int(value: Any) -> bool:
