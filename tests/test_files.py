@@ -121,7 +121,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_as_it_was(tmp_path, status):
     if status == "started":
         (run / "metrics.json").unlink()
     before = _digest(run)
-    with pytest.raises(ConfigError, match=rf"run folder {run} holds a {status} run; resume=true continues it"):
+    with pytest.raises(ConfigError, match=rf"run folder {run} holds an? {status} run; resume=true continues it"):
         claim_run_folder(run)
     assert _digest(run) == before and not (run / ".lock").exists()
 
@@ -163,3 +163,38 @@ def test_a_sweep_folder_holding_a_job_run_is_refused(tmp_path):
         claim_sweep_folder(sweep)
     claim_sweep_folder(sweep, resume=True)
     release_run_folder(sweep)
+
+
+@pytest.mark.parametrize("limit, refused", [(3_000, ".hydra/hydra.yaml"), (200_000, "checkpoints/")])
+def test_a_file_size_limit_leaves_every_file_whole_or_absent(tmp_path, limit, refused):
+    """Under ``ulimit -f`` (the process boundary is the subject: the limit is the process's)
+    a file the run writes past the limit is absent, not cut, the error is one line naming
+    it, and every file that is there reads whole."""
+    import resource
+
+    import torch
+    import yaml
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # writes past it fail with EFBIG
+
+    run = tmp_path / "run"
+    script = Path(sys.executable).parent / "zoo-train"
+    result = subprocess.run(
+        [str(script), "model=mlp", "trainer.max_epochs=1", "callbacks.progress_bar=none", "trainer.enable_model_summary=false",
+         f"hydra.run.dir={run}"], capture_output=True, text=True, preexec_fn=limited, timeout=600,
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-3000:]
+    assert f"Error: {run}/{refused}" in errors[0] and errors[0].endswith(": File too large")
+    assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+    assert not list(run.rglob("*.tmp"))  # no temporary file left behind
+    files = [p for p in run.rglob("*") if p.is_file() and p.name not in (".lock",)]
+    for path in files:
+        if path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+        elif path.suffix == ".ckpt":
+            torch.load(path, weights_only=True)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+    assert not any(str(p.relative_to(run)).startswith(refused) for p in files if p.suffix != ".log")

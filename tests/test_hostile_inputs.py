@@ -1,16 +1,21 @@
 """Hostile and careless input through the real command lines, one table.
 
-Each case runs a console script in a fresh process, as a user would, and must end with
-exit code 1, one ``Error:`` line naming the cause, no traceback, nothing executed from a
-file, and the files of another run (a finished run beside the case) untouched.
+Each case runs a console script's entry point in this process (the process boundary is
+tested where it is the subject: signals, file-size limits, tests/test_signals.py) and
+must end with its exit code (1 unless said), one ``Error:`` line naming the cause, no
+traceback, nothing executed from a file, the files of a finished run beside the case
+untouched, and the files the case names (``untouched``) byte for byte as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +24,11 @@ import pytest
 import torch
 from PIL import Image
 
+from zoo.callbacks import EpochLog
 from zoo.cli.train import train
+from zoo.files import RunLock, this_process
 
-from helpers import QUIET, compose_config, run_cli
+from helpers import QUIET, compose_config, run_cli, run_main
 
 SENTINEL = "zoo-hostile-code-ran"
 
@@ -30,8 +37,12 @@ SENTINEL = "zoo-hostile-code-ran"
 class Case:
     command: str
     args: tuple[str, ...]
-    expected: str  # a part of the error line
+    expected: str  # a part of the error line (of the output, for a case that must succeed or is stopped)
     setup: Callable[[Path, Path], None] | None = None  # (case folder, finished run folder)
+    code: int = 1  # the exit status: 1 for an error, 0 for input that must now work
+    untouched: tuple[str, ...] = ()  # folders or files ({case}, {run}) whose bytes must not change
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None  # e.g. a signal sent mid-training
+    seconds: float | None = None  # a bound on the time (hangs)
 
 
 class Evil:
@@ -80,12 +91,62 @@ def _resume_folder_with_garbage(case: Path, run: Path) -> None:
     (case / "resumed" / "checkpoints" / "last.ckpt").write_bytes(random.Random(0).randbytes(4096))
 
 
-def _held_folder(case: Path, run: Path) -> None:
-    (case / "held").mkdir()
-    (case / "held" / ".lock").write_text(f"{os.getpid()}\n")  # this test process: alive
+_HELD: list[RunLock] = []  # locks a case holds while its command runs (released after it)
+
+
+def _copy_run(name: str, drop: tuple[str, ...] = (), status: str | None = None) -> Callable[[Path, Path], None]:
+    """A copy of the finished run as ``{case}/<name>``, less ``drop``, its metrics.json's status set."""
+
+    def setup(case: Path, run: Path) -> None:
+        shutil.copytree(run, case / name)
+        for item in drop:
+            target = case / name / item
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if status:
+            record = json.loads((case / name / "metrics.json").read_text())
+            (case / name / "metrics.json").write_text(json.dumps({**record, "status": status}))
+
+    return setup
+
+
+def _live_run(case: Path, run: Path) -> None:
+    """A copy of the finished run that a live run (a lock this process holds) is writing."""
+    _copy_run("live", status="interrupted")(case, run)
+    _HELD.append(RunLock(case / "live").acquire())
+
+
+def _sweep_with_a_job(case: Path, run: Path) -> None:
+    shutil.copytree(run, case / "sweep" / "0")
+
+
+def _restarted_container(case: Path, run: Path) -> None:
+    """A lock left by a run before a container restart, naming the pid this process has now."""
+    (case / "restarted").mkdir()
+    owner = {**this_process(), "start": this_process()["start"] - 100}
+    (case / "restarted" / ".lock").write_text(json.dumps(owner))
+
+
+def _alias_bomb(case: Path, run: Path) -> None:
+    """444 bytes of YAML whose aliases expand to 387 million values (nine levels of nine)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (case / "conf").mkdir()
+    (case / "conf" / "bomb.yaml").write_text("\n".join(lines) + "\n")
+
+
+def _sigterm_at_step(step: int) -> Callable[[pytest.MonkeyPatch], None]:
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        def send(self, trainer, *args):
+            if trainer.global_step == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(EpochLog, "on_train_batch_end", send, raising=False)
+
+    return patch
 
 
 TRAIN = ("model=mlp", "trainer.max_epochs=1", *QUIET)
+SHORT = (*TRAIN, "sched=none", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
 CKPT = "{case}/file.ckpt"
 
 CASES: dict[str, Case] = {
@@ -128,6 +189,57 @@ CASES: dict[str, Case] = {
         "zoo-train", (*TRAIN, "resume=true", "hydra.run.dir={case}/resumed"), "is not a readable checkpoint",
         _resume_folder_with_garbage,
     ),
+    # Run folders: nothing a user made is overwritten, and a refused run writes nothing.
+    "a finished run's folder without resume": Case(
+        "zoo-train", (*TRAIN, "hydra.run.dir={run}"), "run folder {run} holds a finished run; resume=true continues it",
+    ),
+    "a started run's folder (checkpoints, no metrics.json)": Case(
+        "zoo-train", (*TRAIN, "hydra.run.dir={case}/started"), "run folder {case}/started holds a started run",
+        _copy_run("started", drop=("metrics.json",)), untouched=("{case}/started",),
+    ),
+    "an interrupted run's folder without resume": Case(
+        "zoo-train", (*TRAIN, "hydra.run.dir={case}/stopped"), "holds an interrupted run; resume=true continues it",
+        _copy_run("stopped", status="interrupted"), untouched=("{case}/stopped",),
+    ),
+    "a live run's folder, even with resume=true (its .hydra/ untouched)": Case(
+        "zoo-train", (*TRAIN, "resume=true", "hydra.run.dir={case}/live"), "run folder {case}/live is in use by another run (pid",
+        _live_run, untouched=("{case}/live",),
+    ),
+    "resume and overwrite at once": Case(
+        "zoo-train", (*TRAIN, "resume=true", "overwrite=true", "hydra.run.dir={run}"), "resume=true continues the run in the folder and overwrite=true replaces it: give one",
+    ),
+    "a sweep into a folder whose jobs ran": Case(
+        "zoo-train", ("-m", *TRAIN, "seed=1,2", "hydra.sweep.dir={case}/sweep"), "sweep folder {case}/sweep holds a started sweep",
+        _sweep_with_a_job, untouched=("{case}/sweep",),
+    ),
+    "a run folder that is a file": Case(
+        "zoo-train", (*TRAIN, "hydra.run.dir={case}/afile"), "{case}/afile: File exists",
+        lambda case, run: (case / "afile").write_text("mine\n"), untouched=("{case}/afile",),
+    ),
+    "a run folder under a file": Case(
+        "zoo-train", (*TRAIN, "hydra.run.dir={case}/afile/run"), "{case}/afile/run: Not a directory",
+        lambda case, run: (case / "afile").write_text("mine\n"), untouched=("{case}/afile",),
+    ),
+    "a lock of a restarted container naming our pid": Case(
+        "zoo-train", (*SHORT, "hydra.run.dir={case}/restarted"), "run folder: {case}/restarted", _restarted_container, code=0,
+    ),
+    "SIGTERM mid-training": Case(
+        "zoo-train", ("model=mlp", "sched=none", "trainer.max_epochs=2", *QUIET, "hydra.run.dir={case}/term"),
+        "SIGTERM: stopped at step 3, saved in {case}/term/checkpoints/last.ckpt; resume with: zoo-train", patch=_sigterm_at_step(3), code=143,
+    ),
+    # Hydra's own errors and the config files a user brings.
+    "an unknown config option": Case("zoo-train", ("model=resnet9000x",), "Could not find 'model/resnet9000x' Available options in 'model': alexnet, densenet121,"),
+    "an override Hydra cannot parse": Case("zoo-train", (*TRAIN, "optim.lr=[1"), "no viable alternative at input '[1'"),
+    "an override key of 300 characters": Case("zoo-train", (*TRAIN, "+" + "k" * 300 + "=1"), "File name too long"),
+    "a YAML alias bomb in --config-dir": Case(
+        "zoo-train", ("--config-dir", "{case}/conf", "+bomb=bomb", *TRAIN), "{case}/conf/bomb.yaml expands to over 100,000 values",
+        _alias_bomb, seconds=20,
+    ),
+    "a config file that is not YAML in --config-dir": Case(
+        "zoo-train", ("--config-dir={case}/conf", *TRAIN), "config file {case}/conf/broken.yaml is not valid YAML",
+        lambda case, run: (case / "conf").mkdir() or (case / "conf" / "broken.yaml").write_text("a: [1\n"),
+    ),
+    "trainer=gpu on a machine without one": Case("zoo-train", (*TRAIN, "trainer=gpu"), "needs a CUDA GPU, and torch finds none"),
     # Values that cannot train.
     "zero batch size": Case("zoo-train", (*TRAIN, "data.batch_size=0"), "data.batch_size must be an integer >= 1, got 0"),
     "negative batch size": Case("zoo-train", (*TRAIN, "data.batch_size=-4"), "data.batch_size must be an integer >= 1, got -4"),
@@ -160,10 +272,6 @@ CASES: dict[str, Case] = {
     ),  # fmt: skip
     "dataset root that does not exist": Case(
         "zoo-train", (*TRAIN, "data=imagefolder", "data.root={case}/none", "data.image_size=8"), "image folder not found",
-    ),
-    # A folder that another live run holds.
-    "run folder held by a live run": Case(
-        "zoo-train", (*TRAIN, "hydra.run.dir={case}/held"), "is in use by another run (pid", _held_folder,
     ),
     # The other commands: mandatory arguments and the same door for every file.
     "zoo-predict without arguments": Case("zoo-predict", (), "ckpt_path is required"),
@@ -220,27 +328,46 @@ def seq2seq_checkpoint(tmp_path_factory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-def test_the_table_holds_at_least_30_cases():
-    assert len(CASES) >= 30
+def test_the_table_holds_at_least_60_cases():
+    assert len(CASES) >= 60
+
+
+def _untouched(case: Case, values: dict[str, Path]) -> dict[str, dict[str, str]]:
+    paths = [Path(p.format(**values)) for p in ("{run}", *case.untouched)]
+    return {str(p): _digest(p) if p.is_dir() else {p.name: hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths}
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_hostile_input_gets_one_line_and_exit_1(name, finished_run, seq2seq_checkpoint, tmp_path):
+def test_hostile_input_gets_one_line_and_its_exit_code(name, finished_run, seq2seq_checkpoint, tmp_path, monkeypatch):
     case = CASES[name]
+    values = {"case": tmp_path, "run": finished_run, "seq": seq2seq_checkpoint}
     if case.setup:
         case.setup(tmp_path, finished_run)
-    args = [a.format(case=tmp_path, run=finished_run, seq=seq2seq_checkpoint) for a in case.args]
-    if case.command in ("zoo-train", "zoo-eval") and not any(a.startswith("hydra.run.dir=") for a in args):
+    if case.patch:
+        case.patch(monkeypatch)
+    args = [a.format(**values) for a in case.args]
+    if case.command in ("zoo-train", "zoo-eval") and not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
         args.append(f"hydra.run.dir={tmp_path / 'run'}")
-    before = _digest(finished_run)
-    result = run_cli(case.command, *args, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    assert result.returncode == 1, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    assert case.expected.format(case=tmp_path, run=finished_run) in errors[0]
-    assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
-    assert not (tmp_path / SENTINEL).exists()  # nothing in a file ran
-    assert _digest(finished_run) == before
+    before = _untouched(case, values)
+    started = time.monotonic()
+    try:
+        result = run_main(case.command, *args, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        seconds = time.monotonic() - started
+        output = result.stdout + result.stderr
+        assert result.returncode == case.code, output[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        if case.code == 1:
+            assert len(errors) == 1, output[-3000:]
+            assert case.expected.format(**values) in errors[0]
+        else:
+            assert not errors and case.expected.format(**values) in output, output[-3000:]
+        assert "Traceback" not in output and "weights_only=False" not in output
+        assert not (tmp_path / SENTINEL).exists()  # nothing in a file ran
+        assert _untouched(case, values) == before
+        assert case.seconds is None or seconds < case.seconds
+    finally:
+        while _HELD:
+            _HELD.pop().release()
 
 
 def test_the_traceback_is_there_when_asked_for(tmp_path):

@@ -45,21 +45,49 @@ def _fsync_folder(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
-    """A binary file that replaces ``path`` when the ``with`` block ends without an error."""
+    """A binary file that replaces ``path`` when the ``with`` block ends without an error.
+
+    On an error ``path`` is as it was and the temporary file is gone; an ``OSError`` of the
+    write (``ENOSPC``, ``EFBIG``) is raised again naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    file = None
     try:
-        with open(temporary, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
+        with open(temporary, "wb") as raw:
+            file = _WriteErrors(raw)
+            yield file  # type: ignore[misc]
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             temporary.unlink()
+        # A full disk or a file-size limit is met by a write that names no file, and some
+        # writers (torch.save's zip writer) report it as a RuntimeError: name ours, once.
+        failed = err if isinstance(err, OSError) else getattr(file, "error", None)
+        if failed is not None and failed.errno is not None and failed.filename in (None, str(temporary)):
+            raise OSError(failed.errno, failed.strerror, str(path)) from err
         raise
     _fsync_folder(path.parent)
+
+
+class _WriteErrors:
+    """A binary file that remembers the first ``OSError`` of its writes (a caller may swallow it)."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
@@ -278,7 +306,7 @@ def claim_run_folder(
         if held and not resume:
             if not overwrite:
                 raise ConfigError(
-                    f"{what} folder {folder} holds a {held} {what}; resume=true continues it, overwrite=true "
+                    f"{what} folder {folder} holds {'an' if held[0] in 'aeiou' else 'a'} {held} {what}; resume=true continues it, overwrite=true "
                     f"moves it aside and starts anew, or give this run another folder"
                 )
             moved = _aside(folder)

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.errors import ConfigError
+
 log = logging.getLogger("zoo")
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64", "transformer-engine")
@@ -47,6 +49,14 @@ def accelerator_type(accelerator: str) -> str:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
+
+
+def require_cuda(setting: str) -> None:
+    """Refuse ``setting`` (the option that asked for CUDA, e.g. ``trainer=gpu``) in one line
+    when torch sees no CUDA device, before Lightning or torch fail deep inside."""
+    if not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA device or driver found"
+        raise ConfigError(f"{setting} needs a CUDA GPU, and torch finds none ({build}); leave it out to run on the CPU")
 
 
 def fast_bf16(device_type: str) -> bool:

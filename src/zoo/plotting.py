@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from pathlib import Path
 
+from zoo.files import atomic_write
+
+
+def _number(text: object) -> float | None:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
 
 def read_epoch_metrics(metrics_csv: Path) -> dict[str, dict[int, float]]:
-    """``{metric: {epoch: value}}`` from a Lightning CSV log (last value logged per epoch)."""
+    """``{metric: {epoch: value}}`` from a Lightning CSV log (last value logged per epoch).
+
+    The file may have been edited or cut short: cells that are not numbers, cells beyond
+    the header (``csv`` files them under the key ``None``) and rows without an epoch are
+    skipped, so a damaged log costs points of the plot, not the end of a finished run.
+    """
     series: dict[str, dict[int, float]] = defaultdict(dict)
     with open(metrics_csv, newline="") as f:
         for row in csv.DictReader(f):
-            if not row.get("epoch"):
+            epoch = _number(row.get("epoch"))
+            if epoch is None or epoch != epoch:  # missing, text or NaN
                 continue
-            epoch = int(float(row["epoch"]))
             for key, value in row.items():
-                if value and key not in ("epoch", "step"):
-                    series[key][epoch] = float(value)
+                number = _number(value) if isinstance(key, str) and key not in ("epoch", "step") else None
+                if number is not None:
+                    series[key][int(epoch)] = number
     return dict(series)
 
 
@@ -43,6 +59,8 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(out_png, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(out_png, image.getvalue())
     return out_png

@@ -21,7 +21,7 @@ from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors:
 from zoo.files import atomic_write
 from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
-from zoo.perf import resolve_precision, speed_up
+from zoo.perf import require_cuda, resolve_precision, speed_up
 from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
@@ -177,6 +177,8 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None
 def trainer_options(trainer_cfg: DictConfig, net: Any) -> dict[str, Any]:
     """``cfg.trainer`` as Trainer arguments, its ``precision: auto`` resolved for ``net`` (zoo.perf)."""
     options = plain(trainer_cfg)
+    if options.get("accelerator") in ("gpu", "cuda"):
+        require_cuda(f"trainer.accelerator={options['accelerator']} (trainer=gpu)")
     with config_errors("trainer"):
         options["precision"] = resolve_precision(options.get("precision", "auto"), options.get("accelerator", "auto"), net)
     return options

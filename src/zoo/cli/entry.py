@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from zoo.errors import ConfigError, ZooError
-from zoo.files import claim_run_folder, claim_sweep_folder, release_run_folder
+from zoo.files import atomic_write, claim_run_folder, claim_sweep_folder, release_run_folder
 
 # Hydra reads an unquoted all-digit value as an integer, and Python refuses to convert one
 # of more than 4,300 digits (a guard against quadratic-time conversions of untrusted input)
@@ -165,6 +165,23 @@ class ClaimRunFolder(Callback):
             if rank_zero():  # DDP's other processes run inside rank 0's folder
                 folder = config.hydra.run.dir
                 claim_run_folder(folder, resume=continues_run(config, folder), overwrite=config.overwrite)
+                # Hydra writes .hydra/ in place, which a full disk can leave cut; we write it atomically.
+                self._record = config.hydra.output_subdir
+                with open_dict(config.hydra):
+                    config.hydra.output_subdir = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        record = getattr(self, "_record", None)
+        if record is None:
+            return
+        with one_line_errors():
+            folder = Path(config.hydra.runtime.output_dir) / record
+            hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(config.hydra)})
+            hydra_cfg.hydra.output_subdir = record
+            task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+            atomic_write(folder / "config.yaml", OmegaConf.to_yaml(task_cfg))
+            atomic_write(folder / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+            atomic_write(folder / "overrides.yaml", OmegaConf.to_yaml(config.hydra.overrides.task))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_folder(config.hydra.run.dir)
