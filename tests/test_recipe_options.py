@@ -25,7 +25,7 @@ from helpers import CONFIGS, QUIET, compose_config, write_image_folder
 
 def train_transforms(tmp_path, **options) -> list:
     write_image_folder(tmp_path, splits=("train",), classes=("a", "b"), per_class=2)
-    dm = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=32, num_workers=0, **options)
+    dm = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=32, num_workers=0, val_fraction=0.5, **options)
     dm.setup("fit")
     return dm, list(dm.train_set.dataset.transform.transforms)
 

@@ -77,3 +77,26 @@ def test_training_batches_are_rotated_and_scaled_only_while_training():
     assert not torch.allclose(images, batch[0])
     dm.trainer = SimpleNamespace(training=False)  # validation, test, prediction: untouched
     assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], batch[0])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"test_fraction": 0}, "data.test_fraction=0 leaves the test split empty: the 1,797 images would split into "
+                           "train 1,617, val 180, test 0"),
+    ({"val_fraction": 0}, "data.val_fraction=0 leaves the val split empty: the 1,797 images would split into "
+                          "train 1,437, val 0, test 360"),
+    ({"val_fraction": 0.003}, "data.val_fraction=0.003 leaves the val split with 6, fewer than 10 (one per class"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "must be fractions in (0, 1) with a sum below 1, got 0.5 and 0.5"),
+    ({"test_fraction": -0.1}, "must be fractions in (0, 1) with a sum below 1, got 0.1 and -0.1"),
+])  # fmt: skip
+def test_fractions_that_leave_a_split_too_small_are_refused_before_training(options, message):
+    dm = build_datamodule("digits", **options)
+    with pytest.raises(ConfigError) as err:
+        dm.setup("fit")
+    assert message in str(err.value)
+
+
+def test_the_smallest_stratified_splits_are_accepted():
+    dm = build_datamodule("digits", val_fraction=0.0055, test_fraction=0.0055)  # rounded up: 10 images each
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1777, 10, 10)
+    assert sorted(dm.val_set.tensors[1].tolist()) == list(range(10))  # one of each digit

@@ -53,8 +53,9 @@ def test_disk_datasets_take_their_loader_settings_from_config(tmp_path):
     from helpers import write_image_folder
 
     write_image_folder(tmp_path, splits=("train",), classes=("a", "b"), per_class=2)
-    kept = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1)
-    fresh = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1, persistent_workers=False)
+    kept = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1, val_fraction=0.5)
+    fresh = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1, val_fraction=0.5,
+                             persistent_workers=False)  # fmt: skip
     for dm in (kept, fresh):
         dm.setup("fit")
     assert kept.train_dataloader().persistent_workers and not fresh.train_dataloader().persistent_workers

@@ -1,19 +1,23 @@
 """The torchvision-backed data modules, on tiny files written in each dataset's real format."""
 
 import hashlib
+import logging
+import os
 import pickle
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import datasets
 
 from helpers import write_image_folder
 
 from zoo.data import build_datamodule
-from zoo.errors import DataError
+from zoo.errors import ConfigError, DataError
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -134,3 +138,93 @@ def test_image_folder_errors_name_the_path(tmp_path):
     dm = build_datamodule("imagefolder", root=str(tmp_path / "other"), num_workers=0)
     with pytest.raises(DataError, match="test"):
         dm.setup("fit")
+
+
+def test_image_folder_refuses_a_val_fraction_that_leaves_a_split_empty(tmp_path):
+    write_image_folder(tmp_path)  # 8 training images, no val/
+    for fraction, message in ((0, "leaves the val split empty"), (0.01, "leaves the val split empty"),
+                              (1.0, "leaves the train split empty")):  # fmt: skip
+        dm = build_datamodule("imagefolder", root=str(tmp_path), num_workers=0, image_size=16, val_fraction=fraction)
+        with pytest.raises(ConfigError) as err:
+            dm.setup("fit")
+        expected = f"data.val_fraction={fraction} {message}: the 8 training images would split into train "
+        assert expected in str(err.value)
+    with pytest.raises(ConfigError, match=r"data.val_fraction must be a fraction in \(0, 1\), got -0.5"):
+        build_datamodule("imagefolder", root=str(tmp_path), num_workers=0, val_fraction=-0.5).setup("fit")
+    write_mnist(tmp_path / "mnist", "MNIST")
+    with pytest.raises(ConfigError, match="data.val_fraction=0 leaves the val split empty: the 30 training images "
+                                          "would split into train 30, val 0"):  # fmt: skip
+        build_datamodule("mnist", root=str(tmp_path / "mnist"), val_fraction=0).setup("fit")
+
+
+def test_image_folder_link_loops_are_skipped_with_one_warning(tmp_path, caplog):
+    write_image_folder(tmp_path, splits=("train",), per_class=4)
+    train = tmp_path / "train"
+    (tmp_path / "outside").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside" / "far.png")
+    os.symlink(tmp_path / "outside" / "far.png", train / "cat" / "far.png")  # a file outside: read
+    os.symlink(".", train / "cat" / "again")  # one loop: each image 25 times
+    os.symlink("..", train / "dog" / "up")  # two loops: exponential
+    os.symlink(".", train / "dog" / "same")
+    dm = build_datamodule("imagefolder", root=str(tmp_path), num_workers=0, image_size=16, val_fraction=0.25)
+    # In a thread, so that a walk that follows the loops (torchvision's: 25 copies of cat/,
+    # and 2 ** 40 paths through dog/) fails the test instead of hanging it.
+    walk = threading.Thread(target=dm.setup, args=("fit",), daemon=True)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        walk.start()
+        walk.join(timeout=1.0)
+    assert not walk.is_alive(), "the folder walk did not end within a second"
+    folder = dm.train_set.dataset
+    assert len(folder) == 9 and len(dm.train_set) + len(dm.val_set) == 9
+    assert sorted(Path(p).relative_to(train).as_posix() for p, _ in folder.samples) == [
+        "cat/0.png", "cat/1.png", "cat/2.png", "cat/3.png", "cat/far.png",
+        "dog/0.png", "dog/1.png", "dog/2.png", "dog/3.png",
+    ]  # fmt: skip
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and "symbolic link" in r.getMessage()]
+    for link, target in (("cat/again", "cat"), ("dog/same", "dog"), ("dog/up", "")):
+        assert f"{train / link} -> {(train / target) if target else train}" in warning.getMessage()
+    assert "skipped 3 symbolic link loop(s)" in warning.getMessage()
+
+
+def write_uniform(path: Path, image: Image.Image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def test_16_bit_and_palette_images_read_the_same_for_training_and_prediction(tmp_path):
+    """The loader of training and the transform of zoo-predict convert by one function:
+    a 16-bit pixel 32896 is 128 (not clipped to 255), a palette entry its colour."""
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30])
+    images = {
+        "deep": (Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)), (128, 128, 128)),
+        "palette": (palette, (10, 20, 30)),
+    }
+    for split in ("train", "val"):
+        for name, (image, _) in images.items():
+            for i in range(2):
+                write_uniform(tmp_path / split / name / f"{i}.png", image)
+    dm = build_datamodule("imagefolder", root=str(tmp_path), num_workers=0, image_size=8, resize_size=8, augment=False,
+                          mean=[0.0] * 3, std=[1.0] * 3, batch_size=4)  # fmt: skip
+    dm.setup("fit")
+    expected = torch.tensor([rgb for _, rgb in images.values()], dtype=torch.float32) / 255  # (classes, 3)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        x, y = next(iter(loader))
+        torch.testing.assert_close(x, expected[y][:, :, None, None].expand(-1, -1, 8, 8), rtol=0, atol=1e-6)
+    predict = dm.predict_transform()
+    for name, (image, _) in images.items():
+        from_file = predict(Image.open(tmp_path / "val" / name / "0.png"))
+        torch.testing.assert_close(from_file, expected[dm.classes.index(name)][:, None, None].expand(-1, 8, 8),
+                                   rtol=0, atol=1e-6)  # fmt: skip
+
+
+def test_an_oversized_image_in_a_folder_names_the_file(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, splits=("train", "val"), per_class=1)
+    big = tmp_path / "val" / "dog" / "big.png"
+    Image.new("RGB", (30, 20)).save(big)  # over a limit of 500 pixels (the images are 24 x 20 = 480)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    dm = build_datamodule("imagefolder", root=str(tmp_path), num_workers=0, image_size=16, batch_size=8)
+    dm.setup("fit")
+    next(iter(dm.train_dataloader()))  # the others are read
+    with pytest.raises(DataError, match=f"image {big} is 30 x 20 = 600 pixels, over the limit of 500"):
+        next(iter(dm.val_dataloader()))

@@ -9,7 +9,7 @@ import torch
 from zoo import get_model
 from zoo.data import build_datamodule
 from zoo.inference import restore_datamodule
-from zoo.data.text import DATE_FORMATS, collate_pairs, human_date
+from zoo.data.text import DATE_FORMATS, collate_pairs, human_date, read_tsv
 from zoo.data.vocab import Vocab, tokenize
 from zoo.errors import ConfigError, DataError
 
@@ -92,7 +92,8 @@ def test_parallel_tsv_reads_filters_and_splits(tmp_path):
     same.setup()
     assert same.test_set.pairs == dm.test_set.pairs  # the split is fixed by split_seed
 
-    chars = build_datamodule("parallel_tsv", path=str(path), level="char", lowercase=True, max_pairs=10)
+    chars = build_datamodule("parallel_tsv", path=str(path), level="char", lowercase=True, max_pairs=10,
+                             val_fraction=0.1, test_fraction=0.1)  # fmt: skip
     chars.setup()
     assert len(chars.train_set) + len(chars.val_set) + len(chars.test_set) == 10 and " " in chars.src_vocab.stoi
 
@@ -137,3 +138,34 @@ def test_check_model_refuses_image_models_and_vocabularies_travel_in_the_state(t
     changed.setup()
     with pytest.raises(DataError, match="other vocabularies than the checkpoint's"):
         changed.load_state_dict(dm.state_dict())
+
+
+def test_parallel_tsv_reads_cr_lf_crlf_and_mixed_line_ends(tmp_path):
+    mixed = _tsv(tmp_path, b"a\tA\rb\tB\r\nc\tC\nd\tD\r\r\ne\tE\x0bstill e\n\rf\tF")  # \x0b is no line end
+    assert read_tsv(mixed) == [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D"), ("e", "E\x0bstill e"), ("f", "F")]
+    old_mac = _tsv(tmp_path, "".join(f"w{i}\tx{i}\r" for i in range(20)), "mac.tsv")
+    assert read_tsv(old_mac) == [(f"w{i}", f"x{i}") for i in range(20)]
+    with pytest.raises(DataError, match="line 3: expected 'source<TAB>target', got 'no tab'"):
+        read_tsv(_tsv(tmp_path, "a\tA\rb\tB\r\nno tab\n", "bad.tsv"))  # lines counted at every kind of end
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"test_fraction": 0}, "data.test_fraction=0 leaves the test split empty: the 40 pairs of {path} would split "
+                           "into train 38, val 2, test 0"),
+    ({"val_fraction": 0}, "data.val_fraction=0 leaves the val split empty"),
+    ({"val_fraction": 0.01}, "data.val_fraction=0.01 leaves the val split empty"),  # 0.4 pairs: none
+    ({"val_fraction": 0.5, "test_fraction": 0.49},
+     "data.val_fraction=0.5 + data.test_fraction=0.49 leaves the train split empty"),  # 20 + 20 of 40
+])  # fmt: skip
+def test_parallel_tsv_fractions_that_leave_a_split_empty_are_refused_before_training(tmp_path, options, message):
+    path = _tsv(tmp_path, "".join(f"w{i}\tx{i}\n" for i in range(40)))
+    dm = build_datamodule("parallel_tsv", path=str(path), **options)
+    with pytest.raises(ConfigError) as err:
+        dm.setup("fit")
+    assert message.format(path=path) in str(err.value)
+
+
+def test_generated_splits_of_size_zero_are_refused():
+    with pytest.raises(ConfigError, match="data.test_size=0 leaves the test split empty: the examples drawn would "
+                                          "split into train 50, val 5, test 0"):  # fmt: skip
+        build_datamodule("copy", train_size=50, val_size=5, test_size=0).setup("fit")

@@ -1,4 +1,18 @@
-"""What every data module provides to the task and the command line."""
+"""What every data module provides to the task and the command line.
+
+Rules every data module follows:
+
+- **Splits.** A split setting (``data.val_fraction``, ``data.test_fraction``, a size) that
+  would leave a split empty is refused before training by :func:`check_split_sizes`, in
+  one line naming the setting and the split sizes it would give (an empty validation or
+  test split otherwise fails only after a whole training run).
+- **A final training batch of one is dropped.** When the training examples (per process
+  under DDP) leave a remainder of exactly one after the full batches, that one example is
+  left out of the epoch (a different one each epoch, as the order is shuffled): a batch of
+  one cannot train a network with batch normalisation, which would stop the run at the end
+  of the first epoch. Larger remainders are kept (``data.drop_last=true`` drops every
+  incomplete batch), and validation and test batches keep every example.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +28,8 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 
-from zoo.errors import ConfigError
+from zoo.data.images import to_mode
+from zoo.errors import ConfigError, DataError
 from zoo.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -108,6 +123,29 @@ class ResumableDataLoader(DataLoader):
         self._resume = (state["epoch"], state["batches"])
 
 
+def check_split_sizes(sizes: dict[str, int], settings: dict[str, str], total: str, at_least: int = 1,
+                      why: str = "") -> None:  # fmt: skip
+    """Refuse, before training, splits with fewer than ``at_least`` examples.
+
+    Args:
+        sizes: examples per split, e.g. ``{"train": 1437, "val": 180, "test": 0}``.
+        settings: per split, the setting that sizes it as the user wrote it, e.g.
+            ``{"test": "data.test_fraction=0"}``; named in the message.
+        total: what is split, e.g. ``"the 1,797 images"``.
+        at_least: the fewest examples a split may hold (a stratified split needs one per class).
+        why: the reason for ``at_least`` when it is more than 1.
+
+    Raises:
+        ConfigError: e.g. ``data.test_fraction=0 leaves the test split empty: the 1,797
+            images would split into train 1,617, val 180, test 0``.
+    """
+    for split, n in sizes.items():
+        if n < at_least:
+            shown = ", ".join(f"{name} {size:,}" for name, size in sizes.items())
+            problem = "empty" if n <= 0 else f"with {n:,}, fewer than {at_least}{why}"
+            raise ConfigError(f"{settings[split]} leaves the {split} split {problem}: {total} would split into {shown}")
+
+
 class DataModule(L.LightningDataModule):
     """A LightningDataModule that knows its task and what a model needs to fit it.
 
@@ -163,6 +201,12 @@ class DataModule(L.LightningDataModule):
         # resumed run would diverge from an uninterrupted one.
         seed = self.shuffle_seed
         sampler = EpochShuffleSampler(len(dataset), seed) if train else None
+        drop_last = train and (self.drop_last or sampler.num_samples % self.batch_size == 1)
+        if drop_last and sampler.num_samples == 1 < self.batch_size:  # nothing else would be left to train on
+            raise DataError(
+                f"{type(self).__name__}: the training split holds 1 example (per process), "
+                f"and a final training batch of one is dropped: there is nothing to train on"
+            )
         in_memory = isinstance(dataset, TensorBatches)
         if in_memory and self.trainer is not None:
             dataset.to(self.trainer.strategy.root_device)  # once: later calls find it there
@@ -171,7 +215,7 @@ class DataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
-            drop_last=train and self.drop_last,
+            drop_last=drop_last,  # a final batch of one (see the module docstring)
             num_workers=0 if in_memory else self.num_workers,
             persistent_workers=self.persistent_workers and self.num_workers > 0 and not in_memory,
             pin_memory=self.pin_memory and not in_memory and torch.cuda.is_available(),
@@ -257,10 +301,3 @@ class ImageDataModule(DataModule):
         except ValueError as err:
             hint = " or model.small_input=true" if "small_input" in model_cfg else ""
             raise ConfigError(f"{err}. The data gives {c}x{s}x{s} images: set data.image_size=<size>{hint}") from None
-
-def to_mode(image: Image.Image, channels: int) -> Image.Image:
-    """``image`` as grayscale (1 channel) or RGB (3), transparent pixels composited on white."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert("L" if channels == 1 else "RGB")

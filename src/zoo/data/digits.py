@@ -8,6 +8,8 @@ normalised with the training split's mean and std.
 The split is fixed and stratified by class, independent of the training seed:
 ``test_fraction`` (20%, 360 images) and ``val_fraction`` (10%, 180 images) of the whole
 set are drawn with ``split_seed`` (0), the rest (1,257 images) is the training set.
+Fractions that would leave a split with fewer than 10 images (the split is stratified:
+one per digit at least), an empty one included, are refused before training.
 
 Options for transfer learning (``scripts/transfer_digits.py``): ``classes`` keeps only
 the listed digits, relabelled 0..k-1 in the order given (``[5, 6, 7, 8, 9]``: digit 5 is
@@ -32,20 +34,42 @@ pixels, edge pixels repeated) runs on whole batches after they reach the device.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from zoo.data.base import DATASETS, ImageDataModule, TensorBatches
+from zoo.data.base import DATASETS, ImageDataModule, TensorBatches, check_split_sizes
 from zoo.errors import ConfigError
 
 
 def split_indices(
     labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[list[int], list[int], list[int]]:
-    """Stratified train/val/test indices; the same arguments always give the same split."""
+    """Stratified train/val/test indices; the same arguments always give the same split.
+
+    Raises:
+        ConfigError: a split would hold fewer examples than there are classes (an empty
+            one included), which scikit-learn's stratified split cannot make.
+    """
     from sklearn.model_selection import train_test_split
 
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"data.val_fraction and data.test_fraction must be fractions in (0, 1) with a sum below 1, "
+            f"got {val_fraction} and {test_fraction}"
+        )
+    # The sizes scikit-learn's train_test_split gives (held-out parts rounded up).
+    n = len(labels)
+    n_test = math.ceil(test_fraction * n)
+    n_val = math.ceil(val_fraction / (1.0 - test_fraction) * (n - n_test))
+    classes = len(labels.unique())
+    check_split_sizes(
+        {"train": n - n_test - n_val, "val": n_val, "test": n_test},
+        {"train": f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction}",
+         "val": f"data.val_fraction={val_fraction}", "test": f"data.test_fraction={test_fraction}"},
+        f"the {n:,} images", at_least=classes, why=" (one per class: the split is stratified by class)",
+    )  # fmt: skip
     indices = list(range(len(labels)))
     rest, test = train_test_split(
         indices, test_size=test_fraction, stratify=labels, random_state=seed

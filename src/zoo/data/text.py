@@ -12,15 +12,17 @@
   2014).
 - ``parallel_tsv``: a UTF-8 file of ``source<TAB>target`` lines (further columns are
   ignored, so Tatoeba/manythings.org exports load as they are), filtered by token
-  length and split with a seed.
+  length and split with a seed. Lines may end in LF, CR LF or a lone CR (old Mac
+  files), mixed in one file; no other character ends a line.
 
 Generated splits are drawn from ``seed`` and have fixed sizes; a validation or test
-source never occurs in the training split. Every module is character level except
-``parallel_tsv`` (``level: word`` by default). The vocabularies (see
-:mod:`zoo.data.vocab`) are built from the training split and travel in checkpoints
-through :meth:`TextDataModule.state_dict`, so a checkpoint alone can translate; so does
-the longest training source in tokens (``longest_source``), from which translation
-derives its default input limit.
+source never occurs in the training split. A size or fraction that would leave a split
+empty is refused before training, naming the setting and the split sizes. Every module
+is character level except ``parallel_tsv`` (``level: word`` by default). The
+vocabularies (see :mod:`zoo.data.vocab`) are built from the training split and travel in
+checkpoints through :meth:`TextDataModule.state_dict`, so a checkpoint alone can
+translate; so does the longest training source in tokens (``longest_source``), from
+which translation derives its default input limit.
 
 A batch is a dict: ``src`` (B, S) with ``<eos>`` appended, ``src_mask`` (B, S) true at
 real tokens, ``tgt_in`` (B, T) = ``<bos> y``, ``tgt_out`` (B, T) = ``y <eos>``; padding is
@@ -40,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from zoo.data.base import DATASETS, DataModule, TensorBatches
+from zoo.data.base import DATASETS, DataModule, TensorBatches, check_split_sizes
 from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError
 from zoo.models.base import Seq2SeqModel
@@ -175,6 +177,7 @@ def distinct_splits(
 ) -> dict[str, Pairs]:
     """Draw ``sizes`` pairs per split from ``sample``; no val/test source occurs in an earlier split."""
     rng = random.Random(seed)
+    check_split_sizes(sizes, {name: f"data.{name}_size={size}" for name, size in sizes.items()}, "the examples drawn")
     seen: set[str] = set()
     splits: dict[str, Pairs] = {}
     budget = 50 * sum(sizes.values()) + 1000
@@ -307,13 +310,18 @@ def dates(**kwargs: Any) -> DatesDataModule:
 
 
 def read_tsv(path: Path) -> Pairs:
-    """The (source, target) pairs of a ``source<TAB>target`` file; blank lines are skipped."""
+    """The (source, target) pairs of a ``source<TAB>target`` file; blank lines are skipped.
+
+    LF, CR LF and a lone CR all end a line (as Python's universal newlines read them);
+    nothing else does (``str.splitlines`` would also split at form feeds, vertical tabs
+    and Unicode line separators inside a sentence).
+    """
     if not path.is_file():
         raise DataError(f"parallel text file not found: {path.resolve()}")
     pairs: Pairs = []
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):  # bytes: only \r, \n, \r\n
         try:
-            line = raw.decode("utf-8").rstrip("\r")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{path.resolve()}, line {number}: not UTF-8 text") from None
         if not line.strip() and "\t" not in line:  # a blank line
@@ -362,6 +370,12 @@ class ParallelTSVDataModule(TextDataModule):
         random.Random(self.split_seed).shuffle(pairs)
         pairs = pairs[: self.max_pairs] if self.max_pairs else pairs
         n_test, n_val = round(len(pairs) * self.test_fraction), round(len(pairs) * self.val_fraction)
+        check_split_sizes(
+            {"train": len(pairs) - n_test - n_val, "val": n_val, "test": n_test},
+            {"train": f"data.val_fraction={self.val_fraction} + data.test_fraction={self.test_fraction}",
+             "val": f"data.val_fraction={self.val_fraction}", "test": f"data.test_fraction={self.test_fraction}"},
+            f"the {len(pairs):,} pairs of {self.path.resolve()}",
+        )  # fmt: skip
         return {"test": pairs[:n_test], "val": pairs[n_test : n_test + n_val], "train": pairs[n_test + n_val :]}
 
     def build_vocabs(self, train: Pairs) -> tuple[Vocab, Vocab]:

@@ -16,22 +16,39 @@ crops with padding, plus horizontal flips for natural images; ImageNet-style ran
 resized crops for ``imagefolder``. Recipes add ``auto_augment`` (autoaugment,
 randaugment, trivialaugment) and ``random_erasing`` (a probability); batch-level MixUp
 and CutMix are the task's (``task.mixup_alpha``, ``task.cutmix_alpha``).
+
+``imagefolder`` reads its files by the rules of :mod:`zoo.data.images`, as ``zoo-predict``
+does: an image over Pillow's size limit (``PIL.Image.MAX_IMAGE_PIXELS``) or one that cannot
+be decoded stops the run with a ``DataError`` naming the file; 16-bit, float, palette,
+CMYK and transparent images are converted to the model's channels (16-bit values scaled,
+transparency composited on white). Symbolic links in the folders are followed, except a
+link back to a folder that contains it (a loop), which is skipped with one warning naming
+it; a file reached by two paths is read once.
+
+A ``val_fraction`` that leaves the training or validation split empty is refused before
+training (:func:`zoo.data.base.check_split_sizes`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
+from torchvision.datasets.vision import StandardTransform
 from torchvision.transforms import v2
 
-from zoo.data.base import DATASETS, ImageDataModule
-from zoo.errors import DataError
+from zoo.data.base import DATASETS, ImageDataModule, check_split_sizes
+from zoo.data.images import read_image, walk_files
+from zoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +115,16 @@ def train_augmentation(geometric: list, auto_augment: str | None, random_erasing
 
 
 def split_off(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded (rest, held-out) split of ``range(n)`` with ``fraction`` held out."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    """A seeded (rest, held-out) split of ``range(n)`` with ``fraction`` (``data.val_fraction``)
+    held out for validation; a split left empty is refused (:class:`ConfigError`)."""
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"data.val_fraction must be a fraction in (0, 1), got {fraction}")
     n_held = int(round(n * fraction))
+    check_split_sizes(
+        {"train": n - n_held, "val": n_held}, dict.fromkeys(("train", "val"), f"data.val_fraction={fraction}"),
+        f"the {n:,} training images",
+    )  # fmt: skip
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(perm[n_held:]), sorted(perm[:n_held])
 
 
@@ -173,12 +197,46 @@ class TorchvisionDataModule(ImageDataModule):
         self._class_names = list(getattr(self.test_set, "classes", [])) or None  # e.g. CIFAR-10's "airplane"
 
 
-def load_image(path: str):
-    """torchvision's image loader, with an error that names a corrupt or unreadable file."""
-    try:
-        return datasets.folder.default_loader(path)
-    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for broken files
-        raise DataError(f"cannot read image {path}: {err}") from None
+def load_image(path: str, channels: int = 3) -> Image.Image:
+    """An image file as RGB (or grayscale, ``channels`` 1) by the rules of
+    :mod:`zoo.data.images`; a broken or oversized file is a :class:`DataError` naming it."""
+    return read_image(path, channels)
+
+
+class ImageFolder(datasets.ImageFolder):
+    """torchvision's ``ImageFolder``, its files listed by :func:`zoo.data.images.walk_files`:
+    each file once, symbolic-link loops skipped with one warning that names them. Without
+    links the samples are torchvision's, in torchvision's order."""
+
+    @staticmethod
+    def make_dataset(
+        directory: str, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None, allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:  # fmt: skip
+        if is_valid_file is None:
+            is_valid_file = partial(datasets.folder.has_file_allowed_extension, extensions=extensions)
+        samples, loops, empty = [], [], []
+        for name in sorted(class_to_idx):
+            files, found_loops = walk_files(Path(directory, name), is_valid_file)
+            samples += [(path, class_to_idx[name]) for path in files]
+            loops += found_loops
+            if not files:
+                empty.append(name)
+        if loops:
+            log.warning("%s: skipped %d symbolic link loop(s), each a link to a folder that contains it: %s",
+                        directory, len(loops), "; ".join(loops))  # fmt: skip
+        if empty and not allow_empty:  # torchvision's message
+            raise FileNotFoundError(
+                f"Found no valid file for the classes {', '.join(empty)}. "
+                f"Supported extensions are: {', '.join(extensions or ())}"
+            )
+        return samples
+
+    def with_transform(self, transform: Callable) -> ImageFolder:
+        """The same files (the folder is not walked again) with another transform."""
+        view = copy.copy(self)
+        view.transform, view.transforms = transform, StandardTransform(transform, self.target_transform)
+        return view
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -241,7 +299,7 @@ class ImageFolderDataModule(ImageDataModule):
         return len(self.classes)
 
     def _transform(self, train: bool) -> v2.Compose:
-        steps = [v2.Grayscale()] if self.grayscale else []
+        steps = []  # the loader gives the model's channels (grayscale or RGB)
         if train and self.augment:
             crop = [v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()]
             normalize = v2.Normalize(self.mean, self.std)
@@ -262,10 +320,11 @@ class ImageFolderDataModule(ImageDataModule):
     def class_names(self) -> list[str]:
         return list(self.classes)
 
-    def _folder(self, split: str, train: bool) -> datasets.ImageFolder:
+    def _folder(self, split: str, train: bool) -> ImageFolder:
         path = self.root / split
+        loader = partial(load_image, channels=self.in_channels)
         try:
-            folder = datasets.ImageFolder(str(path), transform=self._transform(train), loader=load_image)
+            folder = ImageFolder(str(path), transform=self._transform(train), loader=loader)
         except FileNotFoundError as err:
             raise DataError(f"{path.resolve()}: {err}") from None
         if folder.classes != self.classes:
@@ -284,7 +343,7 @@ class ImageFolderDataModule(ImageDataModule):
         else:
             train_idx, val_idx = split_off(len(train), self.val_fraction, self.split_seed)
             self.train_set = Subset(train, train_idx)
-            self.val_set = Subset(self._folder("train", train=False), val_idx)
+            self.val_set = Subset(train.with_transform(self._transform(train=False)), val_idx)
         if (self.root / "test").is_dir():
             self.test_set = self._folder("test", train=False)
         else:
