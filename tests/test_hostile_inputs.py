@@ -15,7 +15,9 @@ import os
 import random
 import shutil
 import signal
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +147,34 @@ def _sigterm_at_step(step: int) -> Callable[[pytest.MonkeyPatch], None]:
     return patch
 
 
+def _bomb(path: Path) -> None:
+    """A 1x1 PNG whose header declares 100,000 x 100,000 pixels (under 100 bytes)."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    header = b"IHDR" + struct.pack(">II", 100_000, 100_000) + bytes(data[24:29])
+    data[16:24] = header[4:12]
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+
+
+def _looped_images(case: Path, run: Path) -> None:
+    _images(case, ("cat", "dog"))
+    os.symlink(".", case / "images" / "train" / "cat" / "again")  # a loop
+    os.symlink("..", case / "images" / "train" / "dog" / "up")  # a loop through the parent: the walk grew exponentially
+    os.symlink(".", case / "images" / "train" / "dog" / "same")
+
+
+def _pairs(name: str, end: str = "\n", n: int = 40) -> Callable[[Path, Path], None]:
+    def setup(case: Path, run: Path) -> None:
+        (case / name).write_bytes("".join(f"ein {i} .\tone {i} .{end}" for i in range(n)).encode())
+
+    return setup
+
+
 TRAIN = ("model=mlp", "trainer.max_epochs=1", *QUIET)
 SHORT = (*TRAIN, "sched=none", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
+FOLDER = ("data=imagefolder", "data.root={case}/images", "data.image_size=8", "data.num_workers=0")
+GRU = ("model=seq2seq_gru", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", "sched=none", *QUIET)
 CKPT = "{case}/file.ckpt"
 
 CASES: dict[str, Case] = {
@@ -240,6 +268,38 @@ CASES: dict[str, Case] = {
         lambda case, run: (case / "conf").mkdir() or (case / "conf" / "broken.yaml").write_text("a: [1\n"),
     ),
     "trainer=gpu on a machine without one": Case("zoo-train", (*TRAIN, "trainer=gpu"), "needs a CUDA GPU, and torch finds none"),
+    # Awkward data: refused before training in one line, or read as it should be.
+    "an image over Pillow's pixel limit in a training folder": Case(
+        "zoo-train", (*TRAIN, "sched=none", *FOLDER, "data.batch_size=4"),
+        "image {case}/images/train/dog/bomb.png is 10,000,000,000 pixels, over the limit of 89,478,485",
+        lambda case, run: _images(case, ("cat", "dog")) or _bomb(case / "images" / "train" / "dog" / "bomb.png"),
+    ),
+    "symbolic-link loops in an image folder": Case(
+        "zoo-train", (*SHORT, *FOLDER, "data.batch_size=4"), "skipped 3 symbolic link loop(s)", _looped_images, code=0, seconds=90,
+    ),
+    "a final training batch of one (digits at batch 8)": Case(
+        "zoo-train", (*TRAIN, "data.batch_size=8", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"), "run folder:", code=0,
+    ),
+    "a test fraction of 0 on a TSV": Case(
+        "zoo-train", (*GRU, "data=parallel_tsv", "data.path={case}/pairs.tsv", "data.test_fraction=0"),
+        "data.test_fraction=0 leaves the test split empty: the 40 pairs of {case}/pairs.tsv would split into train 38, val 2, test 0",
+        _pairs("pairs.tsv"),
+    ),
+    "a TSV with CR-only line ends": Case(
+        "zoo-train", (*GRU, "data=parallel_tsv", "data.path={case}/mac.tsv"), "run folder:", _pairs("mac.tsv", "\r"), code=0,
+    ),
+    "a validation fraction of 0 on the digits": Case(
+        "zoo-train", (*TRAIN, "data.val_fraction=0"),
+        "data.val_fraction=0 leaves the val split empty: the 1,797 images would split into train 1,437, val 0, test 360",
+    ),
+    "a validation fraction of 0 on an image folder": Case(
+        "zoo-train", (*TRAIN, *FOLDER, "data.val_fraction=0"),
+        "data.val_fraction=0 leaves the val split empty: the 8 training images would split into train 8, val 0",
+        lambda case, run: _images(case, ("cat", "dog")),
+    ),
+    "a generated test split of size 0": Case(
+        "zoo-train", (*GRU, "data=copy", "data.test_size=0"), "data.test_size=0 leaves the test split empty",
+    ),
     # Values that cannot train.
     "zero batch size": Case("zoo-train", (*TRAIN, "data.batch_size=0"), "data.batch_size must be an integer >= 1, got 0"),
     "negative batch size": Case("zoo-train", (*TRAIN, "data.batch_size=-4"), "data.batch_size must be an integer >= 1, got -4"),
