@@ -198,3 +198,63 @@ def test_a_file_size_limit_leaves_every_file_whole_or_absent(tmp_path, limit, re
         elif path.suffix == ".json":
             json.loads(path.read_text())
     assert not any(str(p.relative_to(run)).startswith(refused) for p in files if p.suffix != ".log")
+
+
+def _full_disk_after(monkeypatch, n: int) -> None:
+    """``os.write`` writes at most ``n`` more bytes, then fails as a full disk does."""
+    real = os.write
+    left = [n]
+
+    def write(fd, data):
+        if left[0] <= 0:
+            raise OSError(28, "No space left on device")
+        written = real(fd, bytes(data[: left[0]]))
+        left[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_an_append_that_fails_part_way_is_cut_back_whole(tmp_path, monkeypatch):
+    from zoo.files import append_whole
+
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,loss\n0,1.5\n")
+    _full_disk_after(monkeypatch, 4)  # "1,1." of the row "1,1.25\n" reaches the disk
+    with pytest.raises(OSError, match=rf"No space left on device: '{log}'"):
+        append_whole(log, "1,1.25\n2,1.0\n")
+    assert log.read_text() == "step,loss\n0,1.5\n"
+    monkeypatch.undo()
+    append_whole(log, "1,1.25\n")
+    assert log.read_text() == "step,loss\n0,1.5\n1,1.25\n"
+
+
+def test_metrics_csv_keeps_whole_rows_when_the_disk_fills(tmp_path, monkeypatch):
+    """Rows are appended whole or not at all; a new column rewrites the file atomically."""
+    import csv
+
+    from zoo.loggers import ResumableCSVLogger
+
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    logger.log_metrics({"train/loss": 2.0}, step=0)
+    logger.save()
+    path = tmp_path / "csv" / "metrics.csv"
+    before = path.read_bytes()
+    with monkeypatch.context() as patch:
+        _full_disk_after(patch, 3)
+        logger.log_metrics({"train/loss": 1.0}, step=1)
+        with pytest.raises(OSError, match="No space left on device"):
+            logger.save()
+    assert path.read_bytes() == before
+    with monkeypatch.context() as patch:  # a new column: the whole file is rewritten, atomically
+        patch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        logger.log_metrics({"val/acc": 0.5}, step=2)
+        with pytest.raises(OSError, match=f"No space left on device: '{path}'"):
+            logger.save()
+    assert path.read_bytes() == before and not list(path.parent.glob(".*.tmp"))
+    logger.log_metrics({"val/acc": 0.75}, step=3)
+    logger.save()  # the rows that could not be written are written now: nothing is lost
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["step"], r["train/loss"], r["val/acc"]) for r in rows] == [
+        ("0", "2.0", ""), ("1", "1.0", ""), ("2", "", "0.5"), ("3", "", "0.75"),
+    ]  # fmt: skip

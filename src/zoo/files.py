@@ -73,6 +73,25 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     _fsync_folder(path.parent)
 
 
+def append_whole(path: str | Path, text: str) -> None:
+    """Append ``text`` to ``path`` whole or not at all: a write that fails (a full disk, a
+    file-size limit) is cut back to the old end, and the error names ``path``."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        os.close(fd)
+
+
 class _WriteErrors:
     """A binary file that remembers the first ``OSError`` of its writes (a caller may swallow it)."""
 

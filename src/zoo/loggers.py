@@ -5,27 +5,85 @@ one, so a resumed run used to lose every row before the resume. Here a run resum
 checkpoint taken after ``k`` optimizer steps keeps the rows of steps ``0 .. k-1`` (what the
 checkpointed run had logged) and drops the rest, which the resumed run logs again: the
 file ends as an uninterrupted run's would (Lightning writes each row to disk as it is
-logged, so the rows a checkpoint stands for are there when a kill comes).
+logged, so the rows a checkpoint stands for are there when a kill comes). A full disk
+or a file-size limit never leaves a row cut: rows are appended whole or not at all, and
+the file is rewritten atomically when its header grows (:class:`WholeRowsWriter`).
 
 ``logger=mlflow`` and ``logger=wandb`` (optional extras ``zoo[mlflow]``, ``zoo[wandb]``)
 are Lightning's ``MLFlowLogger`` and ``WandbLogger``, set up to work offline: see
-:func:`mlflow_logger` and :func:`wandb_logger`.
+:func:`mlflow_logger` and :func:`wandb_logger`. Both check their server or store when they
+are built, before any training, and fail fast: MLflow refuses in one line (a run that
+should be tracked is not started untracked), W&B falls back to offline with a warning
+(its offline runs upload later with ``wandb sync``).
 """
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import csv
 import hashlib
 import importlib.util
+import io
+import logging
 import netrc
 import os
+import re
+import sqlite3
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, config_errors
+from zoo.files import append_whole, atomic_write
+
+log = logging.getLogger("zoo")
+
+
+class WholeRowsWriter(ExperimentWriter):
+    """Lightning's CSV writer with ``metrics.csv`` whole after any failed write: new rows
+    are appended in one write that is cut back if it fails, and a header that grows (a
+    metric logged for the first time) rewrites the file atomically."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # Lightning deletes metrics.csv here; ResumableCSVLogger decides what is kept
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        keys = list(self.metrics_keys)
+        try:
+            self._save()
+        except BaseException:
+            self.metrics_keys = keys  # the file still has the old header; the rows wait for the next save
+            raise
+        self.metrics = []
+
+    def _save(self) -> None:
+        new_keys = self._record_new_keys()
+        path = Path(self.metrics_file_path)
+        text = io.StringIO()
+        out = csv.DictWriter(text, fieldnames=self.metrics_keys)
+        if new_keys or not path.is_file():
+            with contextlib.suppress(FileNotFoundError), open(path, newline="") as file:
+                out.writerows(list(csv.DictReader(file)))
+            rows = text.getvalue()
+            text = io.StringIO()
+            out = csv.DictWriter(text, fieldnames=self.metrics_keys)
+            out.writeheader()
+            text.write(rows)
+            out.writerows(self.metrics)
+            atomic_write(path, text.getvalue())
+        else:
+            out.writerows(self.metrics)
+            append_whole(path, text.getvalue())
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -40,22 +98,34 @@ class ResumableCSVLogger(CSVLogger):
     def experiment(self) -> Any:
         if self._experiment is not None:
             return self._experiment
-        path = os.path.join(self.log_dir, "metrics.csv")
+        path = Path(self.log_dir) / "metrics.csv"
         kept: list[dict[str, str]] = []
         header: list[str] = []
-        if self.resume_step is not None and os.path.isfile(path):
+        if self.resume_step is not None and path.is_file():
             with open(path, newline="") as file:
                 reader = csv.DictReader(file)
                 header = list(reader.fieldnames or [])
-                kept = [row for row in reader if row.get("step") and int(float(row["step"])) < self.resume_step]
-        writer = super().experiment  # a fresh writer: Lightning removes the old file here
+                kept = [row for row in reader if _step(row) is not None and _step(row) < self.resume_step]
+        self._fs.makedirs(self.root_dir, exist_ok=True)
+        writer = self._experiment = WholeRowsWriter(log_dir=self.log_dir)
         if kept:
-            with open(path, "w", newline="") as file:
-                out = csv.DictWriter(file, fieldnames=header)
-                out.writeheader()
-                out.writerows(kept)
+            text = io.StringIO()
+            out = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
+            out.writeheader()
+            out.writerows(kept)
+            atomic_write(path, text.getvalue())  # the history before the resume, replaced in one step
             writer.metrics_keys = sorted(header)  # new rows append under the same header
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a fresh run's log starts empty (as Lightning's does)
         return writer
+
+
+def _step(row: dict[str, Any]) -> int | None:
+    try:
+        return int(float(row.get("step") or "nan"))
+    except (TypeError, ValueError):
+        return None  # a damaged row: not kept
 
 
 # Experiment trackers (optional extras): MLflow and Weights & Biases through Lightning's own
@@ -72,6 +142,35 @@ def _require(module: str, logger: str, extra: str) -> None:
         raise ConfigError(f"logger={logger} needs {module}, which is not installed: pip install 'zoo[{extra}]'")
 
 
+PROBE_TIMEOUT_S = 5
+"""How long the trackers' start-up checks wait for a server to connect, and then to answer."""
+
+
+def _os_cause(err: BaseException) -> str | None:
+    """The OS error at the bottom of ``err``'s chain (refused, unresolvable, timed out, a
+    file's), if any: requests and urllib3 wrap the socket's error in three layers of text."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for error in reversed(chain):
+        if isinstance(error, OSError) and (reason := error.strerror or str(error)):
+            return f"{reason}: {error.filename}" if error.filename else reason
+    return None
+
+
+def _cause(err: BaseException) -> str:
+    """The reason behind ``err`` in one line: its OS error, else its own first line."""
+    lines = str(err).strip().splitlines()
+    return _os_cause(err) or (lines[0].split(". See http")[0] if lines else type(err).__name__)[:300]
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` with a password in it replaced by ``***``: error messages end up in logs."""
+    parts = urlsplit(uri)
+    return uri.replace(f":{parts.password}@", ":***@") if parts.password else uri
+
+
 def mlflow_logger(run_dir: Path, store_dir: Path, resume: bool, **options: Any) -> Any:
     """Lightning's ``MLFlowLogger`` for the run in ``run_dir``.
 
@@ -80,32 +179,104 @@ def mlflow_logger(run_dir: Path, store_dir: Path, resume: bool, **options: Any) 
     artifacts under ``<store_dir>/mlartifacts``: ``mlflow ui --backend-store-uri
     sqlite:///<store_dir>/mlflow.db`` shows them. The run is tagged with its folder
     (``zoo.run_dir``); a resumed run continues the MLflow run of that folder.
+
+    The store is checked here, before training: a server that does not answer within
+    ``PROBE_TIMEOUT_S`` (MLflow alone retries for minutes), an SQLite file that is not an
+    MLflow store (read-only: the file is never changed), a deleted experiment or any other
+    error of MLflow's is a one-line ``ConfigError`` naming the URI or the file.
     """
     _require("mlflow", "mlflow", "mlflow")
     from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
 
     if options.get("tracking_uri") is None:
         store_dir.mkdir(parents=True, exist_ok=True)
         options["tracking_uri"] = f"sqlite:///{(store_dir / 'mlflow.db').resolve()}"
         options.setdefault("artifact_location", (store_dir / "mlartifacts").resolve().as_uri())
+    uri = options["tracking_uri"]
+    _check_sqlite_store(uri)
     options["tags"] = {"zoo.run_dir": str(run_dir.resolve()), **(options.get("tags") or {})}
     options.setdefault("experiment_name", "zoo")
     options["run_name"] = options.get("run_name") or tracker_run_name(run_dir)
-    if resume and options.get("run_id") is None:
-        options["run_id"] = _mlflow_run_of(options["tracking_uri"], options["experiment_name"], options["tags"]["zoo.run_dir"])
-    return MLFlowLogger(**options)
+    with _mlflow_errors(uri), _mlflow_requests_fail_fast():
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(options["experiment_name"])  # the run's first request
+        if experiment is not None and experiment.lifecycle_stage == "deleted":  # MLflow cannot log to it, nor make another
+            raise ConfigError(
+                f"logger=mlflow: the experiment '{experiment.name}' of {_redacted(uri)} is deleted: restore it "
+                f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set logger.mlflow.experiment_name"
+            )
+        if resume and options.get("run_id") is None and experiment is not None:
+            options["run_id"] = _mlflow_run_of(client, experiment.experiment_id, options["tags"]["zoo.run_dir"])
+        with config_errors("logger.mlflow"):  # an option MLFlowLogger does not take
+            return MLFlowLogger(**options)
 
 
-def _mlflow_run_of(tracking_uri: str, experiment_name: str, run_dir: str) -> str | None:
+def _check_sqlite_store(uri: str) -> None:
+    """Refuse an SQLite store file that is not MLflow's before MLflow opens it: MLflow adds
+    its tables to any SQLite database it is given and fails with a traceback on a file that
+    is not one. A missing or empty file is a new store, which MLflow sets up."""
+    match = re.fullmatch(r"sqlite(\+\w+)?:///([^?]*)(\?.*)?", uri)
+    if match is None or match[2] in ("", ":memory:"):
+        return
+    path = Path(match[2])
+    if not path.exists():
+        return
+    advice = "it is left as it is: move it away, or set paths.output_dir or logger.mlflow.tracking_uri"
+    if path.is_dir():
+        raise ConfigError(f"logger=mlflow: {path} is a folder, not an MLflow store file; {advice}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise ConfigError(f"logger=mlflow: cannot read {path} as an MLflow store ({err}); {advice}") from None
+    if tables and not {"experiments", "alembic_version"} <= tables:  # none: empty, a new store
+        raise ConfigError(
+            f"logger=mlflow: {path} is an SQLite database but not an MLflow store "
+            f"(its tables: {', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}); {advice}"
+        )
+
+
+@contextlib.contextmanager
+def _mlflow_requests_fail_fast() -> Iterator[None]:
+    """MLflow's HTTP requests in this block try once and wait ``PROBE_TIMEOUT_S``, unless the
+    user set MLflow's own variables. Only at start-up: during training, MLflow's retries
+    (minutes) are what lets a long run live through a short outage of its server."""
+    bounds = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S)}
+    bounds = {name: value for name, value in bounds.items() if name not in os.environ}
+    os.environ.update(bounds)
+    try:
+        yield
+    finally:
+        for name in bounds:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _mlflow_errors(uri: str) -> Iterator[None]:
+    """MLflow's, SQLAlchemy's and the network's errors as one-line ``ConfigError`` naming ``uri``."""
+    from mlflow.exceptions import MlflowException
+
+    errors: tuple[type[Exception], ...] = (MlflowException, OSError, sqlite3.Error, ImportError)  # ImportError: a database driver
+    if importlib.util.find_spec("sqlalchemy") is not None:  # mlflow-skinny talks to a server without it
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors += (SQLAlchemyError,)
+    try:
+        yield
+    except errors as err:
+        if urlsplit(uri).scheme in ("http", "https") and (reason := _os_cause(err)):
+            raise ConfigError(
+                f"logger=mlflow: cannot reach the tracking server {_redacted(uri)} ({reason}); start it or fix "
+                "logger.mlflow.tracking_uri (null: the local store <paths.output_dir>/mlflow.db)"
+            ) from None
+        raise ConfigError(f"logger=mlflow: tracking store {_redacted(uri)}: {_cause(err)}") from None
+
+
+def _mlflow_run_of(client: Any, experiment_id: str, run_dir: str) -> str | None:
     """The id of the MLflow run that logged the run folder ``run_dir``, if there is one."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return None
     quoted = run_dir.replace("'", "\\'")
-    runs = client.search_runs([experiment.experiment_id], f"tags.`zoo.run_dir` = '{quoted}'", max_results=1)
+    runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` = '{quoted}'", max_results=1)
     return runs[0].info.run_id if runs else None
 
 
@@ -116,12 +287,41 @@ def wandb_logger(run_dir: Path, **options: Any) -> Any:
     and without a ``wandb login`` the run is logged offline (``wandb sync <run>/wandb/...``
     uploads it later); ``WANDB_MODE`` in the environment has the last word. The W&B run id
     is derived from the run folder, so a resumed run continues the same W&B run.
+
+    An online run first checks that the W&B server answers within ``PROBE_TIMEOUT_S``
+    (W&B alone waits 90 s, then fails): if it does not, a run left to decide (``offline:
+    null``) is logged offline with a warning that says how to upload it; one that asked to
+    be online (``offline: false`` or ``WANDB_MODE=online``) is a one-line ``ConfigError``.
     """
     _require("wandb", "wandb", "wandb")
     from lightning.pytorch.loggers import WandbLogger
 
-    if options.get("offline") is None:
-        options["offline"] = "WANDB_MODE" not in os.environ and not _wandb_credentials()
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    log_model = str(options.get("log_model")).lower()  # as the config writes it: true, all
+    base_url = _wandb_base_url()
+    asked = options.get("offline")
+    if asked is None:
+        options["offline"] = not mode and not _wandb_credentials(base_url)
+    if not options["offline"] and mode not in ("offline", "dryrun", "disabled"):
+        problem = _unreachable(base_url)
+        if problem is not None:
+            reason = f"cannot reach the W&B server {_redacted(base_url)} ({problem})"
+            if asked is False or mode:
+                raise ConfigError(
+                    f"logger=wandb: {reason}; log offline with logger.wandb.offline=true and upload later with wandb sync"
+                )
+            if options.get("log_model"):
+                raise ConfigError(
+                    f"logger=wandb: {reason}, and log_model={log_model} needs it: checkpoints cannot be uploaded offline"
+                )
+            sync = run_dir / "wandb" / "offline-run-*"
+            log.warning("logger=wandb: %s: logging offline; upload later with: wandb sync %s", reason, sync)
+            options["offline"] = True
+    if options["offline"] and options.get("log_model"):  # Lightning's own refusal is a traceback
+        raise ConfigError(
+            f"logger=wandb: log_model={log_model} uploads checkpoints, which an offline run cannot "
+            "(no WANDB_API_KEY or wandb login, or offline=true): log in, or set logger.wandb.log_model=false"
+        )
     options.setdefault("project", "zoo")
     options["name"] = options.get("name") or tracker_run_name(run_dir)
     options["id"] = options.get("id") or hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
@@ -129,13 +329,39 @@ def wandb_logger(run_dir: Path, **options: Any) -> Any:
     return WandbLogger(save_dir=str(run_dir), **options)
 
 
-def _wandb_credentials() -> bool:
+def _wandb_base_url() -> str:
+    """The W&B server a run would log to: ``WANDB_BASE_URL``, else the host ``wandb login
+    --host`` saved, else W&B's default. Read here, not through W&B's settings singleton:
+    that keeps the mode it reads first, and Lightning switches a run to offline later."""
+    if url := os.environ.get("WANDB_BASE_URL"):
+        return url
+    import wandb
+
+    saved = configparser.ConfigParser()
+    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+        saved.read(Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb") / "settings")
+    return saved.get("default", "base_url", fallback=None) or wandb.Settings().base_url
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url`` cannot be reached in ``PROBE_TIMEOUT_S``; ``None``: it answered (any HTTP status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:  # an answer, if not a welcome one: the server is there
+        return None
+    except (OSError, ValueError) as err:
+        return _cause(err)
+
+
+def _wandb_credentials(base_url: str = "https://api.wandb.ai") -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+        logins = netrc.netrc()
     except (OSError, netrc.NetrcParseError):
         return False
+    return any(logins.authenticators(host) is not None for host in {urlsplit(base_url).hostname or "", "api.wandb.ai"})
 
 
 def finish_trackers(loggers: list) -> None:
