@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torchvision.transforms import v2
 
-from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms, write_image_folder
+from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms, run_main, write_image_folder
 
 import zoo
 from zoo.cli.export import export as export_cli
@@ -450,3 +451,69 @@ def test_an_older_opset_is_written_as_asked_and_the_training_mode_comes_back(tmp
     with torch.no_grad():
         assert _max_diff(_onnx_runner(result.path)(x), net.eval()(x)) <= ATOL
         assert _max_diff(net.train()(x), net.eval()(x)) > 1e-2  # batch statistics would have shown
+
+
+# -- destinations: refused in one line before any work, written whole or not at all ---------
+
+
+@pytest.mark.parametrize("case", ["under a regular file", "a folder"])
+def test_an_out_that_cannot_be_written_is_one_line_before_the_checkpoint_is_read(digits_ckpt, tmp_path, monkeypatch,
+                                                                                 case):  # fmt: skip
+    from zoo import inference
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    out, reason = {
+        "under a regular file": (tmp_path / "file" / "m.pt2", f"{tmp_path / 'file'} is a file, not a folder"),
+        "a folder": (tmp_path / "folder", "it is a folder; give a file name"),
+    }[case]
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("the checkpoint was read before the destination was checked")
+
+    monkeypatch.setattr(inference, "load_trained", not_now)
+    result = run_main("zoo-export", f"ckpt_path={digits_ckpt}", "format=torch_export", f"out={out}")
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert line == f"Error: cannot write {out}: {reason}"
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
+
+
+# The child: exports over existing files with writes past 4 KiB failing (EFBIG, SIGXFSZ ignored).
+_LIMITED_EXPORT = textwrap.dedent("""
+    import sys, torch
+    from torch import nn
+    from zoo.errors import ZooError
+    from zoo.export import export_model
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 300))  # 78 KB of weights
+    for path, fmt in ((sys.argv[1], "torch_export"), (sys.argv[2], "onnx")):
+        try:
+            export_model(net, torch.randn(2, 1, 8, 8), path, fmt)
+        except ZooError as err:
+            print(type(err).__name__, err)
+""")
+
+
+def test_an_export_over_the_file_size_limit_leaves_the_old_file_whole_and_no_part(tmp_path):
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    old = {tmp_path / "m.pt2": b"the previous program", tmp_path / "m.onnx": b"the previous model"}
+    for path, data in old.items():
+        path.write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-c", _LIMITED_EXPORT, str(tmp_path / "m.pt2"), str(tmp_path / "m.onnx")],
+        capture_output=True, text=True, preexec_fn=limited, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]  # PyTorch's zip writer would have aborted the process
+    assert result.stdout.splitlines() == [
+        f"OutputError cannot write {tmp_path / 'm.pt2'}: File too large",
+        f"OutputError cannot write {tmp_path / 'm.onnx'}: File too large",
+    ]
+    assert {path: path.read_bytes() for path in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt2"]  # no temporary folder left

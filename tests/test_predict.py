@@ -136,3 +136,112 @@ def test_image_folder_checkpoints_answer_with_the_folder_names(tmp_path, one_thr
     assert result.returncode == 0, result.stderr
     names = [part.split()[0] for part in result.stdout.split(": ", 1)[1].split(", ")]
     assert sorted(names) == ["cat", "dog", "owl"]
+
+
+# -- hostile checkpoints and destinations -------------------------------------------------
+
+
+def _error_line(result) -> str:
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    return line
+
+
+def test_class_names_with_terminal_escapes_are_printed_and_written_escaped(digits_ckpt, tmp_path):
+    ckpt = torch.load(digits_ckpt, weights_only=True)
+    ckpt["DigitsDataModule"]["class_names"] = ["\x1b[2J\x1b[31mcat"] + [f"d\x9b{i}" for i in range(1, 10)]
+    torch.save(ckpt, tmp_path / "escapes.ckpt")
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    out = tmp_path / "p.csv"
+    result = run_main("zoo-predict", f"ckpt_path={tmp_path / 'escapes.ckpt'}", f"inputs={tmp_path / 'a.png'}",
+                      "top_k=10", f"csv={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "\\x1b[2J\\x1b[31mcat" in result.stdout and "d\\x9b1" in result.stdout
+    assert "\x1b" not in result.stdout + out.read_text() and "\x9b" not in result.stdout + out.read_text()
+    assert {r["class_name"] for r in _read_csv(out)} == {"\\x1b[2J\\x1b[31mcat"} | {f"d\\x9b{i}" for i in range(1, 10)}
+
+
+@pytest.mark.parametrize("case", ["a folder", "under a regular file"])
+def test_a_csv_destination_that_cannot_be_written_is_one_line_before_any_work(digits_ckpt, tmp_path, case):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    csv_path, reason = {
+        "a folder": (tmp_path / "folder", "it is a folder; give a file name"),
+        "under a regular file": (tmp_path / "file" / "p.csv", f"{tmp_path / 'file'} is a file, not a folder"),
+    }[case]
+    result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}", f"csv={csv_path}")
+    assert _error_line(result) == f"Error: cannot write {csv_path}: {reason}"
+    assert result.stdout == ""  # nothing was classified
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
+
+
+def test_a_csv_over_the_file_size_limit_leaves_the_old_file_whole_and_no_part(digits_ckpt, tmp_path):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    for i in range(8):
+        Image.fromarray(_digit_png_pixels(i), mode="L").save(tmp_path / f"{i}.png")
+    out = tmp_path / "p.csv"
+    old = b"path,rank,class_index,class_name,probability\r\nold,1,0,0,1.0\r\n"
+    out.write_bytes(old)
+    limit = 2048  # the new table (8 images x 10 rows of ~150 bytes) is over it
+
+    def limited() -> None:  # in the child: writes past `limit` bytes fail with EFBIG instead of killing it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    script = str(Path(sys.executable).parent / "zoo-predict")
+    result = subprocess.run(
+        [script, f"ckpt_path={digits_ckpt}", f"inputs={tmp_path}", "top_k=10", f"csv={out}"],
+        capture_output=True, text=True, preexec_fn=limited, timeout=300,
+    )  # fmt: skip
+    assert _error_line(result) == f"Error: cannot write {out}: File too large"
+    assert result.stdout.count(".png: ") == 8  # the predictions were printed all the same
+    assert out.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(f"{i}.png" for i in range(8)), "p.csv"])
+
+
+def test_hyperparameters_that_outgrow_the_weights_are_refused_before_the_network_is_built(
+    digits_ckpt, tmp_path, monkeypatch
+):
+    from zoo.models import get_model
+    from zoo.tasks import classification
+
+    ckpt = torch.load(digits_ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["model"]["num_classes"] = 100_000_000  # a 33.6 GB classifier, were it built
+    edited = tmp_path / "edited.ckpt"
+    torch.save(ckpt, edited)
+    built_on = []
+
+    def recording(name: str, **kwargs):
+        built_on.append(torch.get_default_device().type)
+        if built_on[-1] != "meta" and kwargs.get("num_classes") == 100_000_000:
+            raise AssertionError("the network the file describes was built before its weights were checked")
+        return get_model(name, **kwargs)
+
+    monkeypatch.setattr(classification, "get_model", recording)
+    result = run_main("zoo-predict", f"ckpt_path={edited}", f"inputs={tmp_path}")
+    assert _error_line(result) == (
+        f"Error: {edited.resolve()}: its weights do not fit the network its hyperparameters describe "
+        f"(net.classifier.1.weight is (10, 84) in its weights, (100000000, 84) by its hyperparameters); "
+        f"refusing to build it (a damaged or edited checkpoint?)"
+    )
+    assert built_on == ["meta"]
+
+    built_on.clear()
+    load_trained(digits_ckpt)  # a checkpoint that fits: checked on meta, then built for real
+    assert built_on == ["meta", "cpu"]
+
+
+def test_data_settings_the_network_cannot_take_are_refused_before_any_image_is_resized(digits_ckpt, tmp_path):
+    ckpt = torch.load(digits_ckpt, weights_only=True)
+    ckpt["DigitsDataModule"]["image_size"] = 3000  # 36 MB per image, for a network that takes 32x32
+    torch.save(ckpt, tmp_path / "edited.ckpt")
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    result = run_main("zoo-predict", f"ckpt_path={tmp_path / 'edited.ckpt'}", f"inputs={tmp_path / 'a.png'}")
+    line = _error_line(result)
+    assert line.startswith(f"Error: {(tmp_path / 'edited.ckpt').resolve()}: its data settings do not fit its network: ")
+    assert "LeNet5 expects 32x32 images" in line and "got 3000x3000" in line and result.stdout == ""

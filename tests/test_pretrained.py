@@ -248,3 +248,22 @@ def test_features_only_gives_the_trunk_of_the_loaded_weights(hub_cache, one_thre
     with torch.no_grad():
         maps = backbone.eval()(x)
         torch.testing.assert_close(maps[-1], torch.nn.Sequential(*list(hub_cache.children())[:-2]).eval()(x))
+
+
+def test_a_checkpoint_whose_options_outgrow_its_weights_is_refused_before_create_model_builds_it(tmp_path, monkeypatch):
+    import zoo.pretrained
+
+    path = tmp_path / "edited.ckpt"
+    _checkpoint(zoo.get_model("lenet5", num_classes=10), path, name="lenet5", num_classes=100_000_000)  # 33.6 GB
+
+    def not_built(*args, **kwargs):
+        raise AssertionError("create_model built the network the file describes before checking its weights")
+
+    monkeypatch.setattr(zoo.pretrained, "get_model", not_built)
+    with pytest.raises(WeightsError) as err:
+        zoo.create_model("lenet5", weights=str(path))
+    assert str(err.value) == (
+        f"cannot load pretrained weights: {path.resolve()}: its weights do not fit the network its hyperparameters "
+        f"describe (classifier.1.weight is (10, 84) in its weights, (100000000, 84) by its hyperparameters); "
+        f"refusing to build it (a damaged or edited checkpoint?)"
+    )

@@ -3,6 +3,11 @@
 ``torch.load`` is always called with ``weights_only=True``, which unpickles only tensors
 and plain containers and refuses anything that would import or call code; there is no
 fallback to unrestricted unpickling. ``.safetensors`` files are read with safetensors.
+A ``torch.export`` program (``.pt2``) or an ONNX model given as weights is refused by its
+name before it is opened (``torch.export.load`` would unpickle; neither holds a state_dict);
+one renamed to ``.pth`` still only meets the restricted unpickler, which finds no
+``data.pkl`` in it. :func:`check_fits` compares a checkpoint's weights with the network
+its hyperparameters describe, built on the ``meta`` device, before that network takes memory.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ class CheckpointError(ZooError):
     """A checkpoint or weights file is missing, truncated, foreign or unsafe."""
 
 
+# Files that are models but not weights: refused by name, never opened.
+_NOT_WEIGHTS = {".pt2": "a torch.export program (.pt2)", ".onnx": "an ONNX model (.onnx)"}
+
+
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a ``.pt``/``.pth``/``.ckpt`` (restricted unpickling) or ``.safetensors`` file."""
     path = Path(path)
@@ -33,6 +42,11 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(f"{path.resolve()} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path.resolve()}")
+    if path.suffix.lower() in _NOT_WEIGHTS:
+        raise CheckpointError(
+            f"{path.resolve()} is {_NOT_WEIGHTS[path.suffix.lower()]}, not a checkpoint or weights file: "
+            f"exported models are never read back"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_safetensors
 
@@ -58,6 +72,11 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
             f"checkpoints and weights must hold tensors and plain containers only (a state_dict, or .safetensors)"
         ) from None
     except Exception as err:  # noqa: BLE001  (restricted unpickling of damaged bytes fails in many ways)
+        if "failed locating file data.pkl" in str(err):  # a zip, but not one torch.save wrote (a renamed .pt2?)
+            raise CheckpointError(
+                f"{path.resolve()} is not a readable checkpoint: a zip archive without torch.save's data.pkl "
+                f"(a torch.export program, or another archive?)"
+            ) from None
         reason = " ".join(str(err).split()[:24]) or type(err).__name__
         raise CheckpointError(f"{path.resolve()} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
 
@@ -134,3 +153,30 @@ def check_resumable(ckpt: dict[str, Any], module: torch.nn.Module, path: str | P
             f"({len(absent) + len(extra) + len(reshaped)} parameters differ: {detail}); "
             f"resume with the config it was trained with"
         )
+
+
+def check_fits(saved: Any, expected: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse, in one line naming ``path``, weights ``saved`` that are not exactly the names
+    and shapes of ``expected``: the state_dict of the network the checkpoint's own
+    hyperparameters describe, built on the ``meta`` device. Its sizes come from the file,
+    so they are checked against the file's weights before the network takes any memory."""
+    where = Path(path).resolve()
+    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise CheckpointError(f"{where}: its state_dict is not a mapping of names to tensors")
+    for key, tensor in expected.items():
+        if key not in saved:
+            detail = f"{key} is missing from its weights"
+        elif saved[key].shape != tensor.shape:
+            detail = f"{key} is {tuple(saved[key].shape)} in its weights, {tuple(tensor.shape)} by its hyperparameters"
+        else:
+            continue
+        break
+    else:
+        extra = next((key for key in saved if key not in expected), None)
+        if extra is None:
+            return
+        detail = f"its weights hold {extra}, which the network has not"
+    raise CheckpointError(
+        f"{where}: its weights do not fit the network its hyperparameters describe ({detail}); "
+        f"refusing to build it (a damaged or edited checkpoint?)"
+    )

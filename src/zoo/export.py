@@ -54,8 +54,18 @@ Inversion (``zoo-predict invert=true``, for dark-on-light drawings given to a di
 checkpoint) is the caller's choice, not the checkpoint's, and is not in the metadata. The
 file's ``doc_string`` says the same in a sentence. ``torch_export`` programs carry the same
 keys but ``input_name`` and ``output_name`` (a program's input is its ``forward``'s argument),
-as the JSON object of the extra file ``zoo_metadata.json``: :func:`program_metadata` reads it
-(``torch.export.load(path, extra_files={"zoo_metadata.json": ""})`` fills it in).
+as the JSON object of the extra file ``zoo_metadata.json`` (the archive member
+``<archive>/extra/zoo_metadata.json``): :func:`program_metadata` reads it straight from the
+zip archive. It never calls ``torch.export.load``, which unpickles, with no restriction, any
+weight the archive marks as pickled: a ``.pt2`` from elsewhere can run code when loaded.
+The only ``torch.export.load`` here reads back the file :func:`export_program` has just
+written into its own temporary folder.
+
+Files are written whole or not at all: an export is serialised, written into a private
+temporary folder beside the destination and renamed into place only once it has passed its
+check, so a full disk or a file-size limit leaves the previous file (or none) and no part. A
+destination that cannot be written (a folder, a path under a regular file, a read-only
+folder) is a :class:`zoo.inference.OutputError` naming it, given before anything is exported.
 
 Not supported (an error before anything is written): sequence-to-sequence models, whose
 greedy and beam-search decoding is a Python loop that stops on the data (``zoo-predict``
@@ -65,16 +75,20 @@ and ``zoo-translate`` decode checkpoints); ONNX without the ``export`` extra ins
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import shutil
+import struct
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from PIL import Image
@@ -86,6 +100,7 @@ from zoo import __version__
 from zoo.data import ImageDataModule
 from zoo.data.base import to_mode
 from zoo.errors import UnknownNameError, ZooError
+from zoo.inference import cannot_write, check_output
 from zoo.models.base import Seq2SeqModel
 
 FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}  # format -> file suffix
@@ -218,13 +233,87 @@ def onnx_metadata(
 
 
 PROGRAM_METADATA = "zoo_metadata.json"  # the extra file of a .pt2 program that holds its metadata
+# Limits of what program_metadata reads from a file it is given: far above what zoo-export
+# writes (the metadata of 100,000 class names fits in 1 MiB; the largest model has ~1,000
+# archive members), far below what would cost real memory to parse.
+MAX_METADATA_BYTES = 1 << 20
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_CENTRAL_DIRECTORY_BYTES = 64 << 20
+
+
+def _central_directory(file: IO[bytes]) -> tuple[int, int]:
+    """The number of members and the size in bytes of a zip file's central directory, from
+    its end record (zip64 too): read before :mod:`zipfile` parses the directory into memory."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - 22 - 0xFFFF))  # the end record: 22 bytes and a comment of up to 64 KiB
+    tail = file.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise zipfile.BadZipFile("File is not a zip file")
+    *_, members, directory_bytes, _, _ = struct.unpack("<4s4H2LH", tail[at : at + 22])
+    if members == 0xFFFF or directory_bytes == 0xFFFFFFFF:  # zip64: the real counts are in its own end record
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if locator[:4] != b"PK\x06\x07":
+            raise zipfile.BadZipFile("a zip64 archive without its end record locator")
+        file.seek(struct.unpack("<Q", locator[8:16])[0])
+        record = file.read(56)
+        if len(record) < 56 or record[:4] != b"PK\x06\x06":
+            raise zipfile.BadZipFile("a zip64 archive without its end record")
+        members, directory_bytes = struct.unpack("<2Q", record[32:48])
+    return members, directory_bytes
 
 
 def program_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata :func:`export_program` wrote into a ``.pt2`` file (``{}`` if it has none)."""
-    extra = {PROGRAM_METADATA: ""}
-    torch.export.load(path, extra_files=extra)
-    return json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
+    """The metadata :func:`export_program` wrote into a ``.pt2`` file (``{}`` if it has none).
+
+    Read from the zip archive with :mod:`zipfile` alone (the member
+    ``<archive>/extra/zoo_metadata.json``, ``<archive>`` being the folder of its first member,
+    as PyTorch reads it), never with ``torch.export.load``, which unpickles any weight the
+    file marks as pickled: nothing in the file runs, whoever wrote it.
+
+    Raises:
+        ExportError: not a ``.pt2`` archive, more than :data:`MAX_ARCHIVE_MEMBERS` members,
+            metadata over :data:`MAX_METADATA_BYTES` or not a JSON object of strings.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            members, directory_bytes = _central_directory(file)
+            if members > MAX_ARCHIVE_MEMBERS or directory_bytes > MAX_CENTRAL_DIRECTORY_BYTES:
+                raise ExportError(
+                    f"{path} is refused: its zip directory lists {members} members in {directory_bytes} bytes "
+                    f"(a torch.export program has at most {MAX_ARCHIVE_MEMBERS} in {MAX_CENTRAL_DIRECTORY_BYTES})"
+                )
+            with zipfile.ZipFile(file) as archive:
+                names = archive.namelist()
+                top = names[0].partition("/")[0] if names else ""
+                if f"{top}/archive_format" not in names:
+                    raise ExportError(f"{path} is not a torch.export program (.pt2): a zip without archive_format")
+                try:
+                    info = archive.getinfo(f"{top}/extra/{PROGRAM_METADATA}")
+                except KeyError:
+                    return {}
+                if info.file_size > MAX_METADATA_BYTES:
+                    raise ExportError(
+                        f"{path} is refused: its {PROGRAM_METADATA} is {info.file_size} bytes, over the limit of "
+                        f"{MAX_METADATA_BYTES}"
+                    )
+                with archive.open(info) as member:
+                    data = member.read(MAX_METADATA_BYTES + 1)  # the declared size may lie
+            if len(data) > MAX_METADATA_BYTES:
+                raise ExportError(f"{path} is refused: its {PROGRAM_METADATA} is over {MAX_METADATA_BYTES} bytes")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as err:
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
+        raise ExportError(f"{path} is not a readable torch.export program (.pt2): {err}") from None
+    except OSError as err:
+        raise ExportError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        metadata = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ExportError(f"{path}: its {PROGRAM_METADATA} is not JSON ({type(err).__name__})") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ExportError(f"{path}: its {PROGRAM_METADATA} is not a JSON object of strings")
+    return metadata
 
 
 def _doc_string(metadata: dict[str, str]) -> str:
@@ -267,15 +356,29 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OS error in the block (a full disk, a file-size limit, a read-only folder) as the
+    :class:`~zoo.inference.OutputError` ``cannot write <path>: <reason>``."""
+    try:
+        yield
+    except OSError as err:
+        raise cannot_write(path, err) from None
+
+
+@contextlib.contextmanager
 def _written_atomically(path: Path) -> Iterator[Path]:
-    """A path with ``path``'s name in a temporary folder beside it; everything written there
-    is renamed next to ``path`` only if the block succeeds (ONNX may add ``<name>.data``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    """A path with ``path``'s name in a private temporary folder beside it (``mkdtemp``: only
+    this user can write there); everything written there is renamed next to ``path`` only
+    if the block succeeds (ONNX may add ``<name>.data``)."""
+    path = check_output(path)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp / path.name
-        for file in sorted(tmp.iterdir()):
-            os.replace(file, path.parent / file.name)
+        with _writing(path):
+            for file in sorted(tmp.iterdir()):
+                os.replace(file, path.parent / file.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -343,8 +446,10 @@ def export_onnx(
 
     Raises:
         ExportError: seq2seq model, missing packages, an export failure (naming the model
-            and the first line of the exporter's error) or a failed validation. No file is
-            left behind in any of these cases.
+            and the first line of the exporter's error) or a failed validation.
+        zoo.inference.OutputError: ``path`` cannot be written (a folder, a path under a
+            regular file, a read-only folder: before anything is exported; a full disk or a
+            file-size limit). No file is left behind in any of these cases.
     """
     check_exportable(net, "onnx", name)
     import onnxruntime as ort
@@ -361,9 +466,11 @@ def export_onnx(
                 )  # fmt: skip
                 program.model.metadata_props.update(props)
                 program.model.doc_string = _doc_string(props)
-                program.save(tmp)
             except Exception as err:
                 raise ExportError(f"{name} cannot be exported to onnx: {_first_line(err)}") from err
+            with _writing(path):
+                program.save(tmp)
+            # Read back: the file just written into this export's own temporary folder.
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only: no notes about constant folding
             session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
@@ -398,12 +505,20 @@ def export_program(
         with _written_atomically(path) as tmp:
             try:
                 program = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-                torch.export.save(program, tmp, extra_files={PROGRAM_METADATA: json.dumps(props)})
+                # Into memory first: PyTorch's zip writer aborts the whole process (an error in
+                # a destructor) when a file write fails, e.g. on a full disk.
+                serialized = io.BytesIO()
+                torch.export.save(program, serialized, extra_files={PROGRAM_METADATA: json.dumps(props)})
             except Exception as err:
                 raise ExportError(f"{name} cannot be exported to torch_export: {_first_line(err)}") from err
+            with _writing(path), tmp.open("wb") as file:
+                file.write(serialized.getbuffer())
+            del serialized
+            # Read back: the file just written into this export's own temporary folder, never a
+            # user's file (torch.export.load unpickles what a .pt2 marks as pickled).
             extra = {PROGRAM_METADATA: ""}
             module = torch.export.load(tmp, extra_files=extra).module()
-            if json.loads(extra[PROGRAM_METADATA] or "{}") != props:
+            if json.loads(extra[PROGRAM_METADATA] or "{}") != props or program_metadata(tmp) != props:
                 raise ExportError(f"the torch.export program of {name} does not read back the metadata written into it")
 
             def run(batch: torch.Tensor) -> list[torch.Tensor]:

@@ -5,30 +5,84 @@ the task's hyper-parameters (network name and options), the weights, the data se
 (``datamodule_hyper_parameters``) and the data module's state (the preprocessing and
 class names of image data, the vocabularies of text data). :func:`load_trained` rebuilds
 the task module and the data module from these, reading the file through
-:mod:`zoo.checkpoint` (``weights_only=True``, no import targets) and no data at all.
+:mod:`zoo.checkpoint` (``weights_only=True``, no import targets) and no data at all. The
+network is first built on the ``meta`` device and its names and shapes compared with the
+file's weights (:func:`zoo.checkpoint.check_fits`), and the data settings with what it takes
+(``check_model``, as training checked them): hyperparameters edited to describe a huge
+network, or images far larger than it takes, are refused before anything is allocated.
+
+What the commands write (``zoo-predict csv=``, ``zoo-translate heatmap=``, ``zoo-export
+out=``) goes through :func:`output_writer`: whole or not at all, and a destination that
+cannot be written is an :class:`OutputError` naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from PIL import Image, ImageOps
 
-from zoo.checkpoint import CheckpointError, load_lightning_checkpoint
+from zoo.checkpoint import CheckpointError, check_fits, load_lightning_checkpoint
 from zoo.data import DataModule, ImageDataModule, build_datamodule
 from zoo.data.base import to_mode
+from zoo.data.images import read_image
 from zoo.data.text import TextDataModule
 from zoo.data.vocab import EOS, EOS_IDX, tokenize
-from zoo.errors import ConfigError, DataError, config_errors
+from zoo.errors import ConfigError, DataError, ZooError, config_errors
+from zoo.files import atomic_writer
 from zoo.models.decoding import check_nbest
+from zoo.perf import require_cuda
+from zoo.profiling import build_on_meta
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
 
 log = logging.getLogger("zoo")
+
+
+# -- output files ------------------------------------------------------------------------
+
+
+class OutputError(ZooError):
+    """An output file cannot be written where it was asked for; the message names it."""
+
+
+def cannot_write(path: str | Path, err: OSError) -> OutputError:
+    """``cannot write <path>: <the OS's reason>``, e.g. ``Permission denied``, ``File too large``."""
+    return OutputError(f"cannot write {path}: {err.strerror or err}")
+
+
+def check_output(path: str | Path) -> Path:
+    """``path`` if a file could be written there, else :class:`OutputError` naming it:
+    checked before the work whose result it receives, so a typo costs nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    ancestor = next((p for p in path.parents if p.exists()), None)  # the folder that the file or its folders go in
+    if ancestor is not None and not ancestor.is_dir():
+        raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: Permission denied ({ancestor})")
+    return path
+
+
+@contextlib.contextmanager
+def output_writer(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` whole when the block ends (:func:`zoo.files.atomic_writer`:
+    a temporary file beside it, renamed): a full disk or a file-size limit leaves the previous
+    file or none, never a part. Any OS error is an :class:`OutputError` naming ``path``."""
+    path = check_output(path)
+    try:
+        with atomic_writer(path) as file:
+            yield file
+    except OSError as err:
+        raise cannot_write(path, err) from None
 
 
 @dataclass
@@ -82,10 +136,22 @@ def restore_datamodule(ckpt: dict[str, Any], path: str | Path, **overrides: Any)
 def load_trained(path: str | Path, device: str | torch.device = "cpu", **data_overrides: Any) -> Trained:
     """Rebuild the task module (weights loaded strictly, eval mode, on ``device``) and the
     data module of a ``zoo-train`` checkpoint."""
+    if str(device).startswith("cuda"):
+        require_cuda(f"device={device}")
     ckpt = load_lightning_checkpoint(path)
     datamodule = restore_datamodule(ckpt, path, **data_overrides)
     with config_errors(f"checkpoint {path}"):
-        module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])
+        task = TASKS.get(datamodule.task)
+        # The sizes come from the file: its weights must fit them before anything is allocated,
+        # and its data must fit the network (an image size the network cannot take is refused
+        # before images are resized to it).
+        skeleton = build_on_meta(task, **ckpt["hyper_parameters"])
+        check_fits(ckpt["state_dict"], skeleton.state_dict(), path)
+        try:
+            datamodule.check_model(skeleton.net, dict(skeleton.hparams.get("model") or {}))
+        except ConfigError as err:
+            raise CheckpointError(f"{Path(path).resolve()}: its data settings do not fit its network: {err}") from None
+        module = task(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     return Trained(module.to(device).eval(), datamodule, Path(path))
 
@@ -101,16 +167,6 @@ class Prediction:
     classes: list[int]
     names: list[str]
     probabilities: list[float]
-
-
-def read_image(path: Path) -> Image.Image:
-    """The image at ``path`` fully decoded, or :class:`DataError` naming it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's errors
-        raise DataError(f"cannot read image {path}: {err}") from None
 
 
 def image_files(inputs: str | Path | list) -> list[Path]:

@@ -345,3 +345,63 @@ def test_pretrained_preprocessing_replaces_the_datas_unless_asked_not_to():
     imagenet = Pretrained("x", {}, preprocessing=Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     gray = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "x"}), imagenet)
     assert gray["mean"] == pytest.approx([0.449]) and gray["image_size"] == 224
+
+
+def _zoo_checkpoint(state: dict[str, torch.Tensor], path: Path, **model) -> Path:
+    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}, "hyper_parameters": {"model": model}}, path)
+    return path
+
+
+def test_a_zoo_checkpoint_must_fit_its_own_model_options_checked_on_meta(tmp_path, monkeypatch):
+    state = get_model("mlp", num_classes=10, in_channels=1, image_size=32).state_dict()
+    fits = _zoo_checkpoint(state, tmp_path / "fits.ckpt", name="mlp", num_classes=10, in_channels=1, image_size=32)
+    assert load_pretrained(str(fits)).model_options == {"num_classes": 10, "in_channels": 1, "image_size": 32}
+
+    options = {"name": "mlp", "num_classes": 10, "in_channels": 1}
+    edited = _zoo_checkpoint(state, tmp_path / "edited.ckpt", **options, image_size=3000)
+    with pytest.raises(WeightsError) as err:
+        load_pretrained(str(edited))
+    assert f"{edited.resolve()}: its weights do not fit the network its hyperparameters describe" in str(err.value)
+    assert "features.1.0.weight is (256, 1024) in its weights, (256, 9000000) by its hyperparameters" in str(err.value)
+
+    # Options this zoo cannot build from are not the check's to judge: the builder says so if it is asked.
+    odd = _zoo_checkpoint(state, tmp_path / "odd.ckpt", name="mlp", num_classes=10, widht=3)
+    assert load_pretrained(str(odd)).model_options == {"num_classes": 10, "widht": 3}
+    missing = _zoo_checkpoint({k: v for k, v in state.items() if k != "classifier.bias"}, tmp_path / "m.ckpt",
+                              name="mlp", num_classes=10, in_channels=1, image_size=32)  # fmt: skip
+    with pytest.raises(WeightsError, match=r"\(classifier.bias is missing from its weights\)"):
+        load_pretrained(str(missing))
+    extra = _zoo_checkpoint({**state, "spare": torch.zeros(1)}, tmp_path / "x.ckpt",
+                            name="mlp", num_classes=10, in_channels=1, image_size=32)  # fmt: skip
+    with pytest.raises(WeightsError, match=r"\(its weights hold spare, which the network has not\)"):
+        load_pretrained(str(extra))
+
+
+@pytest.mark.parametrize("suffix, kind", [(".pt2", "a torch.export program"), (".onnx", "an ONNX model")])
+def test_exported_models_are_refused_as_finetuning_weights_without_being_opened(tmp_path, monkeypatch, suffix, kind):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"PK\x03\x04 anything")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("opened"))
+    with pytest.raises(WeightsError) as err:
+        load_pretrained(str(path))
+    assert f"{path.resolve()} is {kind} ({suffix}), not a checkpoint or weights file" in str(err.value)
+
+
+def test_a_zoo_checkpoint_whose_data_size_disagrees_with_its_network_is_refused(tmp_path):
+    state = get_model("mlp", num_classes=10, in_channels=1, image_size=32).state_dict()
+    ckpt = {
+        "state_dict": {f"net.{k}": v for k, v in state.items()},
+        "hyper_parameters": {"model": {"name": "mlp", "num_classes": 10, "in_channels": 1, "image_size": 32}},
+        "datamodule_hyper_parameters": {"name": "digits", "image_size": 32},
+        "DigitsDataModule": {"image_size": 32, "mean": [0.3], "std": [0.3]},
+    }
+    torch.save(ckpt, tmp_path / "fits.ckpt")
+    assert load_pretrained(str(tmp_path / "fits.ckpt")).preprocessing.image_size == 32
+    ckpt["DigitsDataModule"]["image_size"] = 3000  # would size the fine-tuning data, and an MLP built for it
+    torch.save(ckpt, tmp_path / "edited.ckpt")
+    with pytest.raises(WeightsError) as err:
+        load_pretrained(str(tmp_path / "edited.ckpt"))
+    assert str(err.value) == (
+        f"cannot load pretrained weights: {(tmp_path / 'edited.ckpt').resolve()}: its network takes 32-pixel images "
+        f"but its data settings say 3000 (a damaged or edited checkpoint?)"
+    )

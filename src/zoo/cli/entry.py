@@ -23,6 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from zoo.errors import ConfigError, ZooError
 from zoo.files import atomic_write, claim_run_folder, claim_sweep_folder, release_run_folder
+from zoo.sanitize import printable
 
 # Hydra reads an unquoted all-digit value as an integer, and Python refuses to convert one
 # of more than 4,300 digits (a guard against quadratic-time conversions of untrusted input)
@@ -33,7 +34,6 @@ if hasattr(sys, "set_int_max_str_digits") and 0 < sys.get_int_max_str_digits() <
     sys.set_int_max_str_digits(MAX_INT_DIGITS)
 
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # The libraries whose errors are the user's input or environment, not a bug of ours: the
 # top-level module an exception class is defined in -> how the one line names it.
 _LIBRARIES = {
@@ -48,12 +48,6 @@ def config_dir() -> str:
     here = Path(__file__).resolve()
     packaged = here.parents[1] / "configs"
     return str(packaged if packaged.is_dir() else here.parents[3] / "configs")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escapes among them) shown as ``\\x..``
-    escapes: a message may quote a file's content, which must not drive the terminal."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def one_line(text: str) -> str:

@@ -25,12 +25,11 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from torchvision import datasets
 
 from zoo.cli.common import (
     config_errors, fit_model_to_data, plain, quiet_known_warnings, trainer_options, write_metrics,
 )  # fmt: skip
-from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule, load_image
+from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
 from zoo.finetune import WeightsError, load_into, load_pretrained
 from zoo.inference import load_trained
@@ -56,7 +55,7 @@ def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
         mean=pre.mean or IMAGENET_MEAN, std=pre.std or IMAGENET_STD,
     )  # fmt: skip
     try:
-        folder = datasets.ImageFolder(cfg.folder, transform=prep.predict_transform(), loader=load_image)
+        folder = ImageFolder(cfg.folder, transform=prep.predict_transform(), loader=load_image)  # symlink loops skipped
     except FileNotFoundError as err:
         raise DataError(f"{Path(cfg.folder).resolve()}: {err} (expected <folder>/<class>/<image>)") from None
     facts = {"num_classes": len(folder.classes), "in_channels": 3, "image_size": size}

@@ -9,7 +9,9 @@ describes that preprocessing and the class names in its metadata
 (:func:`zoo.export.image_metadata`), so onnxruntime, numpy and PIL classify an image with
 the file alone (``docs/inference.md``). The file goes beside the checkpoint
 (``<stem>.onnx`` / ``<stem>.pt2``) unless ``out`` is given, and is kept only if it matches
-the eager network; stdout shows its path and that difference.
+the eager network; stdout shows its path and that difference. It is written whole or not
+at all (a full disk leaves the previous file), and an ``out`` that cannot be written (a
+folder, a path under a file) is refused in one line before the checkpoint is read.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def export(cfg: DictConfig) -> exporting.Exported:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
     if cfg.opset is not None and (cfg.format != "onnx" or not isinstance(cfg.opset, int)):
         raise ConfigError(f"opset must be null or an ONNX opset version with format=onnx, got opset={cfg.opset!r}")
+    out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
+    inference.check_output(out)  # a folder, or a path under a file: refused before any work
     trained = inference.load_trained(cfg.ckpt_path, cfg.device)
     name = trained.module.hparams["model"]["name"]
     exporting.check_exportable(trained.net, cfg.format, name)
@@ -41,7 +45,6 @@ def export(cfg: DictConfig) -> exporting.Exported:
     c, s = datamodule.in_channels, datamodule.image_size
     example = torch.randn(cfg.batch_size, c, s, s, generator=torch.Generator().manual_seed(0))
     metadata = exporting.image_metadata(datamodule)
-    out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
     result = exporting.export_model(
         trained.net, example, out, cfg.format, opset=cfg.opset, name=name, metadata=metadata
     )

@@ -8,12 +8,17 @@ reported by name and skipped; the exit code is 1 if there were any.
 
 Seq2seq checkpoints translate each line of the text files in ``inputs`` (or each string
 in ``text``) with :func:`zoo.inference.translate`, which ``zoo-translate`` uses too.
-``csv=<file>`` writes the results as a table as well.
+``csv=<file>`` writes the results as a table as well, whole or not at all
+(:func:`zoo.inference.output_writer`); a ``csv`` that cannot be written (a folder, a path
+under a file) is refused before anything is computed. Class names, outputs, paths and texts
+are printed and written with their control characters escaped (:func:`zoo.sanitize.printable`):
+a checkpoint's class names must not drive the terminal.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo import inference
 from zoo.data import ImageDataModule
 from zoo.errors import ConfigError, DataError
+from zoo.sanitize import printable
 
 log = logging.getLogger("zoo")
 
@@ -34,12 +40,14 @@ def _listed(value) -> list:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    log.info("wrote %s", path)
+    """``rows`` under ``header`` as a UTF-8 CSV file that replaces ``path`` whole, every cell printable."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows([printable(cell) if isinstance(cell, str) else cell for cell in row] for row in rows)
+    with inference.output_writer(path) as file:
+        file.write(text.getvalue().encode("utf-8"))
+    log.info("wrote %s", printable(str(path)))
 
 
 def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
@@ -48,9 +56,10 @@ def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
     paths = inference.image_files(_listed(cfg.inputs))
     predictions, failures = inference.classify(trained, paths, cfg.top_k, cfg.batch_size, cfg.invert)
     for p in predictions:
-        print(f"{p.path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in zip(p.names, p.probabilities)))
+        shown = ", ".join(f"{printable(name)} {prob:.4f}" for name, prob in zip(p.names, p.probabilities))
+        print(f"{printable(str(p.path))}: {shown}")
     for message in failures:
-        log.error("skipped: %s", message)
+        log.error("skipped: %s", printable(message))
     if cfg.csv:
         rows = [
             [str(p.path), rank, index, name, f"{prob:.6f}"]
@@ -79,7 +88,7 @@ def predict_texts(cfg: DictConfig, trained: inference.Trained) -> int:
     for r in results:
         if r.unknown:
             log.warning("%r holds tokens the model never saw (read as <unk>): %s", r.text, r.unknown)
-        print(f"{r.text}\t{r.output}")
+        print(f"{printable(r.text)}\t{printable(r.output)}")
     if cfg.csv:
         _write_csv(Path(cfg.csv), ["input", "output"], [[r.text, r.output] for r in results])
     return 0
@@ -87,6 +96,8 @@ def predict_texts(cfg: DictConfig, trained: inference.Trained) -> int:
 
 def predict(cfg: DictConfig) -> int:
     """Print the predictions; returns the number of inputs that failed."""
+    if cfg.csv:
+        inference.check_output(cfg.csv)  # before the work whose results it would receive
     trained = inference.load_trained(cfg.ckpt_path, cfg.device)
     if isinstance(trained.datamodule, ImageDataModule):
         if cfg.inputs is None:

@@ -9,7 +9,11 @@ is refused, as the search keeps no more hypotheses than its beam.
 Everything comes from the checkpoint alone, read with :mod:`zoo.checkpoint`: the network
 from its hyperparameters and weights, the vocabularies from the data module's state.
 ``heatmap=attention.png`` saves the attention weights (output tokens x source tokens) as
-a PNG heat map; with several texts the files are numbered (``attention_1.png``, ...).
+a PNG heat map; with several texts the files are numbered (``attention_1.png``, ...). Each
+is written whole or not at all (:func:`zoo.inference.output_writer`); a ``heatmap`` that
+cannot be written (a folder, a path under a file) is refused before anything is decoded.
+Texts and outputs are printed with their control characters escaped
+(:func:`zoo.sanitize.printable`): a checkpoint's vocabulary must not drive the terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo import inference
 from zoo.errors import ConfigError
 from zoo.inference import load_trained
+from zoo.sanitize import printable
 
 log = logging.getLogger("zoo")
 
@@ -43,9 +48,11 @@ def save_attention_heatmap(weights: torch.Tensor, source: list[str], output: lis
     ax.set_ylabel("output")
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with inference.output_writer(path) as file:  # the format by the name's suffix, as savefig(path) picks it
+            fig.savefig(file, dpi=120, format=path.suffix[1:] or None)
+    finally:
+        plt.close(fig)
 
 
 def translate(cfg: DictConfig) -> list[str]:
@@ -61,6 +68,8 @@ def translate(cfg: DictConfig) -> list[str]:
                         "as written, as in 'text=\"+1_2\"'", shown)  # fmt: skip
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ConfigError(f"text must be a non-empty string or a list of them, got {cfg.text!r}")
+    if cfg.heatmap:
+        inference.check_output(cfg.heatmap)  # before decoding
     nbest, beam_size = cfg.nbest, cfg.beam_size
     if beam_size is None:  # nbest is checked by inference.translate
         beam_size = nbest if isinstance(nbest, int) and not isinstance(nbest, bool) and nbest > 1 else 1
@@ -74,17 +83,17 @@ def translate(cfg: DictConfig) -> list[str]:
         if result.unknown:
             log.warning("%r holds tokens the model never saw (read as <unk>): %s", result.text, result.unknown)
         if result.hypotheses:
-            print(result.text)
+            print(printable(result.text))
             for output, score in result.hypotheses:
-                print(f"\t{score:.4f}\t{output}")
+                print(f"\t{score:.4f}\t{printable(output)}")
         else:
-            print(f"{result.text}\t{result.output}")
+            print(f"{printable(result.text)}\t{printable(result.output)}")
         if cfg.heatmap and result.attention is not None:
             path = Path(cfg.heatmap)
             if len(texts) > 1:
                 path = path.with_name(f"{path.stem}_{i}{path.suffix}")
             save_attention_heatmap(result.attention, result.source_tokens, result.output_tokens, path)
-            log.info("attention heat map: %s", path)
+            log.info("attention heat map: %s", printable(str(path)))
     return [r.output for r in results]
 
 

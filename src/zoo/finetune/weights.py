@@ -1,7 +1,14 @@
 """Pretrained weights into a zoo model: reading them (files, zoo checkpoints, torchvision
 names from the local cache) through :mod:`zoo.checkpoint`, fitting them key by key (a new
 head for another class count, first-conv channels adapted), and the data settings they
-were trained with."""
+were trained with.
+
+A zoo checkpoint's own model options (which :func:`zoo.create_model` builds from) are
+checked against its weights on the ``meta`` device when it is read, and its data's image
+size against its network's: a file whose options describe a far larger network than its
+weights, or far larger images than its network takes, is refused before anything is built.
+Exported models (``.pt2``, ``.onnx``) are refused by :func:`zoo.checkpoint.load_file`
+without being opened."""
 
 from __future__ import annotations
 
@@ -17,11 +24,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from zoo.checkpoint import CheckpointError, load_file, load_lightning_checkpoint
-from zoo.errors import ConfigError
+from zoo.checkpoint import CheckpointError, check_fits, load_file, load_lightning_checkpoint
+from zoo.errors import ConfigError, ZooError, config_errors
 from zoo.finetune.config import EXPECTED, FinetuneConfig
-from zoo.models import ImageModel, get_model
+from zoo.models import MODELS, ImageModel, get_model
 from zoo.optim.groups import stage_groups
+from zoo.profiling import build_on_meta
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +193,38 @@ def load_pretrained(weights: str, download: bool = True, model: str | None = Non
             )
         model_cfg = dict((obj.get("hyper_parameters") or {}).get("model") or {})
         name = model_cfg.pop("name", None)
+        state = _as_state_dict(net, path)
+        _check_own_model(state, name, model_cfg, path)
+        preprocessing = _checkpoint_preprocessing(obj)
+        size = model_cfg.get("image_size")
+        if size is not None and preprocessing.image_size not in (None, size):
+            # zoo-train fits the network to the data: only an edited file disagrees, and its data size
+            # would size the fine-tuning data (finetune.preprocessing=pretrained) and the network with it.
+            raise WeightsError(
+                f"cannot load pretrained weights: {path.resolve()}: its network takes {size}-pixel images but its "
+                f"data settings say {preprocessing.image_size} (a damaged or edited checkpoint?)"
+            )
         options = {k: v for k, v in model_cfg.items() if v is not None}
-        return Pretrained(str(path), _as_state_dict(net, path), _checkpoint_preprocessing(obj), name, options)
+        return Pretrained(str(path), state, preprocessing, name, options)
     return Pretrained(str(path), _as_state_dict(obj, path))
+
+
+def _check_own_model(state: dict[str, Any], name: Any, options: dict[str, Any], path: Path) -> None:
+    """Refuse a zoo checkpoint whose weights do not fit the network its own model options
+    describe (built exactly as training built it, on the ``meta`` device): those options are
+    the file's to choose, and :func:`zoo.create_model` builds from them. A checkpoint of a
+    model this zoo cannot build from its options is left to the checks of whoever builds one."""
+    if not isinstance(name, str) or name not in MODELS:
+        return
+    try:
+        with config_errors(f"model '{name}'"):
+            skeleton = build_on_meta(get_model, name=name, **options)
+    except ZooError:
+        return
+    try:
+        check_fits(state, skeleton.state_dict(), path)
+    except CheckpointError as err:
+        raise WeightsError(f"cannot load pretrained weights: {err}") from None
 
 
 def first_conv(net: nn.Module) -> tuple[str, nn.Module] | None:
