@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import struct
 import time
 import zlib
@@ -45,6 +46,8 @@ class Case:
     untouched: tuple[str, ...] = ()  # folders or files ({case}, {run}) whose bytes must not change
     patch: Callable[[pytest.MonkeyPatch], None] | None = None  # e.g. a signal sent mid-training
     seconds: float | None = None  # a bound on the time (hangs)
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command ({case} formatted)
+    forbidden: tuple[str, ...] = ()  # text that must not appear in the output (terminal escapes)
 
 
 class Evil:
@@ -132,8 +135,8 @@ def _alias_bomb(case: Path, run: Path) -> None:
     """444 bytes of YAML whose aliases expand to 387 million values (nine levels of nine)."""
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
-    (case / "conf").mkdir()
-    (case / "conf" / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    (case / "conf" / "extra").mkdir(parents=True)
+    (case / "conf" / "extra" / "bomb.yaml").write_text("\n".join(lines) + "\n")  # +extra=bomb: over a minute, unguarded
 
 
 def _sigterm_at_step(step: int) -> Callable[[pytest.MonkeyPatch], None]:
@@ -169,6 +172,46 @@ def _pairs(name: str, end: str = "\n", n: int = 40) -> Callable[[Path, Path], No
         (case / name).write_bytes("".join(f"ein {i} .\tone {i} .{end}" for i in range(n)).encode())
 
     return setup
+
+
+def _store(make: Callable[[Path], None]) -> Callable[[Path, Path], None]:
+    """An ``mlflow.db`` made by ``make`` where ``paths.output_dir={case}/out`` puts the local store."""
+
+    def setup(case: Path, run: Path) -> None:
+        (case / "out").mkdir()
+        make(case / "out" / "mlflow.db")
+
+    return setup
+
+
+def _other_sqlite(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.commit()
+    db.close()
+
+
+def _crafted_program(name: str = "model.pt2") -> Callable[[Path, Path], None]:
+    """A torch.export program one of whose weights is a pickle that would create the sentinel."""
+
+    def setup(case: Path, run: Path) -> None:
+        from test_safe_readers import poison_program
+
+        from zoo.export import export_program
+
+        export_program(torch.nn.Linear(4, 2), torch.randn(2, 4), case / "good.pt2")
+        poison_program(case / "good.pt2", case / name, case / SENTINEL)
+
+    return setup
+
+
+def _edited(edit: Callable[[dict], None]) -> Callable[[Path, Path], dict]:
+    def make(case: Path, run: Path) -> dict:
+        ckpt = _finished_checkpoint(run)
+        edit(ckpt)
+        return ckpt
+
+    return make
 
 
 TRAIN = ("model=mlp", "trainer.max_epochs=1", *QUIET)
@@ -260,7 +303,7 @@ CASES: dict[str, Case] = {
     "an override Hydra cannot parse": Case("zoo-train", (*TRAIN, "optim.lr=[1"), "no viable alternative at input '[1'"),
     "an override key of 300 characters": Case("zoo-train", (*TRAIN, "+" + "k" * 300 + "=1"), "File name too long"),
     "a YAML alias bomb in --config-dir": Case(
-        "zoo-train", ("--config-dir", "{case}/conf", "+bomb=bomb", *TRAIN), "{case}/conf/bomb.yaml expands to over 100,000 values",
+        "zoo-train", ("--config-dir", "{case}/conf", "+extra=bomb", *TRAIN), "{case}/conf/extra/bomb.yaml expands to over 100,000 values",
         _alias_bomb, seconds=20,
     ),
     "a config file that is not YAML in --config-dir": Case(
@@ -299,6 +342,88 @@ CASES: dict[str, Case] = {
     ),
     "a generated test split of size 0": Case(
         "zoo-train", (*GRU, "data=copy", "data.test_size=0"), "data.test_size=0 leaves the test split empty",
+    ),
+    # Experiment trackers: fail fast, in one line, leaving the store as it was.
+    "an MLflow server that refuses connections": Case(
+        "zoo-train", (*TRAIN, "logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"),
+        "logger=mlflow: cannot reach the tracking server http://127.0.0.1:9 (Connection refused)", seconds=60,
+    ),
+    "an MLflow URI of an unknown scheme": Case(
+        "zoo-train", (*TRAIN, "logger=mlflow", "logger.mlflow.tracking_uri=foo://bar"), "logger=mlflow: tracking store foo://bar:",
+    ),
+    "a corrupt mlflow.db": Case(
+        "zoo-train", (*TRAIN, "logger=mlflow", "paths.output_dir={case}/out"), "mlflow.db as an MLflow store (file is not a database)",
+        _store(lambda db: db.write_bytes(random.Random(1).randbytes(4096))), untouched=("{case}/out",),
+    ),
+    "an mlflow.db of another program": Case(
+        "zoo-train", (*TRAIN, "logger=mlflow", "paths.output_dir={case}/out", "resume=true"),
+        "is an SQLite database but not an MLflow store (its tables: notes)", _store(_other_sqlite), untouched=("{case}/out",),
+    ),
+    "an mlflow.db that is a folder": Case(
+        "zoo-train", (*TRAIN, "logger=mlflow", "paths.output_dir={case}/out"), "mlflow.db is a folder, not an MLflow store file",
+        _store(lambda db: db.mkdir()),
+    ),
+    "W&B asked to be online with no server": Case(
+        "zoo-train", (*TRAIN, "logger=wandb", "logger.wandb.offline=false"),
+        "logger=wandb: cannot reach the W&B server http://127.0.0.1:9 (Connection refused); log offline",
+        env=(("WANDB_API_KEY", "0" * 40), ("WANDB_BASE_URL", "http://127.0.0.1:9"), ("WANDB_CONFIG_DIR", "{case}/wbc")), seconds=60,
+    ),
+    "W&B log_model on an offline run": Case(
+        "zoo-train", (*TRAIN, "logger=wandb", "logger.wandb.log_model=true"),
+        "logger=wandb: log_model=true uploads checkpoints, which an offline run cannot", env=(("HOME", "{case}"),),
+    ),
+    # Exported programs and models are not checkpoints, and nothing in them runs.
+    "zoo-predict of a crafted .pt2": Case(
+        "zoo-predict", ("ckpt_path={case}/model.pt2", "inputs={run}/curves.png"),
+        "is a torch.export program (.pt2), not a checkpoint or weights file", _crafted_program(),
+    ),
+    "zoo-eval of a crafted .pt2": Case(
+        "zoo-eval", ("ckpt_path={case}/model.pt2",), "is a torch.export program (.pt2), not a checkpoint or weights file",
+        _crafted_program(),
+    ),
+    "fine-tuning weights that are a crafted .pt2": Case(
+        "zoo-train", (*TRAIN, "finetune=freeze", "finetune.weights={case}/model.pt2"),
+        "is a torch.export program (.pt2), not a checkpoint or weights file", _crafted_program(),
+    ),
+    "a crafted .pt2 renamed .pth": Case(
+        "zoo-predict", ("ckpt_path={case}/model.pth", "inputs={run}/curves.png"), "a zip archive without torch.save's data.pkl",
+        _crafted_program("model.pth"),
+    ),
+    "zoo-predict of an ONNX file": Case(
+        "zoo-predict", ("ckpt_path={case}/model.onnx", "inputs={run}/curves.png"),
+        "is an ONNX model (.onnx), not a checkpoint or weights file", _write("model.onnx", lambda c, r: b"\x08\x07 onnx"),
+    ),
+    # Sizes are checked against the weights before anything is allocated.
+    "hyperparameters that say image_size=3000": Case(
+        "zoo-predict", (f"ckpt_path={CKPT}", "inputs={run}/curves.png"),
+        "its weights do not fit the network its hyperparameters describe (net.features.1.0.weight is (256, 1024) in its weights, (256, 9000000)",
+        _write("file.ckpt", _edited(lambda k: k["hyper_parameters"]["model"].update(image_size=3000))), seconds=30,
+    ),
+    "a data state that says image_size=3000": Case(
+        "zoo-predict", (f"ckpt_path={CKPT}", "inputs={run}/curves.png"), "its data settings do not fit its network: MLP expects 32x32 images",
+        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(image_size=3000))),
+    ),
+    "fine-tuning weights whose data state says image_size=3000": Case(
+        "zoo-train", (*TRAIN, "finetune=freeze", f"finetune.weights={CKPT}"), "its network takes 32-pixel images but its data settings say 3000",
+        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(image_size=3000))),
+    ),
+    # Outputs: refused before any work where they cannot be written; files from checkpoints printed safely.
+    "zoo-export out= under a regular file": Case(
+        "zoo-export", ("ckpt_path={run}/checkpoints/last.ckpt", "format=torch_export", "out={case}/file/m.pt2"),
+        "cannot write {case}/file/m.pt2: {case}/file is a file, not a folder", lambda c, r: (c / "file").write_text("x"),
+        untouched=("{case}/file",),
+    ),
+    "zoo-predict csv= a folder": Case(
+        "zoo-predict", ("ckpt_path={run}/checkpoints/last.ckpt", "inputs={run}/curves.png", "csv={case}"),
+        "cannot write {case}: it is a folder; give a file name",
+    ),
+    "zoo-predict device=cuda without a GPU": Case(
+        "zoo-predict", ("ckpt_path={run}/checkpoints/last.ckpt", "inputs={run}/curves.png", "device=cuda"), "device=cuda needs a CUDA GPU",
+    ),
+    "class names holding terminal escape codes": Case(
+        "zoo-predict", (f"ckpt_path={CKPT}", "inputs={run}/curves.png", "top_k=10"), "\\x1b[2J\\x1b[31mcat",
+        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(class_names=["\x1b[2J\x1b[31mcat", *map(str, range(1, 10))]))),
+        code=0, forbidden=("\x1b",),
     ),
     # Values that cannot train.
     "zero batch size": Case("zoo-train", (*TRAIN, "data.batch_size=0"), "data.batch_size must be an integer >= 1, got 0"),
@@ -411,7 +536,9 @@ def test_hostile_input_gets_one_line_and_its_exit_code(name, finished_run, seq2s
     before = _untouched(case, values)
     started = time.monotonic()
     try:
-        result = run_main(case.command, *args, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update({"HYDRA_FULL_ERROR": "0", **{k: v.format(**values) for k, v in case.env}})
+        result = run_main(case.command, *args, env=env)
         seconds = time.monotonic() - started
         output = result.stdout + result.stderr
         assert result.returncode == case.code, output[-3000:]
@@ -422,6 +549,7 @@ def test_hostile_input_gets_one_line_and_its_exit_code(name, finished_run, seq2s
         else:
             assert not errors and case.expected.format(**values) in output, output[-3000:]
         assert "Traceback" not in output and "weights_only=False" not in output
+        assert not any(text in output for text in case.forbidden)
         assert not (tmp_path / SENTINEL).exists()  # nothing in a file ran
         assert _untouched(case, values) == before
         assert case.seconds is None or seconds < case.seconds
