@@ -309,3 +309,25 @@ def test_the_model_summary_counts_macs_and_the_frozen_split(tmp_path):
     assert split_line(model) == (
         f"parameters: {total - frozen:,} trainable, {frozen:,} frozen (1 of {modules} modules with parameters frozen)"
     )
+
+
+def test_errors_from_outside_are_one_line_naming_their_file_or_library():
+    """OS errors name their file, library errors their library, out of memory says so; a
+    bug of ours (a plain RuntimeError) is not turned into a line: its traceback helps."""
+    from PIL import UnidentifiedImageError
+    from yaml import YAMLError
+
+    from zoo.cli.entry import outside_message
+
+    assert outside_message(OSError(28, "No space left on device", "/runs/a/metrics.json")) == (
+        "/runs/a/metrics.json: No space left on device"
+    )
+    assert outside_message(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == "/a -> /b: Invalid cross-device link"
+    assert outside_message(PermissionError(13, "Permission denied", "x" * 300)) == f"{'x' * 100}...{'x' * 100}: Permission denied"
+    assert outside_message(MemoryError()) == "out of memory: an allocation failed"
+    assert outside_message(UnidentifiedImageError("cannot identify image file 'a.png'")) == (
+        "image: cannot identify image file 'a.png'"
+    )
+    assert outside_message(YAMLError("mapping values are not allowed here")) == "YAML: mapping values are not allowed here"
+    assert outside_message(RuntimeError("shape mismatch")) is None
+    assert outside_message(KeyError("a")) is None
