@@ -29,6 +29,7 @@ from PIL import Image
 
 from zoo.callbacks import EpochLog
 from zoo.cli.train import train
+from zoo import files
 from zoo.files import RunLock, this_process
 
 from helpers import QUIET, compose_config, run_cli, run_main
@@ -553,6 +554,7 @@ def test_hostile_input_gets_one_line_and_its_exit_code(name, finished_run, seq2s
         assert not (tmp_path / SENTINEL).exists()  # nothing in a file ran
         assert _untouched(case, values) == before
         assert case.seconds is None or seconds < case.seconds
+        assert not files._held  # every folder the command claimed is released, however it ended
     finally:
         while _HELD:
             _HELD.pop().release()

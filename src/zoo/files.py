@@ -342,6 +342,12 @@ def claim_run_folder(
     return moved
 
 
+def release_run_folders() -> None:
+    """Release every folder this process claimed (a command ending by an error on its way)."""
+    for folder in list(_held):
+        release_run_folder(folder)
+
+
 def release_run_folder(folder: str | Path) -> None:
     lock = _held.pop(Path(os.path.abspath(folder)), None)
     if lock is not None:

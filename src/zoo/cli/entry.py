@@ -153,6 +153,8 @@ class ClaimRunFolder(Callback):
     claimed as a whole the same way (each job's folder is new inside it).
     """
 
+    _record: str | None = None  # Hydra's .hydra/ folder name, written by on_job_start
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with one_line_errors():
             check_train_config(config)
@@ -165,7 +167,7 @@ class ClaimRunFolder(Callback):
                     config.hydra.output_subdir = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        record = getattr(self, "_record", None)
+        record = self._record
         if record is None:
             return
         with one_line_errors():

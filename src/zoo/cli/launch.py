@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.entry import check_config_files, config_dir, one_line, outside_message, reports_user_errors
 from zoo.errors import ConfigError, ZooError
+from zoo.files import release_run_folders
 
 # A full disk or a file-size limit must not turn each log record into a printed traceback
 # ("--- Logging error ---"): the write that failed is reported once, as one line.
@@ -94,7 +95,10 @@ def _command(name: str) -> Callable[[], Any]:
     def launch() -> Any:
         with_errors = reports_user_errors(lambda _: check_config_files(sys.argv[1:]))
         with_errors(None)  # a user's config folder is read by Hydra: checked before it is
-        return main()
+        try:
+            return main()
+        finally:
+            release_run_folders()  # also when Hydra's job runner failed between the claim and the run
 
     main.__name__ = main.__qualname__ = launch.__name__ = launch.__qualname__ = name
     return launch
