@@ -10,6 +10,7 @@ so that two runs never share one; a run holds its folder with a ``.lock`` naming
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -94,7 +95,7 @@ def _interrupted(err: Interrupted, run_dir: Path, cfg: DictConfig, **info) -> No
     name = signal.Signals(err.signum).name
     if last.is_file():
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "overwrite="))]
-        again = " ".join(["zoo-train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])
+        again = shlex.join(["zoo-train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])  # pastes into a shell
         log.warning("%s: stopped at step %s, saved in %s; resume with: %s", name, step, last, again)
     else:
         log.warning("%s: stopped before any checkpoint was saved; nothing to resume", name)
