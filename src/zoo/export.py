@@ -473,7 +473,7 @@ def export_onnx(
             # Read back: the file just written into this export's own temporary folder.
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only: no notes about constant folding
-            session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])  # own file
             input_name = session.get_inputs()[0].name
             if session.get_modelmeta().custom_metadata_map != props:
                 raise ExportError(f"the ONNX export of {name} does not read back the metadata written into it")
@@ -517,7 +517,7 @@ def export_program(
             # Read back: the file just written into this export's own temporary folder, never a
             # user's file (torch.export.load unpickles what a .pt2 marks as pickled).
             extra = {PROGRAM_METADATA: ""}
-            module = torch.export.load(tmp, extra_files=extra).module()
+            module = torch.export.load(tmp, extra_files=extra).module()  # own file
             if json.loads(extra[PROGRAM_METADATA] or "{}") != props or program_metadata(tmp) != props:
                 raise ExportError(f"the torch.export program of {name} does not read back the metadata written into it")
 
