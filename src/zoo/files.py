@@ -258,16 +258,13 @@ def owner_alive(owner: dict) -> bool:
     return start is not None and start == owner.get("start")
 
 
-# What a run leaves in its folder once it has started training (config.yaml is written just
-# before the first step) or finished (metrics.json). Hydra's `.hydra/` and `train.log` alone
-# are not a run: a command refused before training may leave them.
-_STARTED = ("config.yaml", "checkpoints")
-_held: dict[Path, RunLock] = {}
+_held: dict[Path, RunLock] = {}  # the folders this process claimed
 
 
 def run_in(folder: str | Path) -> str | None:
-    """``"finished"`` or ``"interrupted"`` (metrics.json says), ``"started"`` (config.yaml or a
-    checkpoint) or ``None``."""
+    """``"finished"`` or ``"interrupted"`` (metrics.json says), ``"started"`` (config.yaml, written
+    just before the first step, or a checkpoint) or ``None``. Hydra's ``.hydra/`` and
+    ``train.log`` alone are not a run: a command refused before training may leave them."""
     folder = Path(folder)
     if (folder / "metrics.json").exists():
         try:

@@ -35,9 +35,10 @@ if hasattr(sys, "set_int_max_str_digits") and 0 < sys.get_int_max_str_digits() <
 
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
 # The libraries whose errors are the user's input or environment, not a bug of ours: the
-# top-level module an exception class is defined in -> how the one line names it.
+# top-level module an exception class is defined in -> how the one line names it (Hydra's
+# and OmegaConf's: "config", their multi-line messages folded by _folded).
 _LIBRARIES = {
-    "PIL": "image", "yaml": "YAML", "hydra": "config", "omegaconf": "config", "sqlalchemy": "MLflow store",
+    "PIL": "image", "yaml": "YAML", "sqlalchemy": "MLflow store",
     "mlflow": "MLflow", "wandb": "W&B", "lightning": "Lightning", "lightning_fabric": "Lightning",
     "onnx": "ONNX", "onnxruntime": "ONNX Runtime", "safetensors": "safetensors",
 }
@@ -87,9 +88,27 @@ def outside_message(err: BaseException) -> str | None:
             return reason
         where = f"{_short(err.filename)} -> {_short(err.filename2)}" if err.filename2 else _short(err.filename)
         return f"{printable(where)}: {reason}"
+    if library in ("hydra", "omegaconf"):
+        return f"config: {_folded(str(err), err.__cause__)}"
     if library in _LIBRARIES:
         return f"{_LIBRARIES[library]}: {user_message(err) or type(err).__name__}"
+    if err.__cause__ is not None:  # a wrapper (logging.config's ValueError around the OSError that matters)
+        return outside_message(err.__cause__)
     return None
+
+
+def _folded(text: str, cause: BaseException | None) -> str:
+    """A Hydra or OmegaConf message on one line: a config group's available options become
+    one comma-separated list, the config search path is dropped, an OmegaConf cause is added."""
+    text = text.split("Config search path:")[0]
+    if cause is not None and type(cause).__module__.startswith("omegaconf"):
+        text += "\n" + str(cause)
+    parts: list[str] = []
+    for line in text.splitlines():
+        if line.strip():
+            listed = line.startswith("\t") and parts and parts[-1][-1:] not in ".:"
+            parts.append((", " if listed else " ") + line.strip() if parts else line.strip())
+    return one_line("".join(parts))
 
 
 @contextlib.contextmanager

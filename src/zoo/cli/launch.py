@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import hydra
 import hydra._internal.utils as hydra_utils
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.entry import check_config_files, config_dir, one_line, outside_message, reports_user_errors
-from zoo.errors import ConfigError, ZooError
+from zoo.cli.entry import check_config_files, config_dir, one_line_errors, reports_user_errors
+from zoo.errors import ConfigError
 from zoo.files import release_run_folders
 
 # A full disk or a file-size limit must not turn each log record into a printed traceback
@@ -39,38 +36,14 @@ logging.raiseExceptions = False
 _hydra_run_and_report = hydra_utils.run_and_report
 
 
-def hydra_message(err: BaseException) -> str | None:
-    """The one line for an error raised while Hydra composes or runs (``None``: a bug, which
-    keeps Hydra's own report). Hydra's multi-line messages are folded: the available options
-    of a config group become one comma-separated list, the config search path is dropped."""
-    if isinstance(err, (HydraException, OmegaConfBaseException)):
-        text = str(err).split("Config search path:")[0]
-        if isinstance(err.__cause__, OmegaConfBaseException):
-            text += "\n" + str(err.__cause__)
-        parts: list[str] = []
-        for line in text.splitlines():
-            if line.strip():
-                listed = line.startswith("\t") and parts and parts[-1][-1:] not in ".:"
-                parts.append((", " if listed else " ") + line.strip() if parts else line.strip())
-        return one_line("".join(parts))
-    if isinstance(err, ZooError):
-        return one_line(str(err))
-    return outside_message(err)
-
-
 def reported(func: Callable[[], Any]) -> Any:
-    """Hydra's ``run_and_report`` with the errors :func:`hydra_message` knows as one line,
-    exit code 1 (``HYDRA_FULL_ERROR=1``: Hydra's own report, with the traceback)."""
+    """Hydra's ``run_and_report`` with the errors :func:`zoo.cli.entry.one_line_errors` knows
+    (Hydra's own among them: an unknown option, an override it cannot parse) as one line, exit
+    code 1; a bug keeps Hydra's own report (``HYDRA_FULL_ERROR=1``: every traceback)."""
 
     def run() -> Any:
-        try:
+        with one_line_errors():
             return func()
-        except Exception as err:
-            message = hydra_message(err)
-            if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"Error: {message}", file=sys.stderr)
-            sys.exit(1)
 
     return _hydra_run_and_report(run)
 
@@ -93,8 +66,8 @@ def _command(name: str) -> Callable[[], Any]:
         return importlib.import_module(f"zoo.cli.{name}").run(cfg)
 
     def launch() -> Any:
-        with_errors = reports_user_errors(lambda _: check_config_files(sys.argv[1:]))
-        with_errors(None)  # a user's config folder is read by Hydra: checked before it is
+        with one_line_errors():
+            check_config_files(sys.argv[1:])  # a user's config folder is read by Hydra: checked before it is
         try:
             return main()
         finally:
