@@ -311,6 +311,9 @@ CASES: dict[str, Case] = {
         "zoo-train", ("--config-dir={case}/conf", *TRAIN), "config file {case}/conf/broken.yaml is not valid YAML",
         lambda case, run: (case / "conf").mkdir() or (case / "conf" / "broken.yaml").write_text("a: [1\n"),
     ),
+    "a log file Hydra cannot open (hydra.job.name with a folder)": Case(
+        "zoo-train", (*TRAIN, "hydra.job.name=nope/x", "hydra.run.dir={case}/run"), "{case}/run/nope/x.log: No such file or directory",
+    ),  # fails after the folder is claimed: the claim must still be released
     "trainer=gpu on a machine without one": Case("zoo-train", (*TRAIN, "trainer=gpu"), "needs a CUDA GPU, and torch finds none"),
     # Awkward data: refused before training in one line, or read as it should be.
     "an image over Pillow's pixel limit in a training folder": Case(
