@@ -211,8 +211,8 @@ class ClaimRunFolder(Callback):
 
 
 # A YAML file whose anchors and aliases expand to more values than this is refused before
-# Hydra reads it: 444 bytes of nested aliases expand to a billion values ("billion laughs"),
-# which OmegaConf would build one by one. The project's largest config has a few hundred.
+# Hydra reads it: 444 bytes of nested aliases expand to 387 million values ("billion laughs"),
+# which OmegaConf would build one by one (over a minute, and the memory for them). The project's largest config has a few hundred.
 MAX_YAML_VALUES = 100_000
 _CONFIG_FOLDER_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp")
 
