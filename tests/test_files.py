@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from zoo import files
 from zoo.errors import ConfigError
 from zoo.files import RunLock, claim_run_folder, claim_sweep_folder, release_run_folder, run_in, this_process
 
@@ -258,3 +259,56 @@ def test_metrics_csv_keeps_whole_rows_when_the_disk_fills(tmp_path, monkeypatch)
     assert [(r["step"], r["train/loss"], r["val/acc"]) for r in rows] == [
         ("0", "2.0", ""), ("1", "1.0", ""), ("2", "", "0.5"), ("3", "", "0.75"),
     ]  # fmt: skip
+
+
+@pytest.fixture
+def claims():
+    yield
+    files.release_run_folders()
+
+
+def test_a_failed_run_in_a_new_folder_leaves_no_folder_and_no_empty_parents(tmp_path, claims):
+    (tmp_path / "outputs").mkdir()
+    run = tmp_path / "outputs" / "day" / "time" / "run"
+    claim_run_folder(run)  # creates day/time/run
+    (run / ".hydra").mkdir()
+    (run / "train.log").write_text("started\n")
+    (tmp_path / "outputs" / "day" / "other-run").mkdir()  # another run's folder appears in a parent we created
+    assert files.discard_unstarted_runs() == [run]
+    assert sorted(p.name for p in (tmp_path / "outputs").rglob("*")) == ["day", "other-run"]  # time/ went, day/ stays
+    assert not files._held
+
+
+def test_a_failed_run_in_a_users_folder_removes_only_what_it_added(tmp_path, claims):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "data").mkdir()
+    claim_run_folder(tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "train.log").write_text("x")
+    (tmp_path / "data" / "added-inside.txt").write_text("x")  # inside a folder that was there: kept
+    files.discard_unstarted_runs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
+    assert (tmp_path / "data" / "added-inside.txt").exists() and not files._held
+
+
+@pytest.mark.parametrize("result", ["checkpoints/last.ckpt", "metrics.json", "sub/dir/best.ckpt"])
+def test_a_run_that_saved_something_keeps_its_folder(tmp_path, claims, result):
+    run = tmp_path / "run"
+    claim_run_folder(run)
+    (run / result).parent.mkdir(parents=True, exist_ok=True)
+    (run / result).write_text("{}")
+    assert files.discard_unstarted_runs() == []
+    assert (run / result).is_file() and files.holds(run)  # still this process's, released at the end
+
+
+def test_a_failed_overwrite_brings_the_old_run_back(tmp_path, claims):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_text("old")
+    (run / "config.yaml").write_text("old: 1\n")
+    moved = claim_run_folder(run, overwrite=True)
+    assert moved is not None and not (run / "config.yaml").exists()
+    (run / "train.log").write_text("new run, refused")
+    files.discard_unstarted_runs()
+    assert (run / "checkpoints" / "last.ckpt").read_text() == "old" and (run / "config.yaml").read_text() == "old: 1\n"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"] and not moved.exists()

@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, NoReturn
@@ -315,6 +317,8 @@ def claim_run_folder(
         return None
     if resume and overwrite:
         raise ConfigError("resume=true continues the run in the folder and overwrite=true replaces it: give one")
+    new = next((f for f in reversed([folder, *folder.parents]) if not f.exists()), None)  # the first folder we create
+    before = set(os.listdir(folder)) if new is None and folder.is_dir() else set()
     lock = RunLock(folder).acquire()
     moved = None
     try:
@@ -336,7 +340,66 @@ def claim_run_folder(
         lock.release()
         raise
     _held[folder] = lock
+    _made[folder] = _Made(new, before if moved is None else set(), moved)
     return moved
+
+
+@dataclass
+class _Made:
+    """What claiming a run folder changed: the first folder it created (``None``: the run
+    folder existed), the entries the run folder held before, where ``overwrite`` moved an old run."""
+
+    created: Path | None
+    before: set[str]
+    moved: Path | None
+
+
+_made: dict[Path, _Made] = {}  # per claimed folder
+
+
+def _has_results(folder: Path) -> bool:
+    """Whether a run wrote anything worth keeping under ``folder``: a checkpoint or metrics.json."""
+    return any(p.name == "metrics.json" or p.suffix == ".ckpt" for p in folder.rglob("*") if p.is_file())
+
+
+def discard_unstarted_runs() -> list[Path]:
+    """Undo the run folders this process claimed whose run failed before it saved anything
+    (no checkpoint, no metrics.json): a refused run leaves no orphan folder of logs.
+
+    Only what the run added is removed: a folder it created (with the parent folders it
+    created), or, in a folder that existed, the entries that were not there before. A run
+    that ``overwrite=true`` moved aside comes back. Returns the paths removed.
+    """
+    removed = []
+    for folder, made in list(_made.items()):
+        if folder not in _held:
+            continue
+        added = [folder / name for name in os.listdir(folder) if name not in made.before] if folder.is_dir() else []
+        if any(_has_results(p) if p.is_dir() else p.name == "metrics.json" or p.suffix == ".ckpt" for p in added):
+            continue
+        release_run_folder(folder)
+        if made.created is not None:  # the run folder is ours: all of it goes, then its empty new parents
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            for parent in folder.parents:
+                if not parent.is_relative_to(made.created):
+                    break
+                with contextlib.suppress(OSError):  # another run's folder may have appeared in it
+                    parent.rmdir()
+        else:
+            for path in added:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        if made.moved is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # empty now
+            if not folder.exists():
+                os.rename(made.moved, folder)
+                logging.getLogger("zoo").warning("the run moved to %s is back in %s", made.moved, folder)
+    return removed
 
 
 def release_run_folders() -> None:
@@ -345,7 +408,13 @@ def release_run_folders() -> None:
         release_run_folder(folder)
 
 
+def holds(folder: str | Path) -> bool:
+    """Whether this process holds ``folder`` (claimed and not yet released)."""
+    return Path(os.path.abspath(folder)) in _held
+
+
 def release_run_folder(folder: str | Path) -> None:
+    _made.pop(Path(os.path.abspath(folder)), None)
     lock = _held.pop(Path(os.path.abspath(folder)), None)
     if lock is not None:
         lock.release()

@@ -173,33 +173,48 @@ class ClaimRunFolder(Callback):
     """
 
     _record: str | None = None  # Hydra's .hydra/ folder name, written by on_job_start
+    _resume: dict[str, Any] | None = None  # what a resume changed (zoo.cli.resume)
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        from zoo.cli.resume import resumed_config
+
         with one_line_errors():
             check_train_config(config)
             if rank_zero():  # DDP's other processes run inside rank 0's folder
                 folder = config.hydra.run.dir
-                claim_run_folder(folder, resume=continues_run(config, folder), overwrite=config.overwrite)
-                # Hydra writes .hydra/ in place, which a full disk can leave cut; we write it atomically.
+                resuming = continues_run(config, folder)
+                claim_run_folder(folder, resume=resuming, overwrite=config.overwrite)
                 self._record = config.hydra.output_subdir
+                if resuming and self._record:  # the run's own config, checked against the command line
+                    self._resume = resumed_config(config, config_name, Path(folder), self._record)
+                    check_train_config(config)
+                # Hydra writes .hydra/ in place, which a full disk can leave cut; we write it atomically.
                 with open_dict(config.hydra):
                     config.hydra.output_subdir = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from zoo.cli.resume import write_resume_record
+
         record = self._record
         if record is None:
             return
         with one_line_errors():
-            folder = Path(config.hydra.runtime.output_dir) / record
+            run_dir = Path(config.hydra.runtime.output_dir)
+            if self._resume is not None:  # the record of the run's first launch stays as it was
+                write_resume_record(run_dir, self._resume)
+                return
             hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(config.hydra)})
             hydra_cfg.hydra.output_subdir = record
             task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-            atomic_write(folder / "config.yaml", OmegaConf.to_yaml(task_cfg))
-            atomic_write(folder / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
-            atomic_write(folder / "overrides.yaml", OmegaConf.to_yaml(config.hydra.overrides.task))
+            atomic_write(run_dir / record / "config.yaml", OmegaConf.to_yaml(task_cfg))
+            atomic_write(run_dir / record / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+            atomic_write(run_dir / record / "overrides.yaml", OmegaConf.to_yaml(config.hydra.overrides.task))
 
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        release_run_folder(config.hydra.run.dir)
+    def on_run_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return is None or job_return.status == JobStatus.COMPLETED:  # a failed run: zoo.cli.launch decides
+            release_run_folder(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with one_line_errors():

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
 from zoo.cli.entry import check_config_files, config_dir, one_line_errors, reports_user_errors
 from zoo.errors import ConfigError
-from zoo.files import release_run_folders
+from zoo.files import discard_unstarted_runs, release_run_folders
 
 # A full disk or a file-size limit must not turn each log record into a printed traceback
 # ("--- Logging error ---"): the write that failed is reported once, as one line.
@@ -70,6 +70,9 @@ def _command(name: str) -> Callable[[], Any]:
             check_config_files(sys.argv[1:])  # a user's config folder is read by Hydra: checked before it is
         try:
             return main()
+        except BaseException:  # a refused or failed run (SystemExit(1) included)
+            discard_unstarted_runs()  # nothing saved: no orphan folder of logs is left
+            raise
         finally:
             release_run_folders()  # also when Hydra's job runner failed between the claim and the run
 

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.cli.entry import check_train_config, continues_run, rank_zero
-from zoo.files import atomic_write, claim_run_folder, release_run_folder, remove_stale_temporaries
+from zoo.files import atomic_write, claim_run_folder, holds, release_run_folder, remove_stale_temporaries
 
 if TYPE_CHECKING:
     import lightning as L
@@ -64,8 +64,9 @@ def resumes(trainer: L.Trainer) -> int:
 def train(cfg: DictConfig) -> float:
     """Train and test as ``cfg`` says; returns the best validation score (the sweep objective).
 
-    The run folder is claimed first (see :func:`zoo.files.claim_run_folder`; when launched
-    by ``zoo-train`` this happened before Hydra wrote into it) and released at the end.
+    The run folder is claimed first (see :func:`zoo.files.claim_run_folder`) and released at
+    the end; when launched by ``zoo-train``, both happen around this call (zoo.cli.launch),
+    the claim before Hydra writes into the folder.
     SIGTERM or Ctrl-C during training saves ``last.ckpt``, writes ``metrics.json`` with
     ``"status": "interrupted"`` and exits with 128 + the signal's number.
     """
@@ -73,12 +74,18 @@ def train(cfg: DictConfig) -> float:
     check_train_config(cfg)
     if not rank_zero():
         return _train(cfg, run_dir)  # DDP's other processes: rank 0 holds the folder
+    if holds(run_dir):  # zoo-train claimed it before Hydra wrote into it, and lets it go at the end
+        return _train_in(cfg, run_dir)
     claim_run_folder(run_dir, resume=continues_run(cfg, run_dir), overwrite=cfg.overwrite)
     try:
-        remove_stale_temporaries(run_dir / "checkpoints")  # left by a writer that was killed
-        return _train(cfg, run_dir)
+        return _train_in(cfg, run_dir)
     finally:
         release_run_folder(run_dir)
+
+
+def _train_in(cfg: DictConfig, run_dir: Path) -> float:
+    remove_stale_temporaries(run_dir / "checkpoints")  # left by a writer that was killed
+    return _train(cfg, run_dir)
 
 
 def _interrupted(err: Interrupted, run_dir: Path, cfg: DictConfig, **info) -> NoReturn:
@@ -148,7 +155,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     stop = StopOnSignal()
     trainer = build_trainer(cfg, run_dir, module.net, resume_step, extra_callbacks=[stop])
     try:
-        if trainer.is_global_zero:  # under DDP every process runs this function
+        # Under DDP every process runs this function. A resumed run keeps its first config.yaml
+        # (what a resume changed: config.resume-<n>.yaml, zoo.cli.resume).
+        if trainer.is_global_zero and (resume_step is None or not (run_dir / "config.yaml").exists()):
             atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if resume_step is None:  # a resumed run's loggers hold its config already (MLflow params cannot change)
             for logger in trainer.loggers:
