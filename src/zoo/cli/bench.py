@@ -18,7 +18,8 @@ numbers) and two plots (published acc@1 against MACs; training throughput agains
 parameters, with ``--throughput``) into ``--out``. A parameter count that differs from the
 published one, or MACs more than 2% off, is flagged in the table. ``--page`` also writes
 ``summary.md`` as a documentation page, headed by the command, date and machine, with
-the accuracy plot beside it.
+the accuracy plot beside it. The table on stdout follows ``--format`` (``zoo.cli.tables``):
+fitted to the terminal, Markdown in a pipe or file, or CSV.
 
     zoo-bench --page docs/benchmarks/models.md      # the docs' model table
     zoo-bench 'resnet*'
@@ -45,12 +46,13 @@ import torch
 import yaml
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from zoo.benchmark import (
     CLEAR_REFS, SPREAD_LIMIT, Setting, TrainStep, busy_warning, cuda_peak_mib, peak_rss_mib, round_ratios, spread,
     synthetic_batch, time_interleaved, write_results_page,
 )  # fmt: skip
+from zoo.cli import tables
+from zoo.cli.tables import Column, TextTable
 from zoo.errors import ZooError
 from zoo.models import MODELS, ImageModel
 from zoo.perf import speed_up
@@ -318,7 +320,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
     plots = plot(rows, out)
     if args.page:
         write_page(Path(args.page), args.command, rows, plots)
-    print_table(rows, out)
+    print_table(rows, out, args.format)
     for warning in warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     return rows
@@ -343,15 +345,20 @@ def check_options(rows: list[Row], args: argparse.Namespace) -> None:
         raise ZooError(f"--threads must be at least 1, got {args.threads}")
 
 
-def print_table(rows: list[Row], out: Path) -> None:
+def print_table(rows: list[Row], out: Path, fmt: str = "auto", console: Console | None = None) -> None:
+    """The run's table on stdout, in ``fmt`` (:mod:`zoo.cli.tables`): fitted to the terminal, Markdown in a pipe."""
     timed = any("ours_train_img_s" in r.measured for r in rows)
     compared = any("train_ratio_vs_torchvision" in r.measured for r in rows)
-    columns = ["model", "params", "published", "GMACs", "published", "acc@1"]
-    columns += ["train img/s", "infer img/s"] if timed else []
-    columns += ["train vs tv", "infer vs tv"] if compared else []
-    table = Table(title=f"zoo-bench (tables and plots in {out})")
-    for c in [*columns, "check"]:
-        table.add_column(c, justify="left" if c in ("model", "check") else "right")
+    # Left out first on a narrow terminal: the published counts (the check column flags a
+    # disagreement), then the inference figures, the published accuracy, then ours.
+    columns = [Column("model"), Column("params", numeric=True, drop=7),
+               Column("published", numeric=True, drop=2, about="published params"),
+               Column("GMACs", numeric=True, drop=6),
+               Column("published", numeric=True, drop=1, about="published GMACs"),
+               Column("acc@1", numeric=True, drop=5)]  # fmt: skip
+    columns += [Column("train img/s", numeric=True, drop=9), Column("infer img/s", numeric=True, drop=4)] if timed else []
+    columns += [Column("train vs tv", numeric=True, drop=8), Column("infer vs tv", numeric=True, drop=3)] if compared else []
+    table = TextTable(f"zoo-bench (tables and plots in {out})", [*columns, Column("check")])
     for r in rows:
         tv, m = r.ref.get("torchvision", {}), r.measured
         cells = [
@@ -361,8 +368,8 @@ def print_table(rows: list[Row], out: Path) -> None:
         keys = (["ours_train_img_s", "ours_infer_img_s"] if timed else []) + (
             ["train_ratio_vs_torchvision", "infer_ratio_vs_torchvision"] if compared else [])  # fmt: skip
         cells += [f"{m[k]:.3g} ({m[k + '_min']:.3g}-{m[k + '_max']:.3g})" if k in m else "-" for k in keys]
-        table.add_row(*cells, "; ".join(r.flags) or "ok")
-    Console(width=160).print(table)
+        table.rows.append([*cells, "; ".join(r.flags) or "ok"])
+    tables.print_table(table, fmt, console)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -384,6 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
     parser.add_argument("--page", default=None, help="also write the summary as this documentation page (Markdown)")
+    tables.add_format_argument(parser)
     args = parser.parse_args(argv)
     args.command = shlex.join(["zoo-bench", *(sys.argv[1:] if argv is None else argv)])
     return args

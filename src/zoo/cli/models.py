@@ -1,14 +1,14 @@
 """``zoo-models [PATTERN]``: the registered models with parameter counts and MACs;
 ``zoo-models --weights [PATTERN]``: the torchvision weights each can load, with their
-published accuracy, cost and preprocessing (from torchvision's metadata, offline)."""
+published accuracy, cost and preprocessing (from torchvision's metadata, offline).
+
+``--format`` (:mod:`zoo.cli.tables`): a table fitted to the terminal, Markdown in a pipe."""
 
 from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-
+from zoo.cli.tables import Column, TextTable, add_format_argument, print_table
 from zoo.profiling import build_on_meta, count_macs, count_params
 from zoo.models import MODELS
 from zoo.pretrained import list_weights
@@ -26,17 +26,29 @@ def model_rows(pattern: str = "*", macs: bool = True) -> list[tuple[str, int, in
     return rows
 
 
-def weights_table(pattern: str = "*") -> Table:
+def weights_table(pattern: str = "*") -> TextTable:
     """One row per torchvision weights of the models matching ``pattern`` (``zoo.list_weights``)."""
-    table = Table(title="torchvision weights (ImageNet-1K; zoo.create_model(name, weights=...) loads them)")
-    for column in ("model", "weights", "acc@1", "acc@5", "GFLOPS", "MB", "resize->crop"):
-        table.add_column(column, justify="left" if column in ("model", "weights") else "right", no_wrap=True)
+    # Left out first on a narrow terminal: the file size, then the secondary accuracy and the cost.
+    columns = [Column("model"), Column("weights"), Column("acc@1", numeric=True), Column("acc@5", numeric=True, drop=2),
+               Column("GFLOPS", numeric=True, drop=3), Column("MB", numeric=True, drop=1),
+               Column("resize->crop", numeric=True, drop=4)]  # fmt: skip
+    table = TextTable("torchvision weights (ImageNet-1K; zoo.create_model(name, weights=...) loads them)", columns)
     for name in MODELS.names(pattern):
         for w in list_weights(name):
             default = " (DEFAULT)" if w.is_default else ""
             prep = f"{w.resize_size}->{w.crop_size} {w.interpolation}"
-            table.add_row(name, w.member + default, f"{w.acc1:.3f}", f"{w.acc5:.3f}", f"{w.gflops:.2f}",
-                          f"{w.file_size_mb:.1f}", prep)  # fmt: skip
+            table.rows.append([name, w.member + default, f"{w.acc1:.3f}", f"{w.acc5:.3f}", f"{w.gflops:.2f}",
+                               f"{w.file_size_mb:.1f}", prep])  # fmt: skip
+    return table
+
+
+def models_table(pattern: str = "*", macs: bool = True) -> TextTable:
+    """One row per registered model matching ``pattern``: :func:`model_rows` as text."""
+    columns = [Column("model"), Column("params", numeric=True), Column("GMACs", numeric=True, drop=2),
+               Column("input (one example)", numeric=True, drop=1)]  # fmt: skip
+    table = TextTable("zoo models (default constructor arguments)", columns)
+    for name, params, n_macs, shape in model_rows(pattern, macs=macs):
+        table.rows.append([name, f"{params:,}", "-" if n_macs is None else f"{n_macs / 1e9:.4g}", shape])
     return table
 
 
@@ -45,16 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     parser.add_argument("--no-macs", action="store_true", help="skip counting MACs")
     parser.add_argument("--weights", action="store_true", help="list the torchvision weights each model loads")
+    add_format_argument(parser)
     args = parser.parse_args(argv)
-    if args.weights:
-        Console().print(weights_table(args.pattern))
-        return
-    table = Table(title="zoo models (default constructor arguments)")
-    for column in ("model", "params", "GMACs", "input (one example)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, params, macs, shape in model_rows(args.pattern, macs=not args.no_macs):
-        table.add_row(name, f"{params:,}", "-" if macs is None else f"{macs / 1e9:.4g}", shape)
-    Console().print(table)
+    table = weights_table(args.pattern) if args.weights else models_table(args.pattern, macs=not args.no_macs)
+    print_table(table, args.format)
 
 
 if __name__ == "__main__":
