@@ -151,6 +151,15 @@ def _sigterm_at_step(step: int) -> Callable[[pytest.MonkeyPatch], None]:
     return patch
 
 
+def _torchvision_file(case: Path, name: str, file: str) -> None:
+    """Random weights in torchvision's format under its cache name (``TORCH_HOME={case}``)."""
+    import torchvision
+
+    path = case / "hub" / "checkpoints" / file
+    path.parent.mkdir(parents=True)
+    torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), path)
+
+
 def _bomb(path: Path) -> None:
     """A 1x1 PNG whose header declares 100,000 x 100,000 pixels (under 100 bytes)."""
     Image.new("L", (1, 1)).save(path)
@@ -372,9 +381,24 @@ CASES: dict[str, Case] = {
         "logger=wandb: cannot reach the W&B server http://127.0.0.1:9 (Connection refused); log offline",
         env=(("WANDB_API_KEY", "0" * 40), ("WANDB_BASE_URL", "http://127.0.0.1:9"), ("WANDB_CONFIG_DIR", "{case}/wbc")), seconds=60,
     ),
-    "W&B log_model on an offline run": Case(
-        "zoo-train", (*TRAIN, "logger=wandb", "logger.wandb.log_model=true"),
-        "logger=wandb: log_model=true uploads checkpoints, which an offline run cannot", env=(("HOME", "{case}"),),
+    "W&B log_model=all on an offline run": Case(
+        "zoo-train", (*TRAIN, "logger=wandb", "logger.wandb.log_model=all"),
+        "logger=wandb: log_model=all uploads checkpoints, which an offline run cannot", env=(("HOME", "{case}"),),
+    ),
+    "W&B log_model=true on an offline run keeps the checkpoint for wandb sync": Case(
+        "zoo-train", (*TRAIN, "logger=[csv,wandb]", "logger.wandb.log_model=true"), "run folder: {case}/run", code=0,
+        env=(("HOME", "{case}"), ("WANDB_DATA_DIR", "{case}/wd")),
+    ),
+    "an MLflow artifact folder that is a file: one warning, the run kept": Case(
+        "zoo-train", (*TRAIN, "logger=[csv,mlflow]", "paths.output_dir={case}/out"),
+        "logger=mlflow: could not log config.yaml (Not a directory", code=0,
+        setup=lambda case, run: ((case / "out").mkdir(), (case / "out" / "mlartifacts").write_text("x")),
+    ),
+    "an explicit image size beside torchvision weights is used, with one warning": Case(
+        "zoo-train", ("model=resnet18", "finetune=freeze", "finetune.weights=ResNet18_Weights.IMAGENET1K_V1", "data.image_size=112",
+                      "data.batch_size=2", *SHORT[1:], "trainer.precision=32-true"),
+        "data.image_size=112 is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained at 224", code=0,
+        setup=lambda case, run: _torchvision_file(case, "resnet18", "resnet18-f37072fd.pth"), env=(("TORCH_HOME", "{case}"),),
     ),
     # Exported programs and models are not checkpoints, and nothing in them runs.
     "zoo-predict of a crafted .pt2": Case(

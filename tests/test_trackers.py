@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import struct
 import time
 import zlib
@@ -113,3 +114,132 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, monkey
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == tracker else find_spec(name, *a))
     with pytest.raises(ConfigError, match=rf"logger={tracker} needs {tracker}, which is not installed: pip install 'zoo\[{tracker}\]'"):
         train(compose_config("train", tmp_path, [*RUN, f"logger={tracker}"]))
+
+
+# The run's files at the end of a run (zoo.loggers.log_run_artifacts), read back with each
+# tracker's own tools: MLflow's client, and the offline W&B run's folder and record file.
+
+RUN_FILES = ("config.yaml", "metrics.json", "curves.png")
+
+
+def write_run_files(run_dir: Path) -> dict[str, bytes]:
+    """Small stand-ins for a finished run's files, ``checkpoints/last.ckpt`` among them, as ``{path: bytes}``."""
+    contents = {"config.yaml": b"model:\n  name: mlp\n  num_classes: 10\n", "metrics.json": b'{"test": {"test/acc": 0.5}}\n',
+                "curves.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "checkpoints/last.ckpt": bytes(range(255, -1, -1)) * 8}  # fmt: skip
+    for name, data in contents.items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_bytes(data)
+    return contents
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Path:
+    """One MLflow store for this file's tests: setting up a new SQLite store takes seconds."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.mark.parametrize("log_model", [True, False])
+def test_mlflow_keeps_the_run_files_and_with_log_model_the_checkpoint(tmp_path, mlflow_store, log_model):
+    from mlflow.tracking import MlflowClient
+
+    from zoo.loggers import log_run_artifacts, mlflow_logger
+
+    run_dir = tmp_path / f"run-{log_model}"
+    logger = mlflow_logger(run_dir, mlflow_store, resume=False, log_model=log_model)
+    written = write_run_files(run_dir)
+    log_run_artifacts([logger], run_dir, run_dir / "checkpoints" / "last.ckpt")
+
+    client = MlflowClient(f"sqlite:///{mlflow_store / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(logger.run_id)}
+    logged |= {a.path for a in client.list_artifacts(logger.run_id, "checkpoints")}
+    expected = {*RUN_FILES, "checkpoints", "checkpoints/last.ckpt"} if log_model else set(RUN_FILES)
+    assert logged == expected
+    for path in expected - {"checkpoints"}:
+        local = client.download_artifacts(logger.run_id, path, str(tmp_path))
+        assert Path(local).read_bytes() == written[path], path
+
+
+def test_mlflow_creates_its_experiment_without_a_warning(tmp_path, mlflow_store, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from zoo.loggers import mlflow_logger
+
+    with caplog.at_level(logging.WARNING):
+        logger = mlflow_logger(tmp_path / "run", mlflow_store, resume=False, experiment_name="new-one")
+        run_id = logger.run_id  # Lightning starts the run (and would create the experiment) here
+    assert caplog.messages == []
+    client = MlflowClient(f"sqlite:///{mlflow_store / 'mlflow.db'}")
+    assert client.get_run(run_id).info.experiment_id == client.get_experiment_by_name("new-one").experiment_id
+
+
+def test_mlflow_an_experiment_made_meanwhile_is_kept(mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    from zoo.loggers import _create_experiment
+
+    client = MlflowClient(f"sqlite:///{mlflow_store / 'mlflow.db'}")
+    _create_experiment(client, "twice", None)
+    _create_experiment(client, "twice", None)  # a sweep's job beside this one was first
+    assert client.get_experiment_by_name("twice").lifecycle_stage == "active"
+
+
+def test_a_file_the_tracker_cannot_take_is_one_warning_and_the_run_goes_on(tmp_path, mlflow_store, caplog):
+    from zoo.loggers import log_run_artifacts, mlflow_logger
+
+    run_dir, blocked = tmp_path / "run", tmp_path / "mlartifacts"
+    blocked.write_text("a file where MLflow keeps its artifacts")
+    logger = mlflow_logger(run_dir, mlflow_store, resume=False, log_model=True,
+                           experiment_name="blocked", artifact_location=blocked.as_uri())  # fmt: skip
+    write_run_files(run_dir)
+    (run_dir / "curves.png").unlink()  # a run without a CSV log has no curves: nothing to log, nothing to warn
+    with caplog.at_level(logging.WARNING):
+        log_run_artifacts([logger], run_dir, run_dir / "checkpoints" / "best.ckpt")
+    assert caplog.messages == [
+        f"logger=mlflow: log_model=true, but the run has no checkpoint to log ({run_dir / 'checkpoints' / 'best.ckpt'})",
+        f"logger=mlflow: could not log config.yaml (Not a directory: {blocked / logger.run_id}); it stays in {run_dir}",
+        f"logger=mlflow: could not log metrics.json (Not a directory: {blocked / logger.run_id}); it stays in {run_dir}",
+    ]
+
+
+def finished_wandb_records(run_dir: Path) -> tuple[Path, list]:
+    """The offline W&B run folder under ``run_dir`` and its records, once W&B's writer has ended the file."""
+    (run_file,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    deadline = time.monotonic() + 60  # W&B's writer is a process of its own: the file ends with its exit record
+    while (records := wandb_records(run_file))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
+        assert time.monotonic() < deadline, [r.WhichOneof("record_type") for r in records]
+        time.sleep(0.2)
+    return Path(run_file).parent, records
+
+
+@pytest.mark.parametrize("log_model", [True, False])
+def test_wandb_offline_keeps_the_run_files_and_with_log_model_the_checkpoint(tmp_path, monkeypatch, log_model):
+    from zoo.loggers import finish_trackers, log_run_artifacts, wandb_logger
+
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no wandb login, so offline
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # where an offline artifact waits for wandb sync
+    run_dir = tmp_path / "run"
+    logger = wandb_logger(run_dir, log_model=log_model)
+    written = write_run_files(run_dir)
+    log_run_artifacts([logger], run_dir, run_dir / "checkpoints" / "last.ckpt")
+    run_id = logger.experiment.id
+    finish_trackers([logger])
+
+    folder, records = finished_wandb_records(run_dir)
+    saved = {file.path for r in records if r.WhichOneof("record_type") == "files" for file in r.files.files}
+    assert {f"zoo/{name}" for name in RUN_FILES} <= saved  # what wandb sync uploads as the run's files
+    for name in RUN_FILES:  # copies: the offline run folder holds the files as they were (wandb.save would symlink)
+        copy = folder / "files" / "zoo" / name
+        assert copy.read_bytes() == written[name] and not copy.is_symlink(), name
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    if not log_model:
+        assert artifacts == []
+        return
+    (artifact,) = artifacts
+    assert (artifact.name, artifact.type, list(artifact.aliases)) == (f"model-{run_id}", "model", ["latest"])
+    (content,) = artifact.manifest.contents
+    assert content.path == "model.ckpt" and content.size == len(written["checkpoints/last.ckpt"])
+    assert Path(content.local_path).read_bytes() == written["checkpoints/last.ckpt"]  # the staged copy sync uploads
+    assert Path(content.local_path).is_relative_to(tmp_path / "wandb-data")

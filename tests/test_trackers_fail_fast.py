@@ -229,10 +229,10 @@ def test_wandb_asked_to_be_online_without_a_server_is_one_line(tmp_path, wandb_k
 
 
 def test_wandb_log_model_without_a_server_is_one_line(tmp_path, wandb_key_no_server):
-    message = timed_error(wandb_logger, tmp_path / "run", log_model=True)
+    message = timed_error(wandb_logger, tmp_path / "run", log_model="all")
     assert message == (
         f"logger=wandb: cannot reach the W&B server {wandb_key_no_server} (Connection refused), "
-        "and log_model=true needs it: checkpoints cannot be uploaded offline"
+        "and log_model=all needs it: checkpoints cannot be uploaded offline"
     )
 
 

@@ -14,7 +14,9 @@ are Lightning's ``MLFlowLogger`` and ``WandbLogger``, set up to work offline: se
 :func:`mlflow_logger` and :func:`wandb_logger`. Both check their server or store when they
 are built, before any training, and fail fast: MLflow refuses in one line (a run that
 should be tracked is not started untracked), W&B falls back to offline with a warning
-(its offline runs upload later with ``wandb sync``).
+(its offline runs upload later with ``wandb sync``). At the end of a run both get the run's
+files, ``config.yaml``, ``metrics.json`` and ``curves.png``, and with ``log_model: true``
+the checkpoint the run ends with (:func:`log_run_artifacts`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import logging
 import netrc
 import os
 import re
+import shutil
 import sqlite3
 import urllib.error
 import urllib.request
@@ -206,10 +209,36 @@ def mlflow_logger(run_dir: Path, store_dir: Path, resume: bool, **options: Any) 
                 f"logger=mlflow: the experiment '{experiment.name}' of {_redacted(uri)} is deleted: restore it "
                 f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set logger.mlflow.experiment_name"
             )
+        if experiment is None:  # made here: Lightning would make it with a WARNING that it was "not found"
+            _create_experiment(client, options["experiment_name"], options.get("artifact_location"))
         if resume and options.get("run_id") is None and experiment is not None:
             options["run_id"] = _mlflow_run_of(client, experiment.experiment_id, options["tags"]["zoo.run_dir"])
+        log_model = options.pop("log_model", False)
         with config_errors("logger.mlflow"):  # an option MLFlowLogger does not take
-            return MLFlowLogger(**options)
+            logger = MLFlowLogger(**options, log_model=_lightning_log_model(log_model))
+    logger.log_final_checkpoint = log_model is True
+    return logger
+
+
+def _lightning_log_model(log_model: Any) -> bool | str:
+    """What Lightning's own ``log_model`` gets: ``all`` (each checkpoint as it is saved) is
+    Lightning's; ``true`` is zoo's, :func:`log_run_artifacts` logging the one checkpoint the
+    run ends with. Lightning's ``true`` logs, at the end of ``fit``, the checkpoints of the
+    ModelCheckpoint that saved last (MLflow: ``last.ckpt`` but never ``best.ckpt``; W&B:
+    every callback's, two versions), before the test has picked its checkpoint."""
+    return "all" if log_model == "all" else False
+
+
+def _create_experiment(client: Any, name: str, artifact_location: str | None) -> None:
+    """Create the MLflow experiment ``name``; one that a run beside this one (a sweep's job)
+    created meanwhile is kept."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def _check_sqlite_store(uri: str) -> None:
@@ -292,6 +321,11 @@ def wandb_logger(run_dir: Path, **options: Any) -> Any:
     (W&B alone waits 90 s, then fails): if it does not, a run left to decide (``offline:
     null``) is logged offline with a warning that says how to upload it; one that asked to
     be online (``offline: false`` or ``WANDB_MODE=online``) is a one-line ``ConfigError``.
+
+    ``log_model: true`` logs the checkpoint the run ends with (:func:`log_run_artifacts`),
+    online or offline: an offline run keeps it in W&B's staging folder (``WANDB_DATA_DIR``,
+    by default ``~/.local/share/wandb``) for ``wandb sync`` to upload. ``log_model: all``
+    is Lightning's (every checkpoint as it is saved), which refuses an offline run.
     """
     _require("wandb", "wandb", "wandb")
     from lightning.pytorch.loggers import WandbLogger
@@ -310,14 +344,14 @@ def wandb_logger(run_dir: Path, **options: Any) -> Any:
                 raise ConfigError(
                     f"logger=wandb: {reason}; log offline with logger.wandb.offline=true and upload later with wandb sync"
                 )
-            if options.get("log_model"):
+            if options.get("log_model") == "all":
                 raise ConfigError(
                     f"logger=wandb: {reason}, and log_model={log_model} needs it: checkpoints cannot be uploaded offline"
                 )
             sync = run_dir / "wandb" / "offline-run-*"
             log.warning("logger=wandb: %s: logging offline; upload later with: wandb sync %s", reason, sync)
             options["offline"] = True
-    if options["offline"] and options.get("log_model"):  # Lightning's own refusal is a traceback
+    if options["offline"] and options.get("log_model") == "all":  # Lightning's own refusal is a traceback
         raise ConfigError(
             f"logger=wandb: log_model={log_model} uploads checkpoints, which an offline run cannot "
             "(no WANDB_API_KEY or wandb login, or offline=true): log in, or set logger.wandb.log_model=false"
@@ -326,7 +360,10 @@ def wandb_logger(run_dir: Path, **options: Any) -> Any:
     options["name"] = options.get("name") or tracker_run_name(run_dir)
     options["id"] = options.get("id") or hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
     options.setdefault("resume", "allow")
-    return WandbLogger(save_dir=str(run_dir), **options)
+    model_option = options.pop("log_model", False)
+    logger = WandbLogger(save_dir=str(run_dir), **options, log_model=_lightning_log_model(model_option))
+    logger.log_final_checkpoint = model_option is True
+    return logger
 
 
 def _wandb_base_url() -> str:
@@ -362,6 +399,63 @@ def _wandb_credentials(base_url: str = "https://api.wandb.ai") -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return any(logins.authenticators(host) is not None for host in {urlsplit(base_url).hostname or "", "api.wandb.ai"})
+
+
+RUN_FILES = ("config.yaml", "metrics.json", "curves.png")
+"""The files of a run folder that :func:`log_run_artifacts` gives the trackers (those that exist)."""
+
+
+def log_run_artifacts(loggers: list, run_dir: Path, checkpoint: str | os.PathLike | None) -> None:
+    """Give each MLflow and W&B logger in ``loggers`` the run's files: ``RUN_FILES`` from
+    ``run_dir`` and, where the logger was built with ``log_model: true``, ``checkpoint``.
+
+    MLflow: artifacts of the run, the files at its root and the checkpoint under
+    ``checkpoints/``. W&B: run files under ``zoo/`` (W&B keeps a ``config.yaml`` of its own
+    at the root), copied into the run's folder so that an offline run holds them for ``wandb
+    sync``; the checkpoint as the run's ``model-<run id>`` artifact (file ``model.ckpt``,
+    alias ``latest``, as Lightning names it). A file that cannot be logged is one warning
+    naming the tracker and the file: the run and its folder are kept. Call it on rank zero,
+    after the files are written and before :func:`finish_trackers`.
+    """
+    files = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+    checkpoint = Path(checkpoint) if checkpoint else None
+    for logger in loggers:
+        kind = type(logger).__name__
+        upload = {"MLFlowLogger": _mlflow_upload, "WandbLogger": _wandb_upload}.get(kind)
+        if upload is None:
+            continue
+        tracker = "mlflow" if kind == "MLFlowLogger" else "wandb"
+        wanted = [(path, False) for path in files]
+        if getattr(logger, "log_final_checkpoint", False):
+            if checkpoint is not None and checkpoint.is_file():
+                wanted.append((checkpoint, True))
+            else:
+                log.warning("logger=%s: log_model=true, but the run has no checkpoint to log (%s)", tracker, checkpoint)
+        for path, is_checkpoint in wanted:
+            try:
+                upload(logger, path, is_checkpoint)
+            except Exception as err:  # the tracker's, the network's or the disk's: the run itself is done
+                log.warning("logger=%s: could not log %s (%s); it stays in %s", tracker, path.name, _cause(err), path.parent)
+
+
+def _mlflow_upload(logger: Any, path: Path, is_checkpoint: bool) -> None:
+    logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints" if is_checkpoint else None)
+
+
+def _wandb_upload(logger: Any, path: Path, is_checkpoint: bool) -> None:
+    import wandb
+
+    run = logger.experiment
+    if is_checkpoint:
+        artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"original_filename": path.name})
+        artifact.add_file(str(path), name="model.ckpt")  # copied to W&B's staging folder: a resume may replace the file
+        run.log_artifact(artifact, aliases=["latest"])
+        return
+    # A copy, not wandb.save's symlink: the offline run folder then holds the file as it was.
+    copy = Path(run.dir) / "zoo" / path.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copyfile(path, copy)
+    run.save(str(copy), base_path=run.dir, policy="now")
 
 
 def finish_trackers(loggers: list) -> None:

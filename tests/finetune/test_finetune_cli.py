@@ -60,7 +60,7 @@ def test_freeze_keeps_the_backbone_and_its_batch_norm_statistics_bit_identical(t
     pretrained = load_pretrained(str(run / "checkpoints" / "last.ckpt"))
     facts = pretrained.preprocessing
     assert pretrained.model_name == "resnet18" and facts.image_size == 8 and len(facts.mean) == len(facts.std) == 1
-    data_cfg = {"name": "digits", "image_size": 32, "channels": 1, "mean": None, "std": None}
+    data_cfg = {"name": "digits", "image_size": None, "channels": 1, "mean": None, "std": None}
     used = adapt_data_config(data_cfg, {"name": "resnet18"}, FinetuneConfig.from_dict({"weights": "x"}), pretrained)
     assert (used["image_size"], used["mean"], used["std"]) == (8, list(facts.mean), list(facts.std))
 

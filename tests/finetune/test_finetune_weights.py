@@ -332,9 +332,9 @@ def test_repeat_feeds_three_gray_copies_to_the_unchanged_rgb_network(tmp_path, o
         load_into(gray, pretrained, adapt_channels="repeat")
 
 
-def test_pretrained_preprocessing_replaces_the_datas_unless_asked_not_to():
+def test_pretrained_preprocessing_fills_the_datas_inferred_options_unless_asked_not_to():
     pretrained = Pretrained("run.ckpt", {}, preprocessing=Preprocessing(16, (0.2,), (0.4,)))
-    data_cfg = {"name": "digits", "image_size": 32, "channels": 1, "mean": None, "std": None}
+    data_cfg = {"name": "digits", "image_size": None, "channels": 1, "mean": None, "std": None}  # configs/data/digits
     model_cfg = {"name": "lenet5"}
     used = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "run.ckpt"}), pretrained)
     assert (used["image_size"], used["mean"], used["std"]) == (16, [0.2], [0.4])

@@ -88,6 +88,23 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> float:
     return _train(cfg, run_dir)
 
 
+def what_ran(cfg: DictConfig, data_options: dict, module: L.LightningModule, trainer: L.Trainer) -> dict:
+    """The resolved config as it ran (config.yaml, the trackers' params): the data's inferred
+    options as the data module resolved them, the model's as the data filled them in, the
+    precision ``auto`` chose."""
+    ran = OmegaConf.to_container(cfg, resolve=True)
+    ran["data"] = data_options
+    ran["model"] = {**ran["model"], **dict(module.hparams["model"])}
+    ran["trainer"]["precision"] = str(trainer.precision)
+    return ran
+
+
+def ran_summary(ran: dict) -> dict:
+    """What metrics.json records of :func:`what_ran`: the settings that are often inferred."""
+    data = {k: ran["data"][k] for k in ("image_size", "resize_size", "mean", "std", "channels") if k in ran["data"]}
+    return {"precision": ran["trainer"]["precision"], "data": data}
+
+
 def _interrupted(err: Interrupted, run_dir: Path, cfg: DictConfig, **info) -> NoReturn:
     """Record an interrupted run in metrics.json, say how to resume it, exit with 128 + the signal."""
     from zoo.checkpoint import load_training_state
@@ -126,8 +143,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     from zoo.checkpoint import check_resumable
     from zoo.cli.common import build_task, build_trainer, config_errors, plain, quiet_known_warnings, write_metrics
     from zoo.data import build_datamodule
-    from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, load_pretrained
-    from zoo.loggers import finish_trackers
+    from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used, load_pretrained
+    from zoo.loggers import finish_trackers, log_run_artifacts
     from zoo.plotting import plot_curves
 
     started = time.monotonic()
@@ -157,11 +174,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     try:
         # Under DDP every process runs this function. A resumed run keeps its first config.yaml
         # (what a resume changed: config.resume-<n>.yaml, zoo.cli.resume).
+        ran = what_ran(cfg, data_options_used(data_cfg, datamodule), module, trainer)
         if trainer.is_global_zero and (resume_step is None or not (run_dir / "config.yaml").exists()):
-            atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(ran))
         if resume_step is None:  # a resumed run's loggers hold its config already (MLflow params cannot change)
             for logger in trainer.loggers:
-                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+                logger.log_hyperparams(ran)
         with stop.handling():
             try:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -177,7 +195,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
         if trainer.is_global_zero:
             write_metrics(
-                run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"],
+                run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"], ran=ran_summary(ran),
                 status="finished", test_weights=cfg.test_weights, checkpoint=tested, epochs=trainer.current_epoch, seed=cfg.seed,
                 trainable_params=trainable, seconds=round(time.monotonic() - started, 1), resumes=resumes(trainer),
                 best_val={"monitor": checkpoint.monitor if best else module.monitor, "mode": module.monitor_mode,
@@ -186,6 +204,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             metrics_csv = run_dir / "csv" / "metrics.csv"
             if metrics_csv.is_file():
                 plot_curves(metrics_csv, run_dir / "curves.png")
+            log_run_artifacts(trainer.loggers, run_dir, Path(tested) if tested else run_dir / "checkpoints" / "last.ckpt")
             summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
             log.info("%s (%s weights)", summary, cfg.test_weights)
     except Interrupted as err:

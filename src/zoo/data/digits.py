@@ -2,7 +2,7 @@
 
 1,797 grayscale 8x8 images of the digits 0-9 (UCI "Optical Recognition of Handwritten
 Digits", test part), pixel values 0..16. They are upsampled (bilinear) to
-``image_size`` x ``image_size`` (32 by default, LeNet-5's input), scaled to [0, 1] and
+``image_size`` x ``image_size`` (``None``: 32, LeNet-5's input), scaled to [0, 1] and
 normalised with the training split's mean and std.
 
 The split is fixed and stratified by class, independent of the training seed:
@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from zoo.data.base import DATASETS, ImageDataModule, TensorBatches, check_split_sizes
 from zoo.errors import ConfigError
+
+DEFAULT_IMAGE_SIZE = 32  # LeNet-5's input: what image_size=None means
 
 
 def split_indices(
@@ -146,7 +148,7 @@ class DigitsDataModule(ImageDataModule):
     def __init__(
         self,
         batch_size: int = 64,
-        image_size: int = 32,
+        image_size: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
@@ -176,7 +178,7 @@ class DigitsDataModule(ImageDataModule):
         if orientations not in (1, 4, 8):
             raise ConfigError(f"data.orientations must be 1, 4 or 8, got {orientations}")
         self.orientations = orientations
-        self.image_size = image_size
+        self.image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         if max_rotation < 0 or not 0 <= max_scale < 1:
             raise ConfigError(

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGEFOLDER_IMAGE_SIZE = 224  # what data=imagefolder's image_size=None means
 
 
 @dataclass(frozen=True)
@@ -247,9 +248,9 @@ class ImageFolderDataModule(ImageDataModule):
         root: str,
         batch_size: int = 64,
         num_workers: int = 2,
-        image_size: int = 224,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
+        image_size: int | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
         grayscale: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 0,
@@ -266,10 +267,12 @@ class ImageFolderDataModule(ImageDataModule):
             pin_memory=pin_memory, persistent_workers=persistent_workers,
         )  # fmt: skip
         self.auto_augment, self.random_erasing = auto_augment, random_erasing
-        self.root, self.image_size = Path(root), image_size
-        self.resize_size = resize_size or int(round(image_size / 0.875))  # 256 for 224, as torchvision evaluates
+        # None: ImageNet's 224 px and statistics (fine-tuning fills them from the weights first)
+        self.root, self.image_size = Path(root), IMAGEFOLDER_IMAGE_SIZE if image_size is None else image_size
+        self.resize_size = resize_size or int(round(self.image_size / 0.875))  # 256 for 224, as torchvision evaluates
         self.in_channels = 1 if grayscale else 3
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean = IMAGENET_MEAN if mean is None else tuple(mean)
+        self.std = IMAGENET_STD if std is None else tuple(std)
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise DataError(f"data.mean and data.std need {self.in_channels} values for {self.in_channels}-channel images")
         self.grayscale = grayscale

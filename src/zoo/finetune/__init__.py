@@ -37,14 +37,14 @@ from typing import Any
 from zoo.finetune.config import CHANNEL_ADAPTATIONS, MODES, PREPROCESSING_SOURCES, FinetuneConfig
 from zoo.finetune.freezing import apply_finetuning, freeze_modules, frozen_stage_names, parameter_table, set_trainable
 from zoo.finetune.weights import (
-    Preprocessing, Pretrained, WeightsError, adapt_data_config, adapt_input_channels, first_conv, head_keys,
-    load_into, load_pretrained, stage_keys, torchvision_cache_file,
+    Preprocessing, Pretrained, WeightsError, adapt_data_config, adapt_input_channels, data_options_used, first_conv,
+    head_keys, load_into, load_pretrained, stage_keys, torchvision_cache_file,
 )  # fmt: skip
 
 __all__ = [
     "CHANNEL_ADAPTATIONS", "MODES", "PREPROCESSING_SOURCES", "FinetuneConfig", "FrozenBatchNormEval",
     "GradualUnfreezing", "Preprocessing", "Pretrained", "WeightsError", "adapt_data_config", "adapt_input_channels",
-    "apply_finetuning", "finetune_callbacks", "first_conv", "freeze_modules", "frozen_stage_names", "head_keys",
+    "apply_finetuning", "data_options_used", "finetune_callbacks", "first_conv", "freeze_modules", "frozen_stage_names", "head_keys",
     "load_into", "load_pretrained", "parameter_table", "set_trainable", "stage_keys", "torchvision_cache_file",
 ]  # fmt: skip
 

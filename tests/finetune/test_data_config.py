@@ -1,0 +1,178 @@
+"""Explicit data settings win over the ones pretrained weights would infer
+(:func:`zoo.finetune.weights.adapt_data_config`), and :func:`data_options_used` says what ran."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+
+from zoo.checkpoint import load_lightning_checkpoint
+from zoo.cli.common import fit_model_to_data
+from zoo.cli.train import train
+from zoo.data import build_datamodule
+from zoo.errors import ConfigError
+from zoo.finetune import FinetuneConfig, Preprocessing, Pretrained, adapt_data_config, torchvision_cache_file
+from zoo.finetune.weights import data_options_used
+from zoo.models.resnet import ResNet
+
+from helpers import QUIET, compose_config
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+# What load_pretrained reads from ResNet18_Weights.IMAGENET1K_V1.transforms().
+RESNET18 = Pretrained(
+    "ResNet18_Weights.IMAGENET1K_V1 (/hub/checkpoints/resnet18-f37072fd.pth)",
+    {"conv1.weight": torch.zeros(64, 3, 7, 7)},
+    Preprocessing(224, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), 256),
+)
+FROM_WEIGHTS = FinetuneConfig.from_dict({"weights": "ResNet18_Weights.IMAGENET1K_V1"})
+FOLDER = {"name": "imagefolder", "root": "images", "image_size": None, "resize_size": None, "mean": None, "std": None}
+DIGITS = {"name": "digits", "image_size": None, "channels": 1, "mean": None, "std": None}
+RESNET = {"name": "resnet18"}
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_explicit_image_size_is_used_with_one_warning_and_a_null_one_is_the_weights(caplog):
+    with caplog.at_level(logging.INFO):
+        used = adapt_data_config({**FOLDER, "image_size": 112}, RESNET, FROM_WEIGHTS, RESNET18)
+    assert used == {**FOLDER, "image_size": 112, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # resize: 112 / 0.875
+    assert _warnings(caplog) == [
+        "data.image_size=112 is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained at 224 "
+        "(resize 256, crop 224): set data.image_size=null to use theirs"
+    ]
+    caplog.clear()
+    inferred = adapt_data_config(FOLDER, RESNET, FROM_WEIGHTS, RESNET18)
+    assert inferred == {**FOLDER, "image_size": 224, "resize_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    same = adapt_data_config({**FOLDER, "image_size": 224}, RESNET, FROM_WEIGHTS, RESNET18)  # theirs, set explicitly
+    assert same == inferred and _warnings(caplog) == []
+
+
+def test_explicit_mean_and_std_are_used_with_a_warning_each_where_they_differ(caplog):
+    mine = {**FOLDER, "mean": [0.5, 0.5, 0.5], "std": [0.25]}
+    used = adapt_data_config(mine, RESNET, FROM_WEIGHTS, RESNET18)
+    assert (used["mean"], used["std"], used["image_size"]) == ([0.5, 0.5, 0.5], [0.25], 224)
+    assert _warnings(caplog) == [
+        "data.mean=[0.5, 0.5, 0.5] is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained with mean "
+        "[0.485, 0.456, 0.406]: set data.mean=null to use theirs",
+        "data.std=[0.25] is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained with std "
+        "[0.229, 0.224, 0.225]: set data.std=null to use theirs",
+    ]
+    caplog.clear()
+    # Equal values are no conflict: the weights' own, and for gray data their mean (what null gives).
+    adapt_data_config({**FOLDER, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, RESNET, FROM_WEIGHTS, RESNET18)
+    gray = adapt_data_config({**DIGITS, "mean": [0.449], "std": [0.226]}, RESNET, FROM_WEIGHTS, RESNET18)
+    assert (gray["mean"], gray["std"], gray["image_size"]) == ([0.449], [0.226], 224)
+    assert _warnings(caplog) == []
+    adapt_data_config({**DIGITS, "mean": [0.45]}, RESNET, FROM_WEIGHTS, RESNET18)
+    assert _warnings(caplog) == [
+        "data.mean=[0.45] is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained with mean "
+        f"[{sum(IMAGENET_MEAN) / 3}]: set data.mean=null to use theirs"
+    ]
+
+
+def test_preprocessing_data_leaves_every_option_as_set(caplog):
+    own = FinetuneConfig.from_dict({"weights": "x", "preprocessing": "data"})
+    for data_cfg in (FOLDER, {**FOLDER, "image_size": 112, "mean": [0.5] * 3}):
+        assert adapt_data_config(data_cfg, RESNET, own, RESNET18) == data_cfg
+    assert _warnings(caplog) == []
+
+
+def test_a_vits_model_image_size_sizes_null_data_and_an_explicit_other_data_size_is_refused(caplog):
+    vit = {"name": "vit_tiny", "image_size": 48}
+    assert adapt_data_config(DIGITS, vit, FROM_WEIGHTS, RESNET18)["image_size"] == 48
+    assert adapt_data_config(FOLDER, vit, FROM_WEIGHTS, RESNET18)["resize_size"] is None  # 48 / 0.875, not 256
+    assert adapt_data_config({**DIGITS, "image_size": 48}, vit, FROM_WEIGHTS, RESNET18)["image_size"] == 48
+    assert _warnings(caplog) == []  # a size other than the weights' is what model.image_size asks for
+    used = adapt_data_config({**DIGITS, "image_size": 32}, vit, FROM_WEIGHTS, RESNET18)
+    assert used["image_size"] == 32 and _warnings(caplog) == []
+    with pytest.raises(ConfigError, match="^model.image_size=48 but the data 'digits' has image_size=32; set model"):
+        fit_model_to_data(vit, {"image_size": used["image_size"]}, "digits")  # where zoo-train refuses it
+
+
+def test_adapt_channels_repeat_still_gives_three_channels_and_the_weights_statistics(caplog):
+    repeat = FinetuneConfig.from_dict({"weights": "x", "adapt_channels": "repeat"})
+    used = adapt_data_config({**DIGITS, "image_size": 64}, RESNET, repeat, RESNET18)
+    assert used == {**DIGITS, "image_size": 64, "channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    assert len(_warnings(caplog)) == 1 and "data.image_size=64 is used" in _warnings(caplog)[0]
+
+
+def test_data_options_used_fill_what_was_inferred_and_only_that():
+    digits = build_datamodule(**DIGITS)
+    digits.setup("fit")
+    used = data_options_used(DIGITS, digits)
+    assert used["image_size"] == 32 and used["channels"] == 1  # the module's default, as before null
+    assert used["mean"] == [digits.mean[0]] and 0.2 < used["mean"][0] < 0.4  # the training set's
+    assert data_options_used({**DIGITS, "image_size": 8, "mean": [0.5]}, digits)["image_size"] == 8  # as set
+    folder = build_datamodule(**FOLDER)  # reads no file before setup
+    assert data_options_used(FOLDER, folder) == {
+        **FOLDER, "image_size": 224, "resize_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+    }  # fmt: skip
+    cifar = {"name": "cifar10", "image_size": None}  # no mean/std options: none added (config.yaml must rebuild)
+    assert data_options_used(cifar, build_datamodule(**cifar)) == {"name": "cifar10", "image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def run_at_112(tmp_path_factory) -> tuple[Path, list[tuple[int, ...]], list[str]]:
+    """``zoo-train model=resnet18 finetune=freeze finetune.weights=ResNet18_Weights.IMAGENET1K_V1
+    data.image_size=112`` (digits, one short step), in-process, with a ResNet-18 file in
+    torchvision's format under its cache name: the run folder, the input shapes the
+    network saw and the warnings logged."""
+    tmp_path = tmp_path_factory.mktemp("run_at_112")
+    seen: list[tuple[int, ...]] = []
+    warned: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warned.append(record.getMessage())
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape)) if isinstance(module, ResNet) else None
+    )
+    overrides = ["model=resnet18", "finetune=freeze", "finetune.weights=ResNet18_Weights.IMAGENET1K_V1",
+                 "data.image_size=112", "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "sched=none",
+                 "trainer.precision=32-true", "logger=csv", *QUIET]  # fmt: skip
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+        monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
+        _, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")  # torchvision's own file name and format
+        path.parent.mkdir(parents=True)
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+        logging.getLogger("zoo").addHandler(handler)
+        torch.set_num_threads(1)
+        try:
+            train(compose_config("train", tmp_path / "run", overrides))
+        finally:
+            torch.set_num_threads(threads)
+            logging.getLogger("zoo").removeHandler(handler)
+            hook.remove()
+    return tmp_path / "run", seen, warned
+
+
+def test_zoo_train_with_torchvision_weights_and_data_image_size_112_trains_at_112(run_at_112):
+    run, seen, warned = run_at_112
+    assert seen and set(seen) == {(2, 1, 112, 112)}  # training, validation and test batches
+    assert [m for m in warned if "data.image_size" in m] == [
+        "data.image_size=112 is used; the weights ResNet18_Weights.IMAGENET1K_V1 were trained at 224 "
+        "(resize 256, crop 224): set data.image_size=null to use theirs"
+    ]
+    ckpt = load_lightning_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["DigitsDataModule"]["image_size"] == 112
+    assert ckpt["DigitsDataModule"]["mean"] == pytest.approx([sum(IMAGENET_MEAN) / 3])  # gray: their mean
+
+
+def test_config_yaml_and_metrics_json_record_the_data_options_that_ran(run_at_112):
+    run, _, _ = run_at_112
+    recorded = OmegaConf.load(run / "config.yaml").data
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ran"]["precision"] == OmegaConf.load(run / "config.yaml").trainer.precision == "32-true"
+    for options in (OmegaConf.to_container(recorded), metrics["ran"]["data"]):
+        assert options is not None and (options["image_size"], options["channels"]) == (112, 1)
+        assert options["mean"] == pytest.approx([sum(IMAGENET_MEAN) / 3])  # null in the config: the weights' ran
+        assert options["std"] == pytest.approx([sum(IMAGENET_STD) / 3])
