@@ -385,6 +385,13 @@ CASES: dict[str, Case] = {
         "zoo-train", (*TRAIN, "logger=wandb", "logger.wandb.log_model=all"),
         "logger=wandb: log_model=all uploads checkpoints, which an offline run cannot", env=(("HOME", "{case}"),),
     ),
+    "debug=fast on an image folder with every other setting the default": Case(
+        "zoo-train", ("debug=fast", "data=imagefolder", "data.root={case}/images", "callbacks.progress_bar=none"),
+        "run folder: {case}/run", code=0, setup=lambda case, run: _images(case, ("ants", "bees", "wasps")),
+    ),
+    "a debug flag that is not a boolean": Case(
+        "zoo-train", ("debug=limit", *TRAIN, "sched.debug=yes"), "sched.debug must be true or false, got 'yes'",
+    ),
     "W&B log_model=true on an offline run keeps the checkpoint for wandb sync": Case(
         "zoo-train", (*TRAIN, "logger=[csv,wandb]", "logger.wandb.log_model=true"), "run folder: {case}/run", code=0,
         env=(("HOME", "{case}"), ("WANDB_DATA_DIR", "{case}/wd")),

@@ -39,6 +39,18 @@ def test_auto_precision_is_bf16_for_imagenet_cnns_where_bf16_is_fast(bf16_hardwa
     assert not perf.use_channels_last("auto", "bf16-mixed", vit) and perf.use_channels_last(True, "32-true", vit)
 
 
+def test_the_precision_choice_says_why_in_each_branch(bf16_hardware):
+    cnn, lenet = zoo.get_model("resnet18", num_classes=10), zoo.get_model("lenet5")
+    bf16_hardware(True)
+    assert perf.choose_precision("auto", "cpu", cnn) == ("bf16-mixed", "this CPU has native bf16; precision=32 for float32")
+    assert perf.choose_precision("auto", "cpu", lenet) == ("32-true", "auto: bf16-mixed was not measured faster for LeNet5")
+    assert perf.choose_precision("auto", "gpu", cnn) == ("bf16-mixed", "this GPU has native bf16; precision=32 for float32")
+    assert perf.choose_precision("32", "cpu", cnn) == ("32", "trainer.precision=32, as set")
+    assert perf.choose_precision("bf16-mixed", "cpu", lenet) == ("bf16-mixed", "trainer.precision=bf16-mixed, as set")
+    bf16_hardware(False)
+    assert perf.choose_precision("auto", "cpu", cnn) == ("32-true", "auto: this CPU has no native bf16")
+
+
 def test_bad_switch_values_name_the_choices():
     net = zoo.get_model("lenet5")
     with pytest.raises(ValueError, match="bf16-mixed"):

@@ -179,7 +179,8 @@ class ExactResume(L.Callback):
 
 class EpochLog(L.Callback):
     """One plain line per epoch in the log (and so in ``train.log``): the epoch's training
-    loss and accuracy, the validation metrics, the learning rate and the seconds it took.
+    loss and accuracy, the validation metrics, the learning rate(s) (see :func:`learning_rates`)
+    and the seconds it took.
 
     What a person reads after the run, and what stands in for the progress bar when
     stdout is not a terminal (a file, a pipe, a batch job). Lightning folds the epoch's
@@ -196,7 +197,7 @@ class EpochLog(L.Callback):
         self._started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lr = f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}" if trainer.optimizers else ""
+        lr = learning_rates(trainer.optimizers[0], pl_module) if trainer.optimizers else ""
         self._pending = (trainer.current_epoch, lr, time.monotonic() - self._started)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -215,14 +216,38 @@ class EpochLog(L.Callback):
         log.info("epoch %d%s: %s, %.1f s", epoch + 1, total, ", ".join([*parts, lr] if lr else parts), seconds)
 
 
+def learning_rates(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> str:
+    """``lr 0.001`` when every parameter group trains at one rate, else each named rate:
+    ``lr head 0.001, backbone 1e-05`` (the head first, then in the optimizer's order).
+
+    Groups are named by the task's ``param_group_names()`` (parameter name -> group name,
+    e.g. fine-tuning's ``head`` and ``backbone``) through their first parameter; unnamed
+    groups are ``pg1``, ``pg2``, ... as Lightning's ``LearningRateMonitor`` calls them.
+    """
+    groups = [g for g in optimizer.param_groups if g["params"]]
+    if not groups:
+        return ""
+    if len({g["lr"] for g in groups}) == 1:
+        return f"lr {groups[0]['lr']:.3g}"
+    names = module.param_group_names() if callable(getattr(module, "param_group_names", None)) else {}
+    by_id = {id(p): names[n] for n, p in module.named_parameters() if n in names}
+    rates: dict[tuple[str, float], None] = {}  # ordered, without repeats
+    for i, group in enumerate(optimizer.param_groups, start=1):
+        if group["params"]:
+            rates[(by_id.get(id(group["params"][0]), f"pg{i}"), group["lr"])] = None
+    ordered = sorted(rates, key=lambda named: named[0] != "head")  # stable: the rest keep their order
+    return "lr " + ", ".join(f"{name} {lr:.3g}" for name, lr in ordered)
+
 
 class ModelSummaryWithMACs(ModelSummary):
     """Lightning's model table with this project's MAC count and the frozen/trainable split.
 
     Lightning counts FLOPs only for a module with an ``example_input_array`` (ours have
     none, so it printed "Total FLOPs: 0"); here the network is rebuilt on the meta device
-    from the task's model config and counted on its own example input
-    (:func:`zoo.profiling.count_macs`), so nothing runs on the real (maybe compiled) network.
+    from the task's model config and counted (:func:`zoo.profiling.count_macs`) on one input
+    of the size the data feeds (the datamodule's ``in_channels`` x ``image_size``), or on the
+    network's own example input where the data does not say (sequences), so nothing runs on
+    the real (maybe compiled) network.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -232,8 +257,9 @@ class ModelSummaryWithMACs(ModelSummary):
             from zoo.profiling import build_on_meta, count_macs
 
             meta = build_on_meta(get_model, **pl_module.hparams["model"])
-            self._example = tuple(tuple(x.shape) for x in meta.example_inputs())
-            self._macs = count_macs(meta)
+            inputs = data_example(trainer.datamodule, meta)
+            self._example = tuple(tuple(x.shape) for x in inputs)
+            self._macs = count_macs(meta, inputs)
         super().on_fit_start(trainer, pl_module)
         if trainer.is_global_zero and self._max_depth:
             log.info(split_line(pl_module))
@@ -245,6 +271,17 @@ class ModelSummaryWithMACs(ModelSummary):
         if self._macs is not None:
             shapes = ", ".join("x".join(map(str, s)) for s in self._example)
             log.info("MACs per forward pass of the example input (%s): %s", shapes, f"{self._macs:,}")
+
+
+def data_example(datamodule: Any, net: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """One input of the shape ``datamodule`` feeds an image network (``1 x in_channels x
+    image_size x image_size``, on ``net``'s device); ``net.example_inputs()`` otherwise."""
+    from zoo.models import ImageModel
+
+    channels, size = getattr(datamodule, "in_channels", None), getattr(datamodule, "image_size", None)
+    if isinstance(net, ImageModel) and isinstance(channels, int) and isinstance(size, int):
+        return (torch.zeros(1, channels, size, size, device=next(net.parameters()).device),)
+    return net.example_inputs()
 
 
 def split_line(module: torch.nn.Module) -> str:

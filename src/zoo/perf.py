@@ -74,13 +74,23 @@ def has_fast_path(net: nn.Module) -> bool:
 
 def resolve_precision(precision: Any, accelerator: str, net: nn.Module) -> Any:
     """Lightning's precision for ``trainer.precision``; ``"auto"`` as the module docstring says."""
+    return choose_precision(precision, accelerator, net)[0]
+
+
+def choose_precision(precision: Any, accelerator: str, net: nn.Module) -> tuple[Any, str]:
+    """:func:`resolve_precision`'s choice and why, in words for the run's first line
+    (``"this CPU has native bf16; precision=32 for float32"``)."""
     if precision != "auto":
         if str(precision) not in PRECISIONS:
             raise ValueError(f"trainer.precision must be auto or one of {', '.join(PRECISIONS)}; got {precision!r}")
-        return precision
-    if has_fast_path(net) and fast_bf16(accelerator_type(accelerator)):
-        return "bf16-mixed"
-    return "32-true"
+        return precision, f"trainer.precision={precision}, as set"
+    device = accelerator_type(accelerator)
+    hardware = "GPU" if device == "cuda" else "CPU"
+    if not has_fast_path(net):
+        return "32-true", f"auto: bf16-mixed was not measured faster for {type(net).__name__}"
+    if not fast_bf16(device):
+        return "32-true", f"auto: this {hardware} has no native bf16"
+    return "bf16-mixed", f"this {hardware} has native bf16; precision=32 for float32"
 
 
 def use_channels_last(setting: Any, precision: Any, net: nn.Module) -> bool:

@@ -176,3 +176,13 @@ def test_config_yaml_and_metrics_json_record_the_data_options_that_ran(run_at_11
         assert options is not None and (options["image_size"], options["channels"]) == (112, 1)
         assert options["mean"] == pytest.approx([sum(IMAGENET_MEAN) / 3])  # null in the config: the weights' ran
         assert options["std"] == pytest.approx([sum(IMAGENET_STD) / 3])
+
+
+def test_a_null_image_size_takes_the_size_the_architecture_is_fixed_to_and_only_that():
+    from zoo.cli.common import fit_data_to_model
+
+    assert fit_data_to_model({"image_size": None}, "lenet5") == {"image_size": 32}  # LeNet-5 takes 32 px only
+    assert fit_data_to_model({"image_size": 8}, "lenet5") == {"image_size": 8}  # as set (refused later, in one line)
+    assert fit_data_to_model({"image_size": None}, "resnet18") == {"image_size": None}  # any size: the data's default
+    assert fit_data_to_model({"image_size": None}, "mlp") == {"image_size": None}  # sized by the data, not fixed
+    assert fit_data_to_model({"name": "dates"}, "seq2seq_gru") == {"name": "dates"}  # no image size at all

@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks import EpochLog, ExactResume, ModelSummaryWithMACs, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.cli.entry import rank_zero
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
 from zoo.files import atomic_write
 from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
-from zoo.perf import require_cuda, resolve_precision, speed_up
+from zoo.perf import accelerator_type, choose_precision, require_cuda, speed_up
 from zoo.tasks import TASKS
 
 log = logging.getLogger("zoo")
@@ -39,6 +41,10 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     # Lightning 2.6 calls torch's deprecated LeafSpec check on every batch transfer.
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*is deprecated.*")
+    # debug=overfit trains on the same few batches each epoch: unshuffled is what was asked for.
+    warnings.filterwarnings("ignore", ".*You requested to overfit but enabled train dataloader shuffling.*")
+    # Mixed precision keeps the weights in float32, so the 32 bits the summary falls back to are right.
+    warnings.filterwarnings("ignore", r"Precision .*mixed is not supported by the model summary.*")
     # `import lightning` gives its logger a console handler of its own; under Hydra's logging
     # (console and train.log) every Lightning line then printed twice.
     if logging.getLogger().hasHandlers():
@@ -83,6 +89,18 @@ def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_nam
                 f"set model.{key}=null to take it from the data"
             )
     return model_cfg
+
+
+def fit_data_to_model(data_cfg: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """A ``null`` (inferred) ``data.image_size`` takes the size the model's architecture
+    is fixed to (LeNet-5: 32) where it has one; otherwise the data module's default stays."""
+    from zoo.models import MODELS
+    from zoo.profiling import build_on_meta
+
+    if "image_size" not in data_cfg or data_cfg["image_size"] is not None:
+        return data_cfg
+    fixed = getattr(type(build_on_meta(MODELS.get(model_name))), "fixed_image_size", None)  # the class's, not an instance's
+    return {**data_cfg, "image_size": fixed} if fixed else data_cfg
 
 
 def build_task(cfg: DictConfig, datamodule: DataModule, **task_options: Any) -> L.LightningModule:
@@ -176,12 +194,17 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path, resume_step: int | None
 
 def trainer_options(trainer_cfg: DictConfig, net: Any) -> dict[str, Any]:
     """``cfg.trainer`` as Trainer arguments, its ``precision: auto`` resolved for ``net`` (zoo.perf)."""
+    return _trainer_options(trainer_cfg, net)[0]
+
+
+def _trainer_options(trainer_cfg: DictConfig, net: Any) -> tuple[dict[str, Any], str]:
+    """:func:`trainer_options` and why its precision was chosen (:func:`zoo.perf.choose_precision`)."""
     options = plain(trainer_cfg)
     if options.get("accelerator") in ("gpu", "cuda"):
         require_cuda(f"trainer.accelerator={options['accelerator']} (trainer=gpu)")
     with config_errors("trainer"):
-        options["precision"] = resolve_precision(options.get("precision", "auto"), options.get("accelerator", "auto"), net)
-    return options
+        options["precision"], why = choose_precision(options.get("precision", "auto"), options.get("accelerator", "auto"), net)
+    return options, why
 
 
 def build_trainer(
@@ -189,7 +212,11 @@ def build_trainer(
 ) -> L.Trainer:
     """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to
     ``net``; ``extra_callbacks`` are the command's own (zoo-train's signal handling)."""
-    options = trainer_options(cfg.trainer, net)
+    options, why = _trainer_options(cfg.trainer, net)
+    if rank_zero():  # what runs, where, before anything else about the run
+        device = accelerator_type(options.get("accelerator", "auto"))
+        log.info("device %s, precision %s (%s), %d threads, run folder %s",
+                 device, options["precision"], why, torch.get_num_threads(), run_dir)  # fmt: skip
     perf = plain(cfg.get("perf")) or {}
     with config_errors("perf"):
         speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))

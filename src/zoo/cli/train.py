@@ -141,7 +141,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     from zoo.callbacks import Interrupted, StopOnSignal
     from zoo.checkpoint import check_resumable
-    from zoo.cli.common import build_task, build_trainer, config_errors, plain, quiet_known_warnings, write_metrics
+    from zoo.cli.common import (
+        build_task, build_trainer, config_errors, fit_data_to_model, plain, quiet_known_warnings, write_metrics,
+    )  # fmt: skip
     from zoo.data import build_datamodule
     from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used, load_pretrained
     from zoo.loggers import finish_trackers, log_run_artifacts
@@ -155,7 +157,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     # Weights are read first: a missing, unsafe or foreign file stops the run before anything is written.
     pretrained = load_pretrained(finetune.weights, finetune.download, cfg.model.name) if finetune.weights else None
 
-    data_cfg = adapt_data_config(plain(cfg.data), plain(cfg.model), finetune, pretrained)
+    data_cfg = fit_data_to_model(adapt_data_config(plain(cfg.data), plain(cfg.model), finetune, pretrained), cfg.model.name)
     with config_errors(f"data '{data_cfg.get('name')}'"):
         datamodule = build_datamodule(**data_cfg)
     datamodule.prepare_data()
@@ -192,7 +194,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         score = checkpoint.best_model_score if best else trainer.callback_metrics.get(module.monitor)
         tested = tested_checkpoint(cfg.test_weights, trainer)
         with stop.handling():
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)[0]
+            # verbose=False: Lightning's results table would repeat the test line logged below
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True, verbose=False)[0]
         if trainer.is_global_zero:
             write_metrics(
                 run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"], ran=ran_summary(ran),

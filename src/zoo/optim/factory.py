@@ -6,12 +6,16 @@ options are the optimizer's own keyword arguments (``momentum``, ``nesterov``, `
 one-dimensional parameters, i.e. biases and the scales/shifts of normalisation layers,
 get no weight decay.
 
-Scheduler config: ``{name, **options}``; see :func:`build_scheduler`.
+Scheduler config: ``{name, debug, **options}``; see :func:`build_scheduler`. ``debug: true``
+(set by the ``debug=`` configs, ``configs/debug/``) lets a schedule that needs more optimizer
+steps than a short run has give way to a constant learning rate, with one log line; without
+it such a run is refused.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,6 +41,16 @@ OPTIMIZERS.register("rmsprop_ref")(reference.RMSProp)
 OPTIMIZERS.register("adam_ref")(reference.Adam)
 
 SCHEDULERS = Registry("scheduler")
+
+log = logging.getLogger("zoo")
+
+
+class ScheduleTooShort(ConfigError):
+    """The schedule needs at least ``needed`` optimizer steps and the run has ``total``."""
+
+    def __init__(self, message: str, needed: int, total: int):
+        super().__init__(message)
+        self.needed, self.total = needed, total
 
 
 def build_optimizer(
@@ -124,10 +138,11 @@ def _onecycle(
     # step 0: fewer steps than that divide by zero inside it.
     needed = math.floor(1 / pct_start) + 1 if 0 < pct_start < 1 else 2
     if total_steps < needed:
-        raise ConfigError(
+        raise ScheduleTooShort(
             f"the one-cycle schedule (sched=onecycle, pct_start={pct_start}) needs at least {needed} optimizer "
             f"steps, this run has {total_steps}; train longer (trainer.max_epochs, trainer.max_steps, more data) "
-            f"or choose sched=cosine or sched=none"
+            f"or choose sched=cosine or sched=none",
+            needed, total_steps,
         )
     defaults = optimizer.defaults
     has_momentum = defaults.get("momentum", 0) > 0 or "betas" in defaults
@@ -173,12 +188,27 @@ def _inverse_sqrt(optimizer, total_steps, steps_per_epoch, d_model: int | None =
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, name: str, total_steps: int, steps_per_epoch: int, **options: Any
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, steps_per_epoch: int, debug: bool = False,
+    **options: Any,
 ) -> dict[str, Any] | None:
-    """A Lightning ``lr_scheduler`` config dict for the schedule ``name``, or ``None``."""
+    """A Lightning ``lr_scheduler`` config dict for the schedule ``name``, or ``None`` (a constant rate).
+
+    A schedule that needs more than the run's ``total_steps`` is refused, unless ``debug``
+    (a ``debug=`` run, a few batches by design): then the rate stays constant and one line says so.
+    """
     builder = SCHEDULERS.get(name)
     check_option_types("sched", builder, options)
+    if not isinstance(debug, bool):
+        raise ConfigError(f"sched.debug must be true or false, got {debug!r}")
     try:
         return builder(optimizer, total_steps, steps_per_epoch, **options)
+    except ScheduleTooShort as err:
+        if not debug:
+            raise ConfigError(f"scheduler '{name}': {err}") from None
+        log.info(
+            "debug run: sched=%s needs at least %d optimizer steps and this run has %d; "
+            "training at a constant learning rate instead", name, err.needed, err.total,
+        )  # fmt: skip
+        return None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"scheduler '{name}': {err}") from None

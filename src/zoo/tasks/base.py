@@ -60,6 +60,11 @@ class TaskModule(L.LightningModule):
         """Learning rates by parameter name that differ from ``optim.lr`` (``None``: none)."""
         return None
 
+    def param_group_names(self) -> dict[str, str]:
+        """The name of each parameter's rate, by parameter name, for the epoch line's
+        ``lr head 0.001, backbone 1e-05`` (:func:`zoo.callbacks.learning_rates`); empty: unnamed."""
+        return {}
+
     def scheduler_options(self) -> dict[str, Any]:
         """``sched`` with what the config leaves to the model filled in (``inverse_sqrt``'s
         ``d_model: null`` is the model's width)."""

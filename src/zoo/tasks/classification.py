@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
-from zoo.optim.groups import parameter_lrs
+from zoo.optim.groups import parameter_lrs, stage_groups
 from zoo.tasks.losses import LOSSES
 from zoo.reference.regularization import l1_penalty
 from zoo.models import get_model
@@ -136,3 +136,17 @@ class ImageClassifier(TaskModule):
     def parameter_lrs(self) -> dict[str, float] | None:
         stage_lrs = self.hparams.get("stage_lrs")
         return parameter_lrs(self.net, stage_lrs, prefix="net.") if stage_lrs else None
+
+    def param_group_names(self) -> dict[str, str]:
+        """With ``stage_lrs``: a stage with a rate of its own by its name, else ``head`` (the
+        last stage) or ``backbone`` (the others), the names ``stage_lrs`` gives rates by."""
+        stage_lrs = self.hparams.get("stage_lrs")
+        if not stage_lrs:
+            return {}
+        stages = stage_groups(self.net)
+        by_param: dict[int, str] = {}
+        for i, (name, module) in enumerate(stages):
+            label = name if name in stage_lrs else "head" if i == len(stages) - 1 else "backbone"
+            for p in module.parameters():
+                by_param.setdefault(id(p), label)
+        return {f"net.{n}": by_param[id(p)] for n, p in self.net.named_parameters() if id(p) in by_param}
