@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.benchmark import Setting, TrainStep, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved
+from zoo.benchmark import Setting, TrainStep, median_ratio, peak_rss_mib, round_ratios, synthetic_batch, time_interleaved
 
 
 @pytest.mark.parametrize("setting", [Setting(), Setting("bf16", channels_last=True), Setting("16")])
@@ -38,7 +38,10 @@ def test_interleaved_timing_tells_a_slow_step_from_a_fast_one():
     seconds = time_interleaved({"slow": lambda: big @ big, "fast": lambda: small @ small}, rounds=3, steps_per_round=3)
     assert set(seconds) == {"slow", "fast"} and all(len(v) == 3 for v in seconds.values())
     assert median_ratio(seconds["fast"], seconds["slow"]) > 2
-    assert median_ratio([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == 1.0  # round by round: 2, 1, 0.5
+    # Round by round, paired as timed: 3/1, 1/2, 8/4. A varying reference tells the pairing
+    # apart: sorted pairs give 1.5, reversed pairs 0.75, a ratio of the medians 3/2 = 1.5.
+    assert round_ratios([1.0, 2.0, 4.0], [3.0, 1.0, 8.0]) == [3.0, 0.5, 2.0]
+    assert median_ratio([1.0, 2.0, 4.0], [3.0, 1.0, 8.0]) == 2.0
 
 
 def _allocating_step(mib: int):

@@ -79,15 +79,26 @@ def test_checkpoints_are_written_by_rename_so_a_failed_save_keeps_the_old_file(t
     last = tmp_path / "checkpoints" / "last.ckpt"
     before = _digest(last)
 
-    def fail(*args, **kwargs):
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    best_before = _digest(best)
+    rename, renamed = os.replace, []
+
+    def fail_checkpoints(source, destination, *args, **kwargs):
+        # Only a checkpoint's rename fails: config.yaml and the log are renamed into place
+        # too, earlier, and failing those would stop the run before any checkpoint is saved.
+        if Path(destination).suffix != ".ckpt":
+            return rename(source, destination, *args, **kwargs)
+        renamed.append(Path(destination))
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail_checkpoints)
     cfg = compose_config("train", tmp_path, [*constant_lr, "trainer.max_epochs=2", f"ckpt_path={last}"])
     with pytest.raises(OSError, match="simulated crash"):
         train(cfg)
-    assert _digest(last) == before
+    assert len(renamed) == 1 and renamed[0].parent == last.parent  # the first checkpoint of epoch 2 was reached
+    assert (_digest(last), _digest(best)) == (before, best_before)
     assert torch.load(last, weights_only=True)["global_step"] > 0
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary left
 
 
 BAD_INPUT = {

@@ -11,6 +11,7 @@ from zoo.cli.eval import evaluate
 from zoo.cli.train import train
 from zoo.cli.translate import translate
 from zoo.errors import ConfigError
+from zoo.inference import load_trained
 from zoo.optim import SCHEDULERS
 from zoo.tasks import TASKS
 from zoo.tasks.seq2seq import Seq2SeqModule
@@ -135,14 +136,31 @@ def test_translate_nbest_prints_each_input_then_its_best_outputs_by_descending_s
     lines = result.stdout.splitlines()
     assert len(lines) == len(texts) * 4, lines
     beam = translate(_translate_cfg(tmp_path, ckpt, f"text=[{','.join(texts)}]", "beam_size=3"))
+    trained = load_trained(ckpt)
     for i, text in enumerate(texts):
         echo, *hypotheses = lines[4 * i : 4 * i + 4]
         assert echo == text
         rows = [line.split("\t") for line in hypotheses]
         assert all(len(row) == 3 and row[0] == "" for row in rows), hypotheses  # <TAB>score<TAB>output
         scores = [float(row[1]) for row in rows]
-        assert scores == sorted(scores, reverse=True) and scores[-1] < 0, scores
+        assert scores == sorted(scores, reverse=True), scores
+        # The documented score, log p / len ** length_penalty (1 by default), of each output
+        # printed, from one teacher-forced forward pass: a wrong formula, the raw log p, or
+        # a score paired with another hypothesis cannot match.
+        expected = [_forward_score(trained, text, output) for _, _, output in rows]
+        assert scores == pytest.approx(expected, abs=1e-4), (scores, expected)
         assert rows[0][2] == beam[i]  # the first is the beam search's answer
+
+
+def _forward_score(trained, text: str, output: str, length_penalty: float = 1.0) -> float:
+    """``log p(output | text) / len ** length_penalty``, ``<eos>`` counted, by teacher forcing."""
+    net, data = trained.net, trained.datamodule
+    src = torch.tensor([data.src_vocab.encode(text, eos=True)])
+    tgt = torch.tensor([data.tgt_vocab.encode(output, eos=True)])
+    tgt_in = torch.cat([torch.tensor([[net.bos_idx]]), tgt[:, :-1]], dim=1)
+    with torch.no_grad():
+        logp = net(src, torch.ones_like(src, dtype=torch.bool), tgt_in).log_softmax(-1)
+    return logp.gather(-1, tgt.unsqueeze(-1)).sum().item() / tgt.shape[1] ** length_penalty
 
 
 def test_translate_refuses_bad_requests(reverse_run, tmp_path):
