@@ -1,37 +1,114 @@
 #!/usr/bin/env bash
-# Mutation testing of the numeric core with mutmut: attention, recurrent cells, decoding,
-# the lecture's reference optimizers and losses, and the fine-tuning freezing rules
-# ([tool.mutmut] in pyproject.toml names the files and the tests that guard them).
-# Each mutant (an operator, constant or argument changed) runs the tests that cover its
-# function; a mutant that no test notices survives. Not part of CI: about 10 minutes on 2 cores.
+# Mutation testing with mutmut: each mutant (an operator, constant or argument changed) runs
+# the tests that cover its function; a mutant that no test notices survives.
 #
-#   pip install -e ".[test,mutation]" && bash scripts/mutation.sh > docs/mutation.md
+#   pip install -e ".[test,mutation]"
+#   bash scripts/mutation.sh core > docs/mutation.md              # the numeric core, ~10 min
+#   bash scripts/mutation.sh surface > docs/mutation-surface.md   # the run surface, file by file
+#   bash scripts/mutation.sh surface src/zoo/files.py             # one file of the run surface
 #
-# Runs in a throw-away copy of the working tree (the checkout is never touched) and prints
-# a Markdown page: the score per file and in all, then every surviving mutant's change.
+# core: the files [tool.mutmut] in pyproject.toml names (attention, recurrent layers,
+# decoding, reference optimizers and losses, freezing), in one mutmut run.
+# surface: the files of [tool.zoo.mutation-surface] (locks and atomic writes, checkpoints,
+# loggers, callbacks, sweeps, benchmarks, inference, export, weights), one mutmut run per
+# file with only the tests listed for it; each run stops after MUTATION_MINUTES (default 20)
+# and the mutants it had no time for are counted apart, outside the score.
+# Lines that call the logger (log.debug/info/warning, logging.getLogger(...).warning) are not mutated: their wording is for
+# people; the values a test needs are checked where they are computed. Error messages are
+# mutated: they are what a user reads and the tests check their key and value.
+# Not part of CI. Runs in a throw-away copy of the working tree (the checkout is never
+# touched) and prints a Markdown page: the score per file and in all, then every mutant no
+# test caught, with its change.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+suite="${1:-core}"
+shift || true
+case "$suite" in core | surface) ;; *) echo "usage: scripts/mutation.sh [core|surface] [FILE...]" >&2; exit 2 ;; esac
 command -v mutmut >/dev/null || { echo 'mutmut is not installed: pip install -e ".[mutation]"' >&2; exit 1; }
+cap="${MUTATION_MINUTES:-20}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./outputs --exclude=./multirun \
     --exclude=./site --exclude='*.egg-info' -cf - . | tar -C "$work" -xf -
 cd "$work"
+mkdir results
 # mutmut forks one child per mutant from a process that has imported torch: OpenMP's
 # thread pool does not survive fork (the children hang), so the tests run on one thread.
 export OMP_NUM_THREADS=1 MPLBACKEND=Agg
 start=$SECONDS
-mutmut run >mutmut.log 2>&1 || { tail -n 30 mutmut.log >&2; exit 1; }
+
+# The runs: "core" one run as configured; "surface" one per file, [tool.mutmut] rewritten
+# in this copy to that file and its tests.
+runs=$(python - "$suite" "$@" <<'PY'
+import sys, tomllib
+suite, chosen = sys.argv[1], sys.argv[2:]
+if suite == "core":
+    print("core")
+    sys.exit()
+table = tomllib.load(open("pyproject.toml", "rb"))["tool"]["zoo"]["mutation-surface"]
+unknown = [f for f in chosen if f not in table]
+if unknown:
+    sys.exit(f"not in [tool.zoo.mutation-surface]: {', '.join(unknown)}")
+print("\n".join(chosen or table))
+PY
+)
+python - <<'PY'
+import re
+from pathlib import Path
+config = Path("pyproject.toml")
+text = config.read_text()
+rule = r"""do_not_mutate_patterns = ['\blog(ging\.getLogger\([^)]*\))?\.(debug|info|warning)\(']""" + "\n"
+config.write_text(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + rule, 1))
+PY
+
+for run in $runs; do
+  rm -rf mutants
+  if [ "$run" != core ]; then
+    python - "$run" <<'PY'
+import json, re, sys, tomllib
+from pathlib import Path
+source = sys.argv[1]
+config = Path("pyproject.toml")
+text = config.read_text()
+tests = tomllib.loads(text)["tool"]["zoo"]["mutation-surface"][source]
+for key, value in (("source_paths", [source]), ("pytest_add_cli_args_test_selection", tests)):
+    text, n = re.subn(rf"^{key} = \[.*?\]\n", f"{key} = {json.dumps(value)}\n", text, count=1, flags=re.M | re.S)
+    assert n == 1, key
+config.write_text(text)
+PY
+  fi
+  echo "::: $run" >&2
+  rc=0
+  timeout --signal=INT --kill-after=60 "${cap}m" mutmut run >"results/$(echo "$run" | tr / _).log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then  # the next file still runs; this one is left out of the page
+    echo "    mutmut failed on $run (rc $rc); the end of its log:" >&2
+    tail -n 15 "results/$(echo "$run" | tr / _).log" >&2
+    continue
+  fi
+  [ "$rc" -eq 124 ] && echo "    stopped after ${cap} min" >&2
+  find mutants -name '*.py.meta' -exec cp --parents {} results/ \;
+  for name in $(mutmut results 2>/dev/null | awk -F': ' '$2 == "survived" || $2 == "no tests" {print $1}'); do
+    printf '`%s`\n\n```diff\n' "$name"
+    mutmut show "$name" 2>/dev/null | sed -n '/^@@/,$p' | grep -E '^[-+]' | grep -vE '^(---|\+\+\+)' || true
+    printf '```\n\n'
+  done >>results/survivors.md
+done
 minutes=$(( (SECONDS - start + 59) / 60 ))
 
+title="the numeric core"
+command="bash scripts/mutation.sh core > docs/mutation.md"
+if [ "$suite" = surface ]; then
+  title="the run surface"
+  command="bash scripts/mutation.sh surface${*:+ $*} > docs/mutation-surface.md"
+fi
 cat <<MD
-# Mutation score of the numeric core
+# Mutation score of ${title}
 
-Written by \`bash scripts/mutation.sh > docs/mutation.md\` on $(date -u +%Y-%m-%d)
+Written by \`${command}\` on $(date -u +%Y-%m-%d)
 ($(python -c 'import os; print(os.cpu_count())') CPU cores, torch $(python -c 'import torch; print(torch.__version__)'),
-mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min). The files and the tests run against them are in
-\`[tool.mutmut]\` of \`pyproject.toml\`; the survivors reviewed: [Testing](testing.md#the-score-and-the-survivors).
+mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min$([ "$suite" = surface ] && echo ", at most ${cap} min a file")). The files and the tests run against them are in
+\`pyproject.toml\` (\`[tool.mutmut]\` and \`[tool.zoo.mutation-surface]\`); the survivors reviewed: [Testing](testing.md#mutation-testing).
 
 MD
 python - <<'PY'
@@ -41,26 +118,26 @@ from pathlib import Path
 
 from mutmut.stats import status_by_exit_code
 
-# Survived: no test noticed; no tests: no test runs the function. Every other status
-# (killed, timeout, segfault) means a test stopped the mutant.
+# Caught: a test failed, timed out or crashed on the mutant. Missed: it survived, or no
+# test runs its function. Not run: the file's time cap came first (outside the score).
 MISSED = ("survived", "no tests")
+NOT_RUN = ("not checked", "check was interrupted by user")
 total = Counter()
-print("| file | mutants | caught | survived | not run by a test | score |")
-print("|---|---:|---:|---:|---:|---:|")
-for path in sorted(Path("mutants").rglob("*.py.meta")):
+print("| file | mutants | caught | survived | not run by a test | not run (time cap) | score |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for path in sorted(Path("results/mutants").rglob("*.py.meta")):
     statuses = Counter(status_by_exit_code[code] for code in json.loads(path.read_text())["exit_code_by_key"].values())
     total.update(statuses)
+    skipped = sum(statuses[s] for s in NOT_RUN)
     n, missed = sum(statuses.values()), sum(statuses[s] for s in MISSED)
-    name = "src/" + str(path.relative_to("mutants/src")).removesuffix(".meta")
-    print(f"| `{name}` | {n} | {n - missed} | {statuses['survived']} | {statuses['no tests']} | {100 * (n - missed) / n:.1f}% |")
-n, missed = sum(total.values()), sum(total[s] for s in MISSED)
-print(f"| **all** | {n} | {n - missed} | {total['survived']} | {total['no tests']} | **{100 * (n - missed) / n:.1f}%** |")
+    name = "src/" + str(path.relative_to("results/mutants/src")).removesuffix(".meta")
+    score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
+    print(f"| `{name}` | {n} | {n - skipped - missed} | {statuses['survived']} | {statuses['no tests']} | {skipped} | {score} |")
+n, missed, skipped = sum(total.values()), sum(total[s] for s in MISSED), sum(total[s] for s in NOT_RUN)
+score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
+print(f"| **all** | {n} | {n - skipped - missed} | {total['survived']} | {total['no tests']} | {skipped} | **{score}** |")
 PY
 echo
 echo "## The mutants no test caught"
 echo
-for name in $(mutmut results 2>/dev/null | awk -F': ' '$2 == "survived" || $2 == "no tests" {print $1}'); do
-  printf '`%s`\n\n```diff\n' "$name"
-  mutmut show "$name" 2>/dev/null | sed -n '/^@@/,$p' | grep -E '^[-+]' | grep -vE '^(---|\+\+\+)'
-  printf '```\n\n'
-done
+cat results/survivors.md

@@ -3,9 +3,12 @@ where flock is not shared) and the claim of a run folder (refuse, resume or move
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +31,9 @@ def _record(**changes) -> str:
 
 
 def test_a_lock_records_its_owner_and_goes_with_the_release(tmp_path):
+    unused = RunLock(tmp_path)
+    assert not unused.held
+    unused.release()  # a lock never taken: nothing to release
     with RunLock(tmp_path):
         owner = json.loads((tmp_path / ".lock").read_text())
         assert owner == {"host": socket.gethostname(), "pid": os.getpid(), "start": this_process()["start"],
@@ -36,20 +42,22 @@ def test_a_lock_records_its_owner_and_goes_with_the_release(tmp_path):
     assert not (tmp_path / ".lock").exists()
 
 
-def test_a_folder_flocked_by_a_live_process_is_refused(tmp_path):
-    """Another process holds the flock (whatever its file says): refused, its file untouched."""
+@pytest.mark.parametrize("record, who", [('{"host": "elsewhere", "pid": 4242}', "pid 4242 on elsewhere"), ("", "another process")])
+def test_a_folder_flocked_by_a_live_process_is_refused(tmp_path, record, who):
+    """Another process holds the flock (whatever its file says, if anything): refused, its
+    file untouched, the holder named when its record can be read."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import fcntl, os, sys, time
         fd = os.open({str(tmp_path / '.lock')!r}, os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, b'{{"host": "elsewhere", "pid": 4242}}')
+        os.write(fd, {record.encode()!r})
         print("locked", flush=True)
         time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = (tmp_path / ".lock").read_bytes()
-        with pytest.raises(ConfigError, match=r"is in use by another run \(pid 4242 on elsewhere\)"):
+        with pytest.raises(ConfigError, match=rf"is in use by another run \({who}\); wait for it"):
             RunLock(tmp_path).acquire()
         assert (tmp_path / ".lock").read_bytes() == before
     finally:
@@ -59,10 +67,12 @@ def test_a_folder_flocked_by_a_live_process_is_refused(tmp_path):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
 
 
-def test_a_record_naming_a_live_process_refuses_where_flock_is_not_shared(tmp_path):
+@pytest.mark.parametrize("which", ["parent", "init"])
+def test_a_record_naming_a_live_process_refuses_where_flock_is_not_shared(tmp_path, which):
     """On NFS or Lustre flock may be granted while another run holds the folder: the record
-    naming a live process of this machine (pid, start time and boot all match) refuses."""
-    parent = os.getppid()
+    naming a live process of this machine (pid, start time and boot all match) refuses;
+    pid 1 (a container's first process) included."""
+    parent = os.getppid() if which == "parent" else 1
     live = {"pid": parent, "start": int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19])}
     (tmp_path / ".lock").write_text(_record(**live))
     with pytest.raises(ConfigError, match=rf"in use by another run \(pid {parent} on {socket.gethostname()}\)"):
@@ -72,7 +82,7 @@ def test_a_record_naming_a_live_process_refuses_where_flock_is_not_shared(tmp_pa
 
 @pytest.mark.parametrize("stale", [
     "empty", "not json", "a bare pid (older zoo)", "a dead pid", "our pid, started at another time",
-    "a live pid of another boot", "another host",
+    "a live pid of another boot", "another host", "a pid that is not a number", "pid 0",
 ])  # fmt: skip
 def test_a_stale_record_is_taken_over(tmp_path, stale):
     dead = subprocess.Popen(["true"])
@@ -86,6 +96,8 @@ def test_a_stale_record_is_taken_over(tmp_path, stale):
         "our pid, started at another time": _record(start=me["start"] - 1),  # a container restart reused it
         "a live pid of another boot": _record(pid=os.getppid(), boot="another-boot"),
         "another host": _record(host="node-17"),  # its liveness cannot be asked: flock decides
+        "a pid that is not a number": _record(pid=str(os.getppid())),
+        "pid 0": _record(pid=0, start=files._start_time(os.getpid())),  # kill(0, 0) asks our own process group
     }[stale]
     (tmp_path / ".lock").write_text(content)
     with RunLock(tmp_path):
@@ -102,6 +114,11 @@ def _finished(folder: Path, status: str = "finished") -> None:
 
 def test_what_a_folder_holds(tmp_path):
     assert run_in(tmp_path / "none") is None
+    (tmp_path / "configured").mkdir()
+    (tmp_path / "configured" / "config.yaml").write_text("seed: 1\n")  # written just before the first step
+    assert run_in(tmp_path / "configured") == "started"
+    tmp_path = tmp_path / "run"
+    tmp_path.mkdir()
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "train.log").write_text("")
     assert run_in(tmp_path) is None  # what a refused command may leave is not a run
@@ -122,7 +139,8 @@ def test_a_folder_holding_a_run_is_refused_and_left_as_it_was(tmp_path, status):
     if status == "started":
         (run / "metrics.json").unlink()
     before = _digest(run)
-    with pytest.raises(ConfigError, match=rf"run folder {run} holds an? {status} run; resume=true continues it"):
+    article = "an" if status == "interrupted" else "a"
+    with pytest.raises(ConfigError, match=rf"run folder {run} holds {article} {status} run; resume=true continues it"):
         claim_run_folder(run)
     assert _digest(run) == before and not (run / ".lock").exists()
 
@@ -137,7 +155,7 @@ def test_resume_claims_the_folder_and_overwrite_moves_the_run_aside(tmp_path):
     release_run_folder(run)
     assert _digest(run) == before
 
-    with pytest.raises(ConfigError, match="give one"):
+    with pytest.raises(ConfigError, match="^resume=true continues the run in the folder and overwrite=true replaces it: give one$"):
         claim_run_folder(run, resume=True, overwrite=True)
     moved = claim_run_folder(run, overwrite=True)
     try:
@@ -164,6 +182,10 @@ def test_a_sweep_folder_holding_a_job_run_is_refused(tmp_path):
         claim_sweep_folder(sweep)
     claim_sweep_folder(sweep, resume=True)
     release_run_folder(sweep)
+    moved = claim_sweep_folder(sweep, overwrite=True)
+    release_run_folder(sweep)
+    assert moved.name.startswith("sweep.replaced-") and (moved / "1" / "metrics.json").is_file()
+    release_run_folder(sweep)  # releasing a folder no longer held is a no-op
 
 
 @pytest.mark.parametrize("limit, refused", [(3_000, ".hydra/hydra.yaml"), (200_000, "checkpoints/")])
@@ -272,6 +294,7 @@ def test_a_failed_run_in_a_new_folder_leaves_no_folder_and_no_empty_parents(tmp_
     run = tmp_path / "outputs" / "day" / "time" / "run"
     claim_run_folder(run)  # creates day/time/run
     (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")  # files of any other name are not results
     (run / "train.log").write_text("started\n")
     (tmp_path / "outputs" / "day" / "other-run").mkdir()  # another run's folder appears in a parent we created
     assert files.discard_unstarted_runs() == [run]
@@ -286,12 +309,12 @@ def test_a_failed_run_in_a_users_folder_removes_only_what_it_added(tmp_path, cla
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "train.log").write_text("x")
     (tmp_path / "data" / "added-inside.txt").write_text("x")  # inside a folder that was there: kept
-    files.discard_unstarted_runs()
+    assert sorted(files.discard_unstarted_runs()) == [tmp_path / n for n in (".hydra", ".lock", "train.log")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
     assert (tmp_path / "data" / "added-inside.txt").exists() and not files._held
 
 
-@pytest.mark.parametrize("result", ["checkpoints/last.ckpt", "metrics.json", "sub/dir/best.ckpt"])
+@pytest.mark.parametrize("result", ["checkpoints/last.ckpt", "metrics.json", "sub/dir/best.ckpt", "sub/metrics.json", "model.ckpt"])
 def test_a_run_that_saved_something_keeps_its_folder(tmp_path, claims, result):
     run = tmp_path / "run"
     claim_run_folder(run)
@@ -306,9 +329,140 @@ def test_a_failed_overwrite_brings_the_old_run_back(tmp_path, claims):
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_text("old")
     (run / "config.yaml").write_text("old: 1\n")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- old\n")
     moved = claim_run_folder(run, overwrite=True)
     assert moved is not None and not (run / "config.yaml").exists()
     (run / "train.log").write_text("new run, refused")
+    (run / ".hydra").mkdir()  # names the old run had too: the new run's, all removed
+    (run / ".hydra" / "overrides.yaml").write_text("- new\n")
     files.discard_unstarted_runs()
     assert (run / "checkpoints" / "last.ckpt").read_text() == "old" and (run / "config.yaml").read_text() == "old: 1\n"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"] and not moved.exists()
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- old\n"
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints", "config.yaml"] and not moved.exists()
+
+
+def test_each_claimed_folder_is_judged_on_its_own(tmp_path, claims):
+    """Three claims: one released (not this process's any more), one that saved a checkpoint,
+    one that saved nothing; only the last is removed, whatever the order."""
+    released, saved, failed = tmp_path / "released", tmp_path / "saved", tmp_path / "failed"
+    for folder in (released, saved, failed):
+        claim_run_folder(folder)
+        (folder / "train.log").write_text("x")
+    release_run_folder(released)
+    (saved / "last.ckpt").write_text("weights")
+    assert files.discard_unstarted_runs() == [failed]
+    assert (released / "train.log").exists() and (saved / "last.ckpt").exists() and not failed.exists()
+
+
+def test_a_claimed_folder_the_run_removed_itself_is_no_error(tmp_path, claims):
+    run = tmp_path / "run"
+    claim_run_folder(run)
+    files._held[run].release()
+    run.rmdir()
+    assert files.discard_unstarted_runs() == [run] and not files.holds(run)
+
+
+def test_the_old_run_goes_aside_under_the_time_of_the_move_then_numbered(tmp_path, monkeypatch):
+    class Frozen(files.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return files.datetime(2026, 12, 7, 9, 5, 3)
+
+    monkeypatch.setattr(files, "datetime", Frozen)
+    run = tmp_path / "run"
+    assert files._aside(run) == tmp_path / "run.replaced-2026-12-07_09-05-03"
+    (tmp_path / "run.replaced-2026-12-07_09-05-03").mkdir()
+    assert files._aside(run) == tmp_path / "run.replaced-2026-12-07_09-05-03-2"
+    for n in range(2, 1000):
+        (tmp_path / f"run.replaced-2026-12-07_09-05-03-{n}").mkdir()
+    with pytest.raises(ConfigError, match=rf"^too many replaced runs beside {run}$"):
+        files._aside(run)
+
+
+def test_stale_temporaries_are_those_of_dead_writers_only(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        names = {
+            f".last.ckpt.{dead.pid}.tmp": True, f".best.ckpt.{dead.pid}.tmp": True,
+            f".last.ckpt.{os.getpid()}.tmp": False,  # ours, being written
+            f".last.ckpt.{live.pid}.tmp": False,  # another live writer's
+            f"last.ckpt.{dead.pid}.tmp": False, ".last.ckpt.tmp": False,  # not a writer's temporary
+            f".last.ckpt.{dead.pid}.TMP": False, f".last.ckpt.{dead.pid}.tmp.old": False,
+        }  # fmt: skip
+        for name in names:
+            (tmp_path / name).write_text("x")
+        removed = files.remove_stale_temporaries(tmp_path)
+        assert sorted(removed) == sorted(tmp_path / n for n, stale in names.items() if stale)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, stale in names.items() if not stale)
+        with pytest.raises(subprocess.TimeoutExpired):  # asked whether it lives, not signalled
+            live.wait(timeout=0.3)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_files_are_created_with_mode_644_and_appended_whole(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        files.append_whole(tmp_path / "train.log", "one\n")  # created by the append
+        files.append_whole(tmp_path / "train.log", "two\n")
+        with RunLock(tmp_path):
+            lock_mode = (tmp_path / ".lock").stat().st_mode & 0o777
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "train.log").read_text() == "one\ntwo\n"
+    assert ((tmp_path / "train.log").stat().st_mode & 0o777, lock_mode) == (0o644, 0o644)
+
+
+def test_atomic_write_takes_bytes_and_text_and_the_writer_is_a_file(tmp_path):
+    files.atomic_write(tmp_path / "a.bin", b"\x00\xff")
+    files.atomic_write(tmp_path / "a.txt", "é")
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\xff" and (tmp_path / "a.txt").read_bytes() == "é".encode()
+    with files.atomic_writer(tmp_path / "b.bin") as file:
+        file.write(b"abc")
+        assert file.tell() == 3  # what the writer does not wrap is the file's own
+    assert (tmp_path / "b.bin").read_bytes() == b"abc"
+
+
+def test_a_write_error_the_writer_swallowed_is_raised_naming_the_file(tmp_path, monkeypatch):
+    """torch.save catches the OSError of a full disk and raises a RuntimeError naming no file:
+    the first OSError of the writes is what the caller gets, naming the destination."""
+    monkeypatch.setattr(files, "open", lambda *a, **k: open("/dev/full", "wb", buffering=0), raising=False)
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(OSError) as caught:
+        with files.atomic_writer(target) as file:
+            for _ in range(2):
+                with contextlib.suppress(OSError):
+                    file.write(b"weights")
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(target))
+    assert not target.exists()
+
+
+def test_the_start_time_is_read_after_the_last_parenthesis_of_the_name(tmp_path):
+    """/proc/<pid>/stat holds the command name in parentheses, and a name may hold ') '."""
+    program = tmp_path / "a) 1 2 3"
+    program.symlink_to(shutil.which("sleep"))
+    child = subprocess.Popen([str(program), "30"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat").read_text()
+        assert "(a) 1 2 3)" in stat
+        assert files._start_time(child.pid) == int(stat.rsplit(")", 1)[1].split()[19])
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_record_over_4_kib_is_not_read(tmp_path):
+    """A lock file is one short JSON line; a larger file is not ours, whatever it names."""
+    parent = os.getppid()
+    record = json.loads(_record(pid=parent, start=files._start_time(parent)))
+    line = json.dumps({**record, "pad": ""})
+    (tmp_path / ".lock").write_text(json.dumps({**record, "pad": "x" * (4097 - len(line))}))
+    assert (tmp_path / ".lock").stat().st_size == 4097
+    assert files.read_owner(tmp_path / ".lock") is None
+    with RunLock(tmp_path):  # taken over
+        assert json.loads((tmp_path / ".lock").read_text()) == this_process()
