@@ -70,3 +70,23 @@ def test_hyperparameters_naming_an_import_target_are_refused(tmp_path):
     torch.save(ckpt, tmp_path / "b.ckpt")
     with pytest.raises(CheckpointError, match=r"hyper_parameters\.model\.act\._target_"):
         load_lightning_checkpoint(tmp_path / "b.ckpt")
+
+
+def test_lightnings_checkpoint_plugin_saves_whole_and_loads_through_the_guarded_reader(tmp_path):
+    from zoo.checkpoint_io import AtomicCheckpointIO
+
+    plugin = AtomicCheckpointIO()
+    ckpt = {"state_dict": {"w": torch.arange(3.0)}, "hyper_parameters": {"lr": 0.1}}
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(TypeError, match="^AtomicCheckpointIO takes no storage_options$"):
+        plugin.save_checkpoint(ckpt, path, storage_options={"compress": True})
+    assert not path.parent.exists()  # refused before anything was written
+    plugin.save_checkpoint(ckpt, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    for where in (None, "cpu", torch.device("cpu")):  # None, as Lightning may pass it: the CPU
+        loaded = plugin.load_checkpoint(path, map_location=where)
+        assert torch.equal(loaded["state_dict"]["w"], torch.arange(3.0)) and loaded["state_dict"]["w"].device.type == "cpu"
+        assert loaded["hyper_parameters"] == {"lr": 0.1}
+    torch.save({"state_dict": {}, "hyper_parameters": {"_target_": "os.system"}}, path)
+    with pytest.raises(CheckpointError, match="_target_"):
+        plugin.load_checkpoint(path)

@@ -4,6 +4,8 @@ fine-tuned at another resolution than its weights'."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -267,3 +269,40 @@ def test_a_checkpoint_whose_options_outgrow_its_weights_is_refused_before_create
         f"describe (classifier.1.weight is (10, 84) in its weights, (100000000, 84) by its hyperparameters); "
         f"refusing to build it (a damaged or edited checkpoint?)"
     )
+
+
+def test_download_true_fetches_missing_torchvision_weights_into_the_hub_cache(tmp_path, monkeypatch, one_thread):
+    """The download itself is torch.hub's (never run here): it is asked for the weights' URL
+    and the cache path, and the file it leaves is what loads."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = torchvision.models.resnet18(weights=None)
+    asked = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        asked.append((url, Path(dst), hash_prefix))
+        torch.save(reference.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    created = zoo.create_model("resnet18", weights="IMAGENET1K_V1", download=True)
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert asked == [(url, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth", "f37072fd")]
+    _same_outputs(created, reference, torch.randn(1, 3, 64, 64))
+
+
+def test_a_checkpoints_own_options_build_the_network_unless_it_is_of_another_model(tmp_path, one_thread):
+    source = zoo.get_model("lenet5", num_classes=7)
+    path = tmp_path / "seven.ckpt"
+    _checkpoint(source, path, name="lenet5", num_classes=7)
+    created = zoo.create_model("lenet5", weights=str(path))  # 7 classes from the file, not the default 10
+    _same_outputs(created, source, torch.randn(2, 1, 32, 32))
+    assert zoo.create_model("lenet5", weights=str(path), num_classes=3).classifier[-1].out_features == 3  # given wins
+
+
+def test_features_only_keeps_the_stages_asked_for_and_names_a_model_without_them():
+    backbone = zoo.create_model("resnet18", features_only=True, out_indices=(1, 3))
+    assert backbone.out_indices == (1, 3)
+    with torch.no_grad():
+        maps = backbone.eval()(torch.randn(1, 3, 64, 64))
+    assert [m.shape[1] for m in maps] == [64, 256]
+    with pytest.raises(ValueError, match="model 'mlp' has no feature maps"):
+        zoo.create_model("mlp", features_only=True)
