@@ -245,3 +245,50 @@ def test_data_settings_the_network_cannot_take_are_refused_before_any_image_is_r
     line = _error_line(result)
     assert line.startswith(f"Error: {(tmp_path / 'edited.ckpt').resolve()}: its data settings do not fit its network: ")
     assert "LeNet5 expects 32x32 images" in line and "got 3000x3000" in line and result.stdout == ""
+
+
+def test_image_files_are_each_file_given_then_each_folders_files_sorted_without_hidden_ones(tmp_path):
+    from zoo.errors import DataError
+    from zoo.inference import image_files
+
+    for name in ("b/2.png", "b/1.png", "b/.hidden.png", "b/sub/0.png", "a/9.png", "z.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert image_files(tmp_path / "z.png") == [tmp_path / "z.png"]
+    assert image_files([str(tmp_path / "b"), tmp_path / "z.png", tmp_path / "a"]) == [
+        tmp_path / "b" / "1.png", tmp_path / "b" / "2.png", tmp_path / "b" / "sub" / "0.png", tmp_path / "z.png",
+        tmp_path / "a" / "9.png",
+    ]  # fmt: skip
+    assert image_files((tmp_path / "a",)) == [tmp_path / "a" / "9.png"]
+    with pytest.raises(DataError, match=f"^input not found: {tmp_path / 'nope.png'}$"):
+        image_files([tmp_path / "z.png", tmp_path / "nope.png"])
+
+
+def test_load_trained_gives_the_path_and_names_the_checkpoint_in_its_errors(digits_ckpt, tmp_path):
+    from zoo.checkpoint import CheckpointError
+    from zoo.errors import ConfigError
+    from zoo.inference import cannot_write
+
+    trained = load_trained(str(digits_ckpt))
+    assert trained.path == digits_ckpt and next(trained.net.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():  # asked for a GPU this machine lacks: one line, before reading the file
+        with pytest.raises(ConfigError, match="^device=cuda:1 needs a CUDA GPU, and torch finds none"):
+            load_trained(tmp_path / "not-even-read.ckpt", device="cuda:1")
+    ckpt = torch.load(digits_ckpt, weights_only=True)
+    bare = tmp_path / "bare.ckpt"
+    torch.save({k: v for k, v in ckpt.items() if k != "datamodule_hyper_parameters"}, bare)
+    with pytest.raises(CheckpointError) as err:
+        load_trained(bare)
+    assert str(err.value) == f"{bare.resolve()} records no data settings; it was not written by zoo-train"
+    with pytest.raises(ConfigError) as err:
+        load_trained(digits_ckpt, no_such_data_option=1)  # a data override the data module refuses
+    assert str(err.value).startswith(f"data 'digits' of {digits_ckpt}: ")
+    ckpt["hyper_parameters"]["model"]["no_such_option"] = 1
+    edited = tmp_path / "edited.ckpt"
+    torch.save(ckpt, edited)
+    with pytest.raises(ConfigError) as err:
+        load_trained(edited)
+    assert str(err.value).startswith(f"checkpoint {edited}: ") and "no_such_option" in str(err.value)
+    message = str(cannot_write(tmp_path / "x.csv", OSError(27, "File too large")))
+    assert message == f"cannot write {tmp_path / 'x.csv'}: File too large"
+    assert str(cannot_write(tmp_path / "x.csv", OSError("no reason given"))) == f"cannot write {tmp_path / 'x.csv'}: no reason given"

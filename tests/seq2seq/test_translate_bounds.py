@@ -119,7 +119,8 @@ def test_a_checkpoint_without_the_record_falls_back_to_the_fixed_limit(one_threa
     assert load_trained(tmp_path / "old.ckpt").datamodule.longest_source is None
     over_the_recorded_limit = "a" * (4 * longest)
     assert _translate(tmp_path / "old.ckpt", f"text={over_the_recorded_limit}").returncode == 0
-    _refused(_translate(tmp_path / "old.ckpt", "text=" + "a" * 512), "513 tokens", "limit of 512 ")
+    _refused(_translate(tmp_path / "old.ckpt", "text=" + "a" * 512), "513 tokens",
+             "limit of 512 (the default for checkpoints that record no training lengths)")
 
 
 @pytest.mark.parametrize(
@@ -130,6 +131,11 @@ def test_bad_limits_are_refused_naming_the_key(one_thread, tiny, override):
     ckpt, _ = tiny
     key = override.split("=")[0]
     _refused(_translate(ckpt, "text=abc", override), f"{key} must be a positive integer or null")
+
+
+def test_a_limit_of_one_is_a_limit_not_a_bad_value(one_thread, tiny):
+    ckpt, _ = tiny
+    _refused(_translate(ckpt, "text=abc", "max_source_len=1"), "4 tokens", "limit of 1 (max_source_len)")
 
 
 def test_truncate_must_be_a_boolean(one_thread, tiny):
