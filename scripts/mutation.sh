@@ -6,6 +6,9 @@
 #   bash scripts/mutation.sh core > docs/mutation.md              # the numeric core, ~10 min
 #   bash scripts/mutation.sh surface > docs/mutation-surface.md   # the run surface, file by file
 #   bash scripts/mutation.sh surface src/zoo/files.py             # one file of the run surface
+#   MUTATION_RESULTS=mutation-results bash scripts/mutation.sh surface src/zoo/files.py
+#       # keeps each file's results in that folder: a later run replaces the files it runs
+#       # and its page shows every file the folder holds
 #
 # core: the files [tool.mutmut] in pyproject.toml names (attention, recurrent layers,
 # decoding, reference optimizers and losses, freezing), in one mutmut run.
@@ -27,12 +30,14 @@ case "$suite" in core | surface) ;; *) echo "usage: scripts/mutation.sh [core|su
 command -v mutmut >/dev/null || { echo 'mutmut is not installed: pip install -e ".[mutation]"' >&2; exit 1; }
 cap="${MUTATION_MINUTES:-20}"
 
+results="${MUTATION_RESULTS:+$(mkdir -p "$MUTATION_RESULTS" && cd "$MUTATION_RESULTS" && pwd)}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./outputs --exclude=./multirun \
+tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./mutation-results --exclude=./outputs --exclude=./multirun \
     --exclude=./site --exclude='*.egg-info' -cf - . | tar -C "$work" -xf -
 cd "$work"
-mkdir results
+if [ -n "$results" ]; then ln -s "$results" results; else mkdir results; fi
+mkdir -p results/survivors
 # mutmut forks one child per mutant from a process that has imported torch: OpenMP's
 # thread pool does not survive fork (the children hang), so the tests run on one thread.
 export OMP_NUM_THREADS=1 MPLBACKEND=Agg
@@ -80,10 +85,11 @@ PY
   fi
   echo "::: $run" >&2
   rc=0
-  timeout --signal=INT --kill-after=60 "${cap}m" mutmut run >"results/$(echo "$run" | tr / _).log" 2>&1 || rc=$?
+  log="results/$(echo "$run" | tr / _).log"
+  timeout --signal=INT --kill-after=60 "${cap}m" mutmut run >"$log" 2>&1 || rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then  # the next file still runs; this one is left out of the page
     echo "    mutmut failed on $run (rc $rc); the end of its log:" >&2
-    tail -n 15 "results/$(echo "$run" | tr / _).log" >&2
+    tail -n 15 "$log" >&2
     continue
   fi
   [ "$rc" -eq 124 ] && echo "    stopped after ${cap} min" >&2
@@ -92,7 +98,7 @@ PY
     printf '`%s`\n\n```diff\n' "$name"
     mutmut show "$name" 2>/dev/null | sed -n '/^@@/,$p' | grep -E '^[-+]' | grep -vE '^(---|\+\+\+)' || true
     printf '```\n\n'
-  done >>results/survivors.md
+  done >"results/survivors/$(echo "$run" | tr / _).md"
 done
 minutes=$(( (SECONDS - start + 59) / 60 ))
 
@@ -140,4 +146,4 @@ PY
 echo
 echo "## The mutants no test caught"
 echo
-cat results/survivors.md
+cat results/survivors/*.md 2>/dev/null || true
