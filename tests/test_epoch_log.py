@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 from zoo import perf
-from zoo.callbacks import learning_rates
+from zoo.callbacks import data_example, learning_rates
 from zoo.cli.train import train
 from zoo.models import get_model
 from zoo.profiling import build_on_meta, count_macs
@@ -135,3 +136,20 @@ def test_the_macs_line_counts_the_input_the_data_feeds(tmp_path, one_thread):
     assert macs[16] < macs[24]
     for size in (16, 24):  # not the network's own 1x1x224x224 example
         assert lines[size] == f"MACs per forward pass of the example input (1x1x{size}x{size}): {macs[size]:,}"
+
+
+def test_the_example_input_is_the_datas_only_when_it_gives_both_channels_and_size():
+    image_net = build_on_meta(get_model, name="lenet5", num_classes=10)
+    text_net = build_on_meta(get_model, name="seq2seq_gru", src_vocab_size=9, tgt_vocab_size=9)
+    own = [tuple(x.shape) for x in image_net.example_inputs()]
+    cases = [
+        (image_net, SimpleNamespace(in_channels=3, image_size=40), [(1, 3, 40, 40)]),
+        (image_net, SimpleNamespace(in_channels=3, image_size=None), own),  # not resolved yet: the net's own
+        (image_net, SimpleNamespace(in_channels=None, image_size=40), own),
+        (image_net, SimpleNamespace(), own),  # a data module that says nothing
+        (text_net, SimpleNamespace(in_channels=3, image_size=40), [tuple(x.shape) for x in text_net.example_inputs()]),
+    ]
+    for net, datamodule, shapes in cases:
+        inputs = data_example(datamodule, net)
+        assert [tuple(x.shape) for x in inputs] == shapes, (type(net).__name__, datamodule)
+    assert data_example(SimpleNamespace(in_channels=3, image_size=40), image_net)[0].device.type == "meta"
