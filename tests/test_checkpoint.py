@@ -1,5 +1,6 @@
 import os
 import pickle
+import zipfile
 
 import pytest
 import torch
@@ -83,6 +84,7 @@ def test_lightnings_checkpoint_plugin_saves_whole_and_loads_through_the_guarded_
     assert not path.parent.exists()  # refused before anything was written
     plugin.save_checkpoint(ckpt, path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    _as_if_saved_on_cuda(path)  # trained on a GPU, resumed or tested on a CPU-only machine
     for where in (None, "cpu", torch.device("cpu")):  # None, as Lightning may pass it: the CPU
         loaded = plugin.load_checkpoint(path, map_location=where)
         assert torch.equal(loaded["state_dict"]["w"], torch.arange(3.0)) and loaded["state_dict"]["w"].device.type == "cpu"
@@ -90,3 +92,20 @@ def test_lightnings_checkpoint_plugin_saves_whole_and_loads_through_the_guarded_
     torch.save({"state_dict": {}, "hyper_parameters": {"_target_": "os.system"}}, path)
     with pytest.raises(CheckpointError, match="_target_"):
         plugin.load_checkpoint(path)
+
+
+def _as_if_saved_on_cuda(path) -> None:
+    """Rewrite a torch.save zip so that its tensors say they were saved from ``cuda:0``, as a
+    checkpoint written on a GPU machine does (loading it without a CPU map fails without CUDA)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    pickled = next(name for name in members if name.endswith("/data.pkl"))
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # pickle's length-prefixed strings
+    assert members[pickled].count(cpu) == 1
+    members[pickled] = members[pickled].replace(cpu, cuda)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="on a CUDA device"):
+            torch.load(path, weights_only=True)  # what a load without map_location meets
