@@ -109,3 +109,61 @@ def _as_if_saved_on_cuda(path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="on a CUDA device"):
             torch.load(path, weights_only=True)  # what a load without map_location meets
+
+
+def _training_state(state_dict, model=None, **drop) -> dict:
+    ckpt = {"state_dict": state_dict, "hyper_parameters": {"model": model} if model is not None else {},
+            "optimizer_states": [], "loops": {}, "epoch": 2, "global_step": 40}  # fmt: skip
+    return {k: v for k, v in ckpt.items() if k not in drop}
+
+
+def test_a_resume_needs_the_optimizer_and_loop_states_and_names_each_missing_one(tmp_path):
+    from zoo.checkpoint import load_training_state
+
+    path = tmp_path / "last.ckpt"
+    torch.save(_training_state({"w": torch.ones(2)}), path)
+    assert load_training_state(path)["global_step"] == 40
+    for missing in (["optimizer_states"], ["loops", "epoch"], ["optimizer_states", "loops", "epoch", "global_step"]):
+        torch.save(_training_state({"w": torch.ones(2)}, **dict.fromkeys(missing)), path)
+        with pytest.raises(CheckpointError) as err:
+            load_training_state(path)
+        assert str(err.value) == (
+            f"{path.resolve()} holds weights but not a training run's state (no {', '.join(missing)}); "
+            f"to start from its weights use finetune.weights={path} instead of resuming"
+        )
+
+
+def test_resuming_another_network_is_refused_naming_the_first_difference_and_the_count(tmp_path):
+    from zoo.checkpoint import check_resumable
+
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))  # 0.weight/bias, 1.weight/bias
+    ours = {k: v.clone() for k, v in module.state_dict().items()}
+    path = tmp_path / "last.ckpt"
+    check_resumable(_training_state(ours), module, path)  # the same names and shapes: no error
+
+    def refused(state_dict, model=None) -> str:
+        with pytest.raises(CheckpointError) as err:
+            check_resumable(_training_state(state_dict, model), module, path)
+        return str(err.value)
+
+    prefix = f"{path.resolve()} was saved from "
+    suffix = "; resume with the config it was trained with"
+    two_missing = {k: v for k, v in ours.items() if not k.startswith("1.")}
+    assert refused(two_missing, {"name": "mlp"}) == (
+        prefix + "mlp and does not fit this run's model (2 parameters differ: missing 1.bias)" + suffix
+    )
+    extra = {**ours, "2.weight": torch.ones(1), "3.weight": torch.ones(1), "2.bias": torch.ones(1)}
+    assert refused(extra, {"depth": 3}) == (  # no name recorded
+        prefix + "another model and does not fit this run's model (3 parameters differ: unexpected 2.bias)" + suffix
+    )
+    reshaped = {**ours, "1.weight": torch.ones(5, 4), "0.bias": torch.ones(7)}
+    assert refused(reshaped, "not a dict") == (
+        prefix + "another model and does not fit this run's model "
+        "(2 parameters differ: 0.bias is (7,), here (4,))" + suffix
+    )
+    everything = {"0.weight": ours["0.weight"], "1.weight": torch.ones(9, 9), "9.bias": torch.ones(1)}
+    assert refused(everything, {"name": "lenet5"}) == (  # one missing (0.bias, 1.bias), one extra, one reshaped
+        prefix + "lenet5 and does not fit this run's model (4 parameters differ: missing 0.bias)" + suffix
+    )
+    for bad in ({"w": "not a tensor"}, ["a", "list"]):
+        assert refused(bad) == f"{path.resolve()}: its state_dict is not a mapping of names to tensors"
