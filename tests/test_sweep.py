@@ -80,9 +80,13 @@ def test_equal_scores_mark_the_first_job_only(tmp_path):
 
 
 def test_a_record_without_a_mode_is_maximised_and_a_single_job_is_the_best(tmp_path):
-    _job(tmp_path, "0", ["seed=0"], _record(0.25, None, 0.5, 0.5, 1.0))
-    _job(tmp_path, "1", ["seed=1"], _record(0.75, None, 0.5, 0.5, 1.0))
+    _job(tmp_path, "0", ["a=1", "b=2", "seed=0"], _record(0.25, None, 0.5, 0.5, 1.0))
+    _job(tmp_path, "1", ["a=1", "b=2", "seed=1"], {"best_val": {"score": 0.75}})  # nothing else recorded
     assert [r.get("best") for r in write_summary(tmp_path)] == [None, "*"]
+    assert (tmp_path / "summary.csv").read_bytes().decode().splitlines()[1:] == [
+        ",0,seed=0,done,val/acc,0.25,0.5,0.5,1.0,a=1 b=2 seed=0", "*,1,seed=1,done,,0.75,,,,a=1 b=2 seed=1",
+    ]  # fmt: skip
+    assert "\nOverrides of every job: `a=1` `b=2`\n" in (tmp_path / "summary.md").read_text()
     single = tmp_path / "single"
     _job(single, "0", ["seed=0"], _record(0.25, "min", 0.5, 0.5, 1.0))
     assert [r.get("best") for r in write_summary(single)] == ["*"]
