@@ -186,3 +186,56 @@ def test_a_null_image_size_takes_the_size_the_architecture_is_fixed_to_and_only_
     assert fit_data_to_model({"image_size": None}, "resnet18") == {"image_size": None}  # any size: the data's default
     assert fit_data_to_model({"image_size": None}, "mlp") == {"image_size": None}  # sized by the data, not fixed
     assert fit_data_to_model({"name": "dates"}, "seq2seq_gru") == {"name": "dates"}  # no image size at all
+
+
+GRAY_IMAGENET = {"mean": [sum(IMAGENET_MEAN) / 3], "std": [sum(IMAGENET_STD) / 3]}
+REPEAT = FinetuneConfig.from_dict({"weights": "x", "adapt_channels": "repeat"})
+LENET = {"name": "lenet5", "in_channels": None}
+
+
+def test_data_without_a_resize_option_gets_none_and_weights_without_a_size_fill_the_rest(caplog):
+    assert adapt_data_config(DIGITS, RESNET, FROM_WEIGHTS, RESNET18) == {**DIGITS, "image_size": 224, **GRAY_IMAGENET}
+    # A checkpoint whose data recorded its statistics but no image size: those, and the size stays the data's.
+    stats_only = Pretrained("run.ckpt", {}, Preprocessing(None, (0.3,), (0.2,)))
+    assert adapt_data_config(DIGITS, LENET, FROM_WEIGHTS, stats_only) == {**DIGITS, "mean": [0.3], "std": [0.2]}
+    assert _warnings(caplog) == []
+
+
+def test_the_image_size_warning_names_no_resize_for_weights_that_have_none(caplog):
+    trained = Pretrained("/runs/a/last.ckpt", {}, Preprocessing(32, (0.3,), (0.2,)))
+    used = adapt_data_config({**DIGITS, "image_size": 28}, LENET, FROM_WEIGHTS, trained)
+    assert used == {**DIGITS, "image_size": 28, "mean": [0.3], "std": [0.2]}
+    assert _warnings(caplog) == [
+        "data.image_size=28 is used; the weights /runs/a/last.ckpt were trained at 32: "
+        "set data.image_size=null to use theirs"
+    ]
+
+
+def test_one_value_for_every_channel_and_float32_digits_are_the_weights_own_statistics(caplog):
+    halves = Pretrained("w.pth", {}, Preprocessing(224, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+    used = adapt_data_config({**FOLDER, "mean": [0.5], "std": [0.25]}, RESNET, FROM_WEIGHTS, halves)
+    assert (used["mean"], used["std"]) == ([0.5], [0.25]) and _warnings(caplog) == []
+    # Statistics a float32 computation recorded, written out with the digits it prints.
+    digits = Pretrained("run.ckpt", {}, Preprocessing(32, (0.13066047430038452,), (0.30810779333114624,)))
+    adapt_data_config({**DIGITS, "mean": [0.13066047], "std": [0.3081078]}, LENET, FROM_WEIGHTS, digits)
+    assert _warnings(caplog) == []
+    adapt_data_config({**FOLDER, "mean": [0.5, 0.5], "std": [0.25, 0.25, 0.25]}, RESNET, FROM_WEIGHTS, halves)
+    assert _warnings(caplog) == [  # two values for three channels: not theirs
+        "data.mean=[0.5, 0.5] is used; the weights w.pth were trained with mean [0.5, 0.5, 0.5]: "
+        "set data.mean=null to use theirs"
+    ]
+
+
+def test_adapt_channels_repeat_takes_the_first_convs_input_channels_from_its_weights(caplog):
+    rgb = Pretrained("rgb.pth", {"c1.0.weight": torch.zeros(6, 3, 5, 5)})  # LeNet-5: 5x5 kernels
+    assert adapt_data_config(DIGITS, LENET, REPEAT, rgb) == {**DIGITS, "channels": 3}
+    assert adapt_data_config({**DIGITS, "channels": 3}, LENET, REPEAT, rgb) == {**DIGITS, "channels": 3}
+    gray = Pretrained("gray.pth", {"conv1.weight": torch.zeros(64, 1, 3, 3)})  # 3x3 kernels: the side is no count
+    small = {"name": "resnet18", "small_input": True}
+    assert adapt_data_config({**DIGITS, "channels": 3}, small, REPEAT, gray) == {**DIGITS, "channels": 1}
+    # No 4-d kernel under the first conv's key (another architecture's weights; load_into refuses them) and
+    # no first conv at all (an MLP): the channels as set.
+    other = Pretrained("other.pth", {"c1.0.weight": torch.zeros(6, 3)})
+    assert adapt_data_config(DIGITS, LENET, REPEAT, other) == DIGITS
+    assert adapt_data_config(DIGITS, {"name": "mlp"}, REPEAT, rgb) == DIGITS
+    assert _warnings(caplog) == []

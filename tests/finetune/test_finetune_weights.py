@@ -16,9 +16,11 @@ from safetensors.torch import save_file
 from zoo.checkpoint import CheckpointError
 from zoo.errors import ZooError
 from zoo.finetune import (
-    FinetuneConfig, Preprocessing, Pretrained, WeightsError, adapt_data_config, first_conv, load_into,
-    load_pretrained, torchvision_cache_file,
+    FinetuneConfig, Preprocessing, Pretrained, WeightsError, adapt_data_config, adapt_input_channels, first_conv,
+    load_into, load_pretrained, torchvision_cache_file,
 )  # fmt: skip
+from zoo.finetune.config import EXPECTED
+from zoo.finetune.weights import _fetch, resolve_weights_name, torchvision_weights_names
 from zoo.models import MODELS, ImageModel, get_model
 from zoo.profiling import build_on_meta
 
@@ -404,4 +406,240 @@ def test_a_zoo_checkpoint_whose_data_size_disagrees_with_its_network_is_refused(
     assert str(err.value) == (
         f"cannot load pretrained weights: {(tmp_path / 'edited.ckpt').resolve()}: its network takes 32-pixel images "
         f"but its data settings say 3000 (a damaged or edited checkpoint?)"
+    )
+
+
+# --------------------------------------------------------------------------- names, downloads, messages
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_torchvision_weights_names_are_the_models_enum_members_with_default_last():
+    assert torchvision_weights_names("resnet50") == ["IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"]
+    assert torchvision_weights_names("resnet18") == ["IMAGENET1K_V1", "DEFAULT"]
+    assert torchvision_weights_names("lenet5") == []  # torchvision has no model of that name
+
+
+def test_a_member_name_resolves_to_the_full_name_of_that_models_weights():
+    assert resolve_weights_name("IMAGENET1K_V1", "resnet50") == "ResNet50_Weights.IMAGENET1K_V1"
+    assert resolve_weights_name("DEFAULT", "resnet50") == "ResNet50_Weights.IMAGENET1K_V2"  # the member it aliases
+    assert resolve_weights_name("ResNet18_Weights.IMAGENET1K_V1", None) == "ResNet18_Weights.IMAGENET1K_V1"
+    assert resolve_weights_name("IMAGENET1K_V1", None) is None  # no model: a member name means nothing
+    assert resolve_weights_name("IMAGENET1K_V2", "resnet18") is None  # resnet50's member, not resnet18's
+    assert resolve_weights_name("IMAGENET1K_V1", "lenet5") is None
+
+
+def test_an_unknown_bare_name_lists_the_torchvision_weights_the_model_accepts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names are no files here
+    with pytest.raises(WeightsError) as err:
+        load_pretrained("IMAGENET1K_V3", model="resnet50")
+    assert str(err.value) == (
+        "unknown weights 'IMAGENET1K_V3' for resnet50: not a file, "
+        "and its torchvision weights are IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"
+    )
+    with pytest.raises(WeightsError) as err:
+        load_pretrained("IMAGENET1K_V1", model="lenet5")
+    assert str(err.value) == (
+        "unknown weights 'IMAGENET1K_V1' for lenet5: not a file, and torchvision has no weights for it"
+    )
+    with pytest.raises(WeightsError) as err:  # a path: the missing file is the error, not the names
+        load_pretrained("IMAGENET1K_V3.pth", model="resnet50")
+    assert str(err.value) == (
+        f"cannot load pretrained weights: checkpoint not found: {tmp_path / 'IMAGENET1K_V3.pth'}. Expected {EXPECTED}"
+    )
+
+
+def test_downloads_go_to_torchvisions_cache_file_checked_against_the_hash_in_its_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    calls = []
+
+    def download(url, dst, **kwargs):
+        calls.append((url, dst, kwargs))
+        torch.save({"conv1.weight": torch.ones(1)}, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    cache = tmp_path / "hub" / "checkpoints"
+    r18 = load_pretrained("DEFAULT", model="resnet18")  # the cache folder does not exist yet: made
+    r50 = load_pretrained("ResNet50_Weights.IMAGENET1K_V2")  # into the folder that now does
+    assert calls == [
+        ("https://download.pytorch.org/models/resnet18-f37072fd.pth", str(cache / "resnet18-f37072fd.pth"),
+         {"hash_prefix": "f37072fd", "progress": False}),
+        ("https://download.pytorch.org/models/resnet50-11ad3fa6.pth", str(cache / "resnet50-11ad3fa6.pth"),
+         {"hash_prefix": "11ad3fa6", "progress": False}),
+    ]  # fmt: skip
+    assert r18.source == f"ResNet18_Weights.IMAGENET1K_V1 ({cache / 'resnet18-f37072fd.pth'})"
+    assert r18.name == "ResNet18_Weights.IMAGENET1K_V1"
+    # Each enum's own transforms: ResNet-50 V2 resizes to 232, not 256, before its 224 crop.
+    assert r18.preprocessing == Preprocessing(224, *IMAGENET, resize_size=256)
+    assert r50.preprocessing == Preprocessing(224, *IMAGENET, resize_size=232)
+    assert torch.equal(r50.state_dict["conv1.weight"], torch.ones(1))
+    load_pretrained("IMAGENET1K_V1", model="resnet18")
+    assert len(calls) == 2  # cached now: read, not fetched again
+
+
+def test_a_file_name_without_a_hash_is_fetched_unchecked_and_a_failed_download_names_the_place(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **kwargs: calls.append(kwargs))
+    # torchvision's quantized weights have no "-<hash>." in their file names
+    url = "https://download.pytorch.org/models/quantized/resnet18_fbgemm_16fa66dd.pth"
+    path = tmp_path / "resnet18_fbgemm_16fa66dd.pth"
+    _fetch(url, path)
+    assert calls == [{"hash_prefix": None, "progress": False}]
+
+    def corrupt(url, dst, **kwargs):
+        raise RuntimeError('invalid hash value (expected "16fa66dd", got "0badc0de")')
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", corrupt)
+    with pytest.raises(WeightsError) as err:
+        _fetch(url, path)
+    assert str(err.value) == (
+        f'could not download {url} (invalid hash value (expected "16fa66dd", got "0badc0de")). '
+        f"Without network access, download it elsewhere and place it at {path}"
+    )
+
+
+def test_a_cached_torchvision_file_that_is_not_a_state_dict_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")
+    path.parent.mkdir(parents=True)
+    torch.save([1, 2, 3], path)
+    with pytest.raises(WeightsError) as err:
+        load_pretrained("ResNet18_Weights.IMAGENET1K_V1", download=False)
+    assert str(err.value) == (
+        f"{path.resolve()} is not a state_dict: expected a mapping of parameter names to tensors "
+        f"(or a zoo checkpoint with a 'state_dict'), found list"
+    )
+
+
+def _trained(path: Path, **entries) -> Path:
+    """A checkpoint shaped like zoo-train's: LeNet-5 weights under ``net.``, Lightning's
+    counters, and the data module's ``entries`` (its hyper-parameters and its state)."""
+    state = get_model("lenet5").state_dict()
+    torch.save({
+        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"net.{k}": v for k, v in state.items()},
+        "hyper_parameters": {"model": {"name": "lenet5", "num_classes": 10}},
+        **entries,
+    }, path)  # fmt: skip
+    return path
+
+
+def test_a_checkpoints_data_state_wins_over_its_hyper_parameters_which_fill_what_it_lacks(tmp_path):
+    both = _trained(
+        tmp_path / "both.ckpt",
+        datamodule_hyper_parameters={"name": "digits", "image_size": 28, "mean": [0.1], "std": [0.2]},
+        DigitsDataModule={"image_size": 32, "mean": [0.3], "std": [0.4]},
+    )
+    assert load_pretrained(str(both)).preprocessing == Preprocessing(32, (0.3,), (0.4,))
+    # No state with all three facts (a data module that keeps none): the hyper-parameters, where set.
+    hparams = _trained(tmp_path / "hparams.ckpt", datamodule_hyper_parameters={"name": "digits", "image_size": 28})
+    assert load_pretrained(str(hparams)).preprocessing == Preprocessing(28, None, None)
+    assert load_pretrained(str(_trained(tmp_path / "none.ckpt"))).preprocessing == Preprocessing()
+
+
+def test_a_checkpoint_whose_model_name_is_not_a_string_is_left_to_whoever_builds_it(tmp_path):
+    state = get_model("mlp", num_classes=10, in_channels=1, image_size=32).state_dict()
+    odd = _zoo_checkpoint(state, tmp_path / "odd.ckpt", name=["mlp"], num_classes=10)  # an edited file
+    assert load_pretrained(str(odd)).model_name == ["mlp"]
+
+
+# --------------------------------------------------------------------------- fitting, message by message
+
+
+class _Tensors(torch.nn.Module):
+    """A network that is only named parameters of the given shapes: key counts and shapes chosen exactly."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        super().__init__()
+        for name, shape in shapes.items():
+            self.register_parameter(name, torch.nn.Parameter(torch.zeros(shape)))
+
+
+def _ones(*names: str) -> dict[str, torch.Tensor]:
+    return {name: torch.ones(1) for name in names}
+
+
+def test_missing_and_unexpected_keys_are_counted_and_listed_up_to_eight():
+    ten = _Tensors({f"p{i}": (1,) for i in range(10)})
+    with pytest.raises(WeightsError) as err:  # missing keys alone
+        load_into(ten, Pretrained("w.pth", _ones("p0")))
+    assert str(err.value) == (
+        "w.pth does not fit _Tensors: 9 missing keys [p1, p2, p3, p4, p5, p6, p7, p8, ... (1 more)], "
+        "0 unexpected keys []. Expected the weights of the same architecture"
+    )
+    eight = _ones("p0", *(f"q{i}" for i in range(8)))
+    with pytest.raises(WeightsError) as err:  # unexpected keys alone, from a zoo checkpoint
+        load_into(_Tensors({"p0": (1,)}), Pretrained("run.ckpt", eight, model_name="lenet5"))
+    assert str(err.value) == (
+        "run.ckpt (a checkpoint of 'lenet5') does not fit _Tensors: 0 missing keys [], "
+        "8 unexpected keys [q0, q1, q2, q3, q4, q5, q6, q7]. Expected the weights of the same architecture"
+    )
+    with pytest.raises(WeightsError) as err:
+        load_into(ten, Pretrained("w.pth", _ones(*(f"q{i}" for i in range(20)))))
+    assert "10 missing keys [p0, p1, p2, p3, p4, p5, p6, p7, ... (2 more)], 20 unexpected keys " in str(err.value)
+    assert "[q0, q1, q2, q3, q4, q5, q6, q7, ... (12 more)]. Expected" in str(err.value)
+
+
+def test_shape_mismatches_name_the_first_and_count_the_others_outside_image_models():
+    net = _Tensors({"a": (2,), "b": (3,), "c": (4,)})
+    weights = {"a": torch.ones(5), "b": torch.ones(3), "c": torch.ones(4)}
+    with pytest.raises(WeightsError) as err:
+        load_into(net, Pretrained("w.pth", weights))
+    assert str(err.value) == "w.pth does not fit _Tensors: a has shape (5,) in the weights and (2,) in the model"
+    first = "w.pth does not fit _Tensors: a has shape (5,) in the weights and (2,) in the model"
+    for more, wrong in [(1, {"c": torch.ones(1)}), (2, {"b": torch.ones(7), "c": torch.ones(1, 4)})]:
+        with pytest.raises(WeightsError) as err:
+            load_into(net, Pretrained("w.pth", {**weights, **wrong}))
+        assert str(err.value) == f"{first} ({more} more mismatches)"
+    # No head to reset outside image models: everything loads, strictly.
+    assert load_into(net, Pretrained("w.pth", {**weights, "a": torch.full((2,), 3.0)}), reset_head=True) == []
+    assert torch.equal(net.a, torch.full((2,), 3.0)) and torch.equal(net.c, torch.ones(4))
+
+
+def test_adapt_input_channels_sums_to_one_channel_and_spreads_one_over_many():
+    rgb = torch.arange(4 * 3 * 3 * 2, dtype=torch.float64).reshape(4, 3, 3, 2)  # (out, c, kh, kw), all different
+    assert torch.equal(adapt_input_channels(rgb, 1), rgb[:, :1] + rgb[:, 1:2] + rgb[:, 2:])
+    gray = rgb[:, :1] + 1
+    for channels in (2, 3):
+        spread = adapt_input_channels(gray, channels)
+        assert torch.equal(spread, torch.cat([gray] * channels, 1) / channels)
+        # the identity read the other way: c gray copies through the spread kernels = the gray network
+        images = torch.randn(2, 1, 5, 6, dtype=torch.float64)
+        conv = torch.nn.functional.conv2d
+        torch.testing.assert_close(conv(images.repeat(1, channels, 1, 1), spread), conv(images, gray))
+    for have, want in [(3, 2), (2, 3)]:
+        with pytest.raises(WeightsError) as err:
+            adapt_input_channels(rgb[:, :have], want)
+        assert str(err.value) == f"cannot adapt a first conv with {have} input channels to {want}"
+
+
+def test_lenet5_rgb_weights_are_summed_for_gray_data_by_default_and_repeat_is_refused_in_one_line(tmp_path):
+    rgb = get_model("lenet5", in_channels=3)
+    path = _save(rgb.state_dict(), tmp_path / "rgb.pth")
+    gray = get_model("lenet5", in_channels=1)
+    assert load_into(gray, load_pretrained(str(path))) == []
+    assert torch.equal(gray.c1[0].weight, rgb.c1[0].weight.sum(1, keepdim=True))
+    with pytest.raises(WeightsError) as err:  # 5x5 kernels: the channel counts are not the kernel's sides
+        load_into(get_model("lenet5", in_channels=1), load_pretrained(str(path)), adapt_channels="repeat")
+    assert str(err.value) == (
+        f"{path} expects 3-channel input and the data has 1; finetune.adapt_channels=repeat needs a data module "
+        f"with a 'channels' option (digits), use finetune.adapt_channels=sum"
+    )
+
+
+def test_reinit_head_keeps_the_fresh_head_even_when_the_class_count_matches(tmp_path):
+    source = get_model("lenet5", num_classes=10)
+    path = _save(source.state_dict(), tmp_path / "lenet5.pth")
+    torch.manual_seed(3)
+    fresh = get_model("lenet5", num_classes=10)
+    torch.manual_seed(3)
+    net = get_model("lenet5", num_classes=10)
+    skipped = load_into(net, load_pretrained(str(path)), reinit_stages=["head"])
+    assert skipped == ["classifier.1.weight", "classifier.1.bias"]
+    assert torch.equal(net.classifier[1].weight, fresh.classifier[1].weight)
+    assert torch.equal(net.f6[0].weight, source.f6[0].weight)
+    with pytest.raises(ZooError) as err:
+        load_into(net, load_pretrained(str(path)), reinit_stages=["layer4", "neck"])
+    assert str(err.value) == (
+        "finetune.reinit_stages: LeNet5 has no stage 'layer4', 'neck'; its stages are c1, c3, c5, f6, head"
     )
