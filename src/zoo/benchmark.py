@@ -221,13 +221,13 @@ def peak_rss_mib(build: Callable[[], Callable[[], object]], steps: int = 3) -> f
     queue = context.Queue()
     process = context.Process(target=_rss_child, args=(build, steps, torch.get_num_threads(), queue))
     process.start()
-    try:
-        peak = queue.get(timeout=1800)
-    finally:
-        process.join()
+    # Join before reading: a child that dies (killed for memory, an error in ``build``) puts
+    # no figure, and a wait on the queue would outlast it by the whole timeout. The one
+    # float it puts fits the pipe, so a child that succeeds is not held up by the join.
+    process.join()
     if process.exitcode:
         raise RuntimeError(f"the memory measurement process failed with exit code {process.exitcode}")
-    return peak
+    return queue.get(timeout=60)
 
 
 def compiled_or_eager(step_builder: Callable[[Setting], TrainStep], setting: Setting) -> TrainStep:
