@@ -643,3 +643,14 @@ def test_reinit_head_keeps_the_fresh_head_even_when_the_class_count_matches(tmp_
     assert str(err.value) == (
         "finetune.reinit_stages: LeNet5 has no stage 'layer4', 'neck'; its stages are c1, c3, c5, f6, head"
     )
+
+
+def test_a_training_checkpoint_that_names_code_to_import_is_refused_as_weights(tmp_path):
+    """A ``.ckpt`` is read as a training checkpoint: hyperparameters naming an import target
+    are refused before any weight is used."""
+    net = get_model("lenet5", num_classes=10)
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"model": {"name": "lenet5", "_target_": "os.system"}}}, path)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"_target_"):
+        load_pretrained(str(path))
