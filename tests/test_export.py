@@ -99,6 +99,8 @@ def test_every_image_family_exports_with_a_dynamic_batch(name, fmt, tmp_path, on
     result = export(net, example, tmp_path / f"{name}.{suffix}")
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.{suffix}"]  # no temporary files left
     assert 0.0 <= result.max_abs_diff <= ATOL and 5 not in result.batch_sizes
+    traced = (2, *example.shape[1:])  # a batch of one is traced as two: batch 1 would be specialised
+    assert (result.path, result.format, result.input_shape) == (tmp_path / f"{name}.{suffix}", fmt, traced)
 
     run = runner(result.path)
     assert _max_diff(run(x), expected) <= ATOL
@@ -517,3 +519,18 @@ def test_an_export_over_the_file_size_limit_leaves_the_old_file_whole_and_no_par
     ]
     assert {path: path.read_bytes() for path in old} == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt2"]  # no temporary folder left
+
+
+def test_an_exporters_error_is_the_first_line_of_its_innermost_cause_without_colours():
+    from zoo.export import _first_line
+
+    inner = ValueError("\n  \x1b[31mshape [2, 3]\x1b[0m does not match\nsecond line\n")
+    try:
+        try:
+            raise inner
+        except ValueError as err:
+            raise RuntimeError("advice about reporting a bug") from err
+    except RuntimeError as outer:
+        assert _first_line(outer) == "ValueError: shape [2, 3] does not match"
+    assert _first_line(KeyError()) == "KeyError"  # no message: the type alone
+    assert _first_line(OSError("   \n")) == "OSError"
