@@ -108,16 +108,22 @@ if [ "$suite" = surface ]; then
   title="the run surface"
   command="bash scripts/mutation.sh surface${*:+ $*} > docs/mutation-surface.md"
 fi
+if [ -n "$results" ]; then  # the rows come from several runs: each row's date is its own
+  page="docs/mutation.md"
+  [ "$suite" = surface ] && page="docs/mutation-surface.md"
+  command="MUTATION_RESULTS=<folder> bash scripts/mutation.sh ${suite} [FILE...] > ${page}"
+fi
 cat <<MD
 # Mutation score of ${title}
 
 Written by \`${command}\` on $(date -u +%Y-%m-%d)
 ($(python -c 'import os; print(os.cpu_count())') CPU cores, torch $(python -c 'import torch; print(torch.__version__)'),
-mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min$([ "$suite" = surface ] && echo ", at most ${cap} min a file")). The files and the tests run against them are in
+mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min$([ "$suite" = surface ] && echo ", at most ${cap} min a file")$([ -n "$results" ] && echo " in the last run")). The files and the tests run against them are in
 \`pyproject.toml\` (\`[tool.mutmut]\` and \`[tool.zoo.mutation-surface]\`); the survivors reviewed: [Testing](testing.md#mutation-testing).
 
 MD
 python - <<'PY'
+import datetime
 import json
 from collections import Counter
 from pathlib import Path
@@ -129,8 +135,8 @@ from mutmut.stats import status_by_exit_code
 MISSED = ("survived", "no tests")
 NOT_RUN = ("not checked", "check was interrupted by user")
 total = Counter()
-print("| file | mutants | caught | survived | not run by a test | not run (time cap) | score |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| file | measured | mutants | caught | survived | not run by a test | not run (time cap) | score |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for path in sorted(Path("results/mutants").rglob("*.py.meta")):
     statuses = Counter(status_by_exit_code[code] for code in json.loads(path.read_text())["exit_code_by_key"].values())
     total.update(statuses)
@@ -138,10 +144,11 @@ for path in sorted(Path("results/mutants").rglob("*.py.meta")):
     n, missed = sum(statuses.values()), sum(statuses[s] for s in MISSED)
     name = "src/" + str(path.relative_to("results/mutants/src")).removesuffix(".meta")
     score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
-    print(f"| `{name}` | {n} | {n - skipped - missed} | {statuses['survived']} | {statuses['no tests']} | {skipped} | {score} |")
+    measured = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    print(f"| `{name}` | {measured} | {n} | {n - skipped - missed} | {statuses['survived']} | {statuses['no tests']} | {skipped} | {score} |")
 n, missed, skipped = sum(total.values()), sum(total[s] for s in MISSED), sum(total[s] for s in NOT_RUN)
 score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
-print(f"| **all** | {n} | {n - skipped - missed} | {total['survived']} | {total['no tests']} | {skipped} | **{score}** |")
+print(f"| **all** | | {n} | {n - skipped - missed} | {total['survived']} | {total['no tests']} | {skipped} | **{score}** |")
 PY
 echo
 echo "## The mutants no test caught"
