@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import mmap
 import os
 import platform
 import re
@@ -307,13 +308,18 @@ def test_the_memory_child_reports_its_peak_above_its_size_before_building(monkey
 
 
 def _allocating_step(mib: int):
-    kept = torch.ones(mib * 2**18)  # float32: mib MiB, touched
-    return lambda: kept.add_(1)
+    # A mapping of its own, every page touched: the pages come from the kernel and go back to
+    # it when the mapping closes, whatever the allocator of this (long-lived) test process
+    # keeps. A torch tensor here once reused pages a freed one had left resident (figure 0).
+    kept, one_mib = mmap.mmap(-1, mib * 2**20), b"\1" * 2**20
+    for _ in range(mib):
+        kept.write(one_mib)
+    return lambda: kept[0]
 
 
 def test_the_memory_child_counts_what_the_build_allocates_and_not_the_earlier_peaks(one_thread):
     # Here, in this process: a peak of 128 MiB just freed, which the reset of VmHWM must forget.
-    _allocating_step(128)  # kept by nothing: freed at once
+    _allocating_step(128)  # kept by nothing: unmapped at once
     figures = []
     _rss_child(partial(_allocating_step, 64), 1, 1, types.SimpleNamespace(put=figures.append))
     assert 63 < figures[0] < 72, figures
