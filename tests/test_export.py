@@ -411,7 +411,8 @@ def test_export_failures_name_the_model_and_format_and_leave_no_file(fmt, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
     path.write_text("the previous export")
-    with pytest.raises(ExportError, match=r"differs from the eager model by up to [0-9.]+ \(allowed: 0.0001\)"):
+    what = {"onnx": "the ONNX export of Drifting (onnxruntime)", "torch_export": "the torch.export program of Drifting"}[fmt]
+    with pytest.raises(ExportError, match=rf"^{re.escape(what)} differs from the eager model by up to [0-9.]+ \(allowed: 0.0001\)"):
         export_model(Drifting(), torch.randn(3, 4), path, fmt)
     assert [p.name for p in tmp_path.iterdir()] == ["m.out"] and path.read_text() == "the previous export"
 
@@ -534,3 +535,40 @@ def test_an_exporters_error_is_the_first_line_of_its_innermost_cause_without_col
         assert _first_line(outer) == "ValueError: shape [2, 3] does not match"
     assert _first_line(KeyError()) == "KeyError"  # no message: the type alone
     assert _first_line(OSError("   \n")) == "OSError"
+
+
+def test_export_program_itself_refuses_a_sequence_to_sequence_model_by_the_name_given(tmp_path):
+    net = get_model("seq2seq_gru", src_vocab_size=8, tgt_vocab_size=8, emb_dim=4, hidden=4)
+    with pytest.raises(ExportError, match=r"^my-translator is a sequence-to-sequence model: .* format=torch_export cannot hold"):
+        export_program(net, net.example_inputs()[0], tmp_path / "s.pt2", name="my-translator")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("lost", ["the extra file", "the reader"])
+def test_a_program_whose_metadata_does_not_read_back_is_refused_and_not_written(lost, tmp_path, monkeypatch):
+    if lost == "the extra file":  # torch.export.load leaves the extra file as it was given: empty
+        load = torch.export.load
+        monkeypatch.setattr(torch.export, "load", lambda f, extra_files=None: load(f))
+    else:
+        monkeypatch.setattr("zoo.export.program_metadata", lambda path: {})
+    with pytest.raises(ExportError) as raised:
+        export_program(nn.Linear(4, 2), torch.randn(2, 4), tmp_path / "m.pt2", name="Tiny")
+    assert str(raised.value) == "the torch.export program of Tiny does not read back the metadata written into it"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_program_that_cannot_be_written_names_the_file_and_the_reason(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    class FullDisk(io.BytesIO):
+        def getbuffer(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("zoo.export.io.BytesIO", FullDisk)
+    from zoo.inference import OutputError
+
+    with pytest.raises(OutputError) as raised:
+        export_program(nn.Linear(4, 2), torch.randn(2, 4), tmp_path / "m.pt2")
+    assert str(raised.value) == f"cannot write {tmp_path / 'm.pt2'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
