@@ -112,12 +112,15 @@ class ResumableCSVLogger(CSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         writer = self._experiment = WholeRowsWriter(log_dir=self.log_dir)
         if kept:
+            # Under the sorted header Lightning's writer keeps (it sorts its keys at every
+            # save), so that the rows appended after the resume line up with it.
+            header = sorted(header)
             text = io.StringIO()
             out = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
             out.writeheader()
             out.writerows(kept)
             atomic_write(path, text.getvalue())  # the history before the resume, replaced in one step
-            writer.metrics_keys = sorted(header)  # new rows append under the same header
+            writer.metrics_keys = header
         else:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # a fresh run's log starts empty (as Lightning's does)
@@ -127,7 +130,7 @@ class ResumableCSVLogger(CSVLogger):
 def _step(row: dict[str, Any]) -> int | None:
     try:
         return int(float(row.get("step") or "nan"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf"
         return None  # a damaged row: not kept
 
 
@@ -157,8 +160,9 @@ def _os_cause(err: BaseException) -> str | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for error in reversed(chain):
-        if isinstance(error, OSError) and (reason := error.strerror or str(error)):
-            return f"{reason}: {error.filename}" if error.filename else reason
+        lines = str(error.strerror or error).strip().splitlines() if isinstance(error, OSError) else []
+        if lines:
+            return f"{lines[0]}: {error.filename}" if error.filename else lines[0]
     return None
 
 
@@ -304,8 +308,15 @@ def _mlflow_errors(uri: str) -> Iterator[None]:
 
 def _mlflow_run_of(client: Any, experiment_id: str, run_dir: str) -> str | None:
     """The id of the MLflow run that logged the run folder ``run_dir``, if there is one."""
-    quoted = run_dir.replace("'", "\\'")
-    runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` = '{quoted}'", max_results=1)
+    # MLflow's filter strings have no escapes: the value goes in the quotes it does not
+    # contain; a path with both kinds is matched with LIKE ("_" for each quote), then exactly.
+    quote = next((q for q in ("'", '"') if q not in run_dir), None)
+    if quote is not None:
+        runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` = {quote}{run_dir}{quote}", max_results=1)
+    else:
+        pattern = run_dir.replace("'", "_").replace('"', "_")
+        runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` LIKE '{pattern}'")
+        runs = [run for run in runs if run.data.tags.get("zoo.run_dir") == run_dir]
     return runs[0].info.run_id if runs else None
 
 
@@ -383,7 +394,8 @@ def _wandb_base_url() -> str:
 def _unreachable(url: str) -> str | None:
     """Why ``url`` cannot be reached in ``PROBE_TIMEOUT_S``; ``None``: it answered (any HTTP status)."""
     try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+        parts = urlsplit(url)  # without user:password@, which urllib would take for part of the host
+        with urllib.request.urlopen(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(), timeout=PROBE_TIMEOUT_S):
             return None
     except urllib.error.HTTPError:  # an answer, if not a welcome one: the server is there
         return None
@@ -392,13 +404,19 @@ def _unreachable(url: str) -> str | None:
 
 
 def _wandb_credentials(base_url: str = "https://api.wandb.ai") -> bool:
+    """Whether W&B would find a login: ``WANDB_API_KEY``, or an entry for the server in the
+    netrc file ``NETRC`` names, else ``~/.netrc``, as ``wandb login`` writes it (the machine
+    is the server's ``host[:port]``). The file is named explicitly, as W&B reads it: Python's
+    own default would refuse a ``~/.netrc`` that others can read."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        logins = netrc.netrc()
-    except (OSError, netrc.NetrcParseError):
+        logins = netrc.netrc(os.environ.get("NETRC") or Path.home() / ".netrc")
+        server = urlsplit(base_url)
+        hosts = {server.netloc.rpartition("@")[2], server.hostname or "", "api.wandb.ai"}
+    except (OSError, ValueError, netrc.NetrcParseError):  # ValueError: a URL with a port that is not a number
         return False
-    return any(logins.authenticators(host) is not None for host in {urlsplit(base_url).hostname or "", "api.wandb.ai"})
+    return any(logins.authenticators(host) is not None for host in hosts)
 
 
 RUN_FILES = ("config.yaml", "metrics.json", "curves.png")
