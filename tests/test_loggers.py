@@ -611,7 +611,7 @@ def test_a_resumed_run_continues_the_mlflow_run_of_its_folder(tmp_path, file_sto
 def test_a_folder_with_both_quotes_is_not_taken_for_one_its_like_pattern_also_matches(tmp_path, file_store):
     quoted, lookalike = tmp_path / """it's the "best" runs""" / "1", tmp_path / "it_s the _best_ runs" / "1"
     runs = {}
-    for run_dir in (lookalike, quoted):  # the lookalike first: a first match would be it
+    for run_dir in (quoted, lookalike):  # the lookalike last: MLflow lists the newest run first
         runs[run_dir] = mlflow_logger(run_dir, tmp_path / "outputs", resume=False, tracking_uri=file_store).run_id
     for run_dir in (quoted, lookalike):
         assert mlflow_logger(run_dir, tmp_path / "outputs", resume=True, tracking_uri=file_store)._run_id == runs[run_dir]
