@@ -350,6 +350,23 @@ def test_the_macs_line_names_each_example_inputs_shape(caplog):
     summary = _Summary(max_depth=1)
     summary._macs, summary._example = 12, ((2, 7), (2, 5, 3))
     with caplog.at_level(logging.INFO, logger="zoo"):
-        summary.summarize("table", 1, 1, 0.0, {}, 0)
+        summary.summarize("table", 1, 1, 0.0, {}, 0, precision="bf16-mixed")
     assert [r.getMessage() for r in caplog.records] == ["MACs per forward pass of the example input (2x7, 2x5x3): 12"]
-    assert summary.tables[0][0][0][-1] == 24
+    [[(args, kwargs)]] = summary.tables
+    assert (args[-1], kwargs) == (24, {"precision": "bf16-mixed"})  # Lightning's own options passed on
+
+
+def test_one_epoch_of_one_is_numbered_1_of_1(caplog):
+    trainer = _trainer(current_epoch=0, max_epochs=1, optimizers=[], callback_metrics={})
+    epoch_log = EpochLog()
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        epoch_log.on_train_epoch_end(trainer, nn.Linear(1, 1))
+        epoch_log.on_train_end(trainer, nn.Linear(1, 1))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["epoch 1/1"]
+
+
+def test_an_optimizer_whose_groups_hold_no_parameters_has_no_rate():
+    from zoo.callbacks import learning_rates
+
+    optimizer = types.SimpleNamespace(param_groups=[{"params": [], "lr": 0.1}])
+    assert learning_rates(optimizer, nn.Linear(1, 1)) == ""
