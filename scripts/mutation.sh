@@ -3,40 +3,106 @@
 # the tests that cover its function; a mutant that no test notices survives.
 #
 #   pip install -e ".[test,mutation]"
-#   bash scripts/mutation.sh core > docs/mutation.md              # the numeric core, ~10 min
-#   bash scripts/mutation.sh surface > docs/mutation-surface.md   # the run surface, file by file
-#   bash scripts/mutation.sh surface src/zoo/files.py             # one file of the run surface
-#   MUTATION_RESULTS=mutation-results bash scripts/mutation.sh surface src/zoo/files.py
-#       # keeps each file's results in that folder: a later run replaces the files it runs
-#       # and its page shows every file the folder holds
+#   bash scripts/mutation.sh core                  # run the numeric core, ~10 min on 2 cores
+#   bash scripts/mutation.sh surface               # run the run surface, file by file
+#   bash scripts/mutation.sh surface src/zoo/files.py   # one file of it
+#   bash scripts/mutation.sh page > docs/mutation.md    # the score page, from the kept results
+#   bash scripts/mutation.sh survivors [core|surface]   # every mutant no test caught, with its change
 #
 # core: the files [tool.mutmut] in pyproject.toml names (attention, recurrent layers,
 # decoding, reference optimizers and losses, freezing), in one mutmut run.
 # surface: the files of [tool.zoo.mutation-surface] (locks and atomic writes, checkpoints,
-# loggers, callbacks, sweeps, benchmarks, inference, export, weights), one mutmut run per
-# file with only the tests listed for it; each run stops after MUTATION_MINUTES (default 20)
-# and the mutants it had no time for are counted apart, outside the score.
+# loggers, callbacks, sweeps, benchmarks, the CLI's builders, inference, export, weights),
+# one mutmut run per file with only the tests listed for it; each run stops after
+# MUTATION_MINUTES (default 20) and the mutants it had no time for are counted apart,
+# outside the score.
+# A run keeps its results in ${MUTATION_RESULTS:-mutation-results}/<suite>/ (git-ignored):
+# a later run replaces the files it runs, so a suite can be measured file by file over
+# several sessions; `page` and `survivors` read that folder and run nothing. The run itself
+# prints its suite's table.
 # Lines that call the logger (log.debug/info/warning, logging.getLogger(...).warning) are not mutated: their wording is for
 # people; the values a test needs are checked where they are computed. Error messages are
 # mutated: they are what a user reads and the tests check their key and value.
 # Not part of CI. Runs in a throw-away copy of the working tree (the checkout is never
-# touched) and prints a Markdown page: the score per file and in all, then every mutant no
-# test caught, with its change.
+# touched).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+usage="usage: scripts/mutation.sh core | surface [FILE...] | page | survivors [core|surface]"
 suite="${1:-core}"
 shift || true
-case "$suite" in core | surface) ;; *) echo "usage: scripts/mutation.sh [core|surface] [FILE...]" >&2; exit 2 ;; esac
 command -v mutmut >/dev/null || { echo 'mutmut is not installed: pip install -e ".[mutation]"' >&2; exit 1; }
 cap="${MUTATION_MINUTES:-20}"
+results="$(cd "$root" && mkdir -p "${MUTATION_RESULTS:-mutation-results}" && cd "${MUTATION_RESULTS:-mutation-results}" && pwd)"
 
-results="${MUTATION_RESULTS:+$(mkdir -p "$MUTATION_RESULTS" && cd "$MUTATION_RESULTS" && pwd)}"
+# The score table of one suite's kept results ($1: its folder), one row a file.
+table() {
+  python - "$1" <<'PY'
+import datetime
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+# Caught: a test failed, timed out or crashed on the mutant. Missed: it survived, or no
+# test runs its function. Not run: the file's time cap came first (outside the score).
+MISSED = ("survived", "no tests")
+NOT_RUN = ("not checked", "check was interrupted by user")
+folder = Path(sys.argv[1]) / "mutants"
+total = Counter()
+print("| file | measured | mutants | caught | survived | not run by a test | not run (time cap) | score |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for path in sorted(folder.rglob("*.py.meta")):
+    statuses = Counter(status_by_exit_code[code] for code in json.loads(path.read_text())["exit_code_by_key"].values())
+    total.update(statuses)
+    skipped = sum(statuses[s] for s in NOT_RUN)
+    n, missed = sum(statuses.values()), sum(statuses[s] for s in MISSED)
+    name = "src/" + str(path.relative_to(folder / "src")).removesuffix(".meta")
+    score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
+    measured = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    print(f"| `{name}` | {measured} | {n} | {n - skipped - missed} | {statuses['survived']} | {statuses['no tests']} | {skipped} | {score} |")
+n, missed, skipped = sum(total.values()), sum(total[s] for s in MISSED), sum(total[s] for s in NOT_RUN)
+score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
+print(f"| **all** | | {n} | {n - skipped - missed} | {total['survived']} | {total['no tests']} | {skipped} | **{score}** |")
+PY
+}
+
+case "$suite" in
+  core | surface) ;;
+  page)
+    cat <<'MD'
+# Mutation score
+
+Written by `bash scripts/mutation.sh page > docs/mutation.md` from the results the runs kept
+(`bash scripts/mutation.sh core`, `bash scripts/mutation.sh surface [FILE...]`). What is
+mutated, the rules, and every surviving mutant reviewed by group: [Testing](testing.md#mutation-testing).
+The full list of survivors with their changes is printed on demand, from the same results:
+`bash scripts/mutation.sh survivors [core|surface]`.
+MD
+    for kept in core surface; do
+      [ -f "$results/$kept/run.txt" ] || continue
+      title="The numeric core"
+      [ "$kept" = surface ] && title="The run surface"
+      printf '\n## %s\n\n%s\n\n' "$title" "$(cat "$results/$kept/run.txt")"
+      table "$results/$kept"
+    done
+    exit 0 ;;
+  survivors)
+    for kept in ${1:-core surface}; do
+      cat "$results/$kept"/survivors/*.md 2>/dev/null || true
+    done
+    exit 0 ;;
+  *) echo "$usage" >&2; exit 2 ;;
+esac
+results="$results/$suite"
+mkdir -p "$results"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 tar -C "$root" --exclude=./.git --exclude=./mutants --exclude=./mutation-results --exclude=./outputs --exclude=./multirun \
     --exclude=./site --exclude='*.egg-info' -cf - . | tar -C "$work" -xf -
 cd "$work"
-if [ -n "$results" ]; then ln -s "$results" results; else mkdir results; fi
+ln -s "$results" results
 mkdir -p results/survivors
 # mutmut forks one child per mutant from a process that has imported torch: OpenMP's
 # thread pool does not survive fork (the children hang), so the tests run on one thread.
@@ -102,55 +168,9 @@ PY
 done
 minutes=$(( (SECONDS - start + 59) / 60 ))
 
-title="the numeric core"
-command="bash scripts/mutation.sh core > docs/mutation.md"
-if [ "$suite" = surface ]; then
-  title="the run surface"
-  command="bash scripts/mutation.sh surface${*:+ $*} > docs/mutation-surface.md"
-fi
-if [ -n "$results" ]; then  # the rows come from several runs: each row's date is its own
-  page="docs/mutation.md"
-  [ "$suite" = surface ] && page="docs/mutation-surface.md"
-  command="MUTATION_RESULTS=<folder> bash scripts/mutation.sh ${suite} [FILE...] > ${page}"
-fi
-cat <<MD
-# Mutation score of ${title}
-
-Written by \`${command}\` on $(date -u +%Y-%m-%d)
-($(python -c 'import os; print(os.cpu_count())') CPU cores, torch $(python -c 'import torch; print(torch.__version__)'),
-mutmut $(mutmut --version | awk '{print $NF}'), ${minutes} min$([ "$suite" = surface ] && echo ", at most ${cap} min a file")$([ -n "$results" ] && echo " in the last run")). The files and the tests run against them are in
-\`pyproject.toml\` (\`[tool.mutmut]\` and \`[tool.zoo.mutation-surface]\`); the survivors reviewed: [Testing](testing.md#mutation-testing).
-
-MD
-python - <<'PY'
-import datetime
-import json
-from collections import Counter
-from pathlib import Path
-
-from mutmut.stats import status_by_exit_code
-
-# Caught: a test failed, timed out or crashed on the mutant. Missed: it survived, or no
-# test runs its function. Not run: the file's time cap came first (outside the score).
-MISSED = ("survived", "no tests")
-NOT_RUN = ("not checked", "check was interrupted by user")
-total = Counter()
-print("| file | measured | mutants | caught | survived | not run by a test | not run (time cap) | score |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-for path in sorted(Path("results/mutants").rglob("*.py.meta")):
-    statuses = Counter(status_by_exit_code[code] for code in json.loads(path.read_text())["exit_code_by_key"].values())
-    total.update(statuses)
-    skipped = sum(statuses[s] for s in NOT_RUN)
-    n, missed = sum(statuses.values()), sum(statuses[s] for s in MISSED)
-    name = "src/" + str(path.relative_to("results/mutants/src")).removesuffix(".meta")
-    score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
-    measured = datetime.date.fromtimestamp(path.stat().st_mtime).isoformat()
-    print(f"| `{name}` | {measured} | {n} | {n - skipped - missed} | {statuses['survived']} | {statuses['no tests']} | {skipped} | {score} |")
-n, missed, skipped = sum(total.values()), sum(total[s] for s in MISSED), sum(total[s] for s in NOT_RUN)
-score = f"{100 * (n - skipped - missed) / (n - skipped):.1f}%" if n > skipped else "-"
-print(f"| **all** | | {n} | {n - skipped - missed} | {total['survived']} | {total['no tests']} | {skipped} | **{score}** |")
-PY
-echo
-echo "## The mutants no test caught"
-echo
-cat results/survivors/*.md 2>/dev/null || true
+# What the page says of the last run, then this suite's table.
+versions="$(python -c 'import os, torch; print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}")'), mutmut $(mutmut --version | awk '{print $NF}')"
+cap_note=""
+[ "$suite" = surface ] && cap_note=", at most ${cap} min a file"
+echo "Last run: $(date -u +%Y-%m-%d), \`bash scripts/mutation.sh ${suite}${*:+ $*}\`, ${minutes} min${cap_note} (${versions}); each row is dated by its own run. The files and the tests run against them: \`[tool.mutmut]\` and \`[tool.zoo.mutation-surface]\` in \`pyproject.toml\`." >results/run.txt
+table results
