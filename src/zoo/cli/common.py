@@ -1,4 +1,5 @@
-"""What the entry points share: where the configs are, config -> objects, error reporting."""
+"""What the commands share: the run's objects built from its config (task, callbacks,
+loggers, trainer), the known warnings quieted, ``metrics.json`` written."""
 
 from __future__ import annotations
 

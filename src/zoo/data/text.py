@@ -39,13 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from zoo.data.base import DATASETS, DataModule, TensorBatches, check_split_sizes
 from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError
-from zoo.models.base import Seq2SeqModel
 
 Pairs = list[tuple[str, str]]
 
@@ -136,13 +134,6 @@ class TextDataModule(DataModule):
             "src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab),
             "pad_idx": PAD_IDX, "bos_idx": BOS_IDX, "eos_idx": EOS_IDX,
         }  # fmt: skip
-
-    def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
-        if not isinstance(net, Seq2SeqModel):
-            raise ConfigError(
-                f"model '{model_cfg.get('name')}' is not a sequence-to-sequence model; it cannot train on "
-                f"text pairs. Choose one such as model=seq2seq_gru"
-            )
 
     def collate_fn(self, batch: list) -> dict[str, torch.Tensor]:
         return collate_pairs(batch)
