@@ -197,6 +197,11 @@ def csv_logger(tmp_path: Path, resume_step: int | None, log: str | None = None) 
     return ResumableCSVLogger(save_dir=tmp_path, name="csv", version="", resume_step=resume_step), path
 
 
+def test_the_csv_logger_takes_lightnings_arguments_by_position_too(tmp_path):
+    logger = ResumableCSVLogger(tmp_path, "csv", "v1", resume_step=3)
+    assert (Path(logger.log_dir), logger.resume_step) == (tmp_path / "csv" / "v1", 3)
+
+
 def test_a_fresh_run_starts_an_empty_log_where_one_exists(tmp_path):
     logger, path = csv_logger(tmp_path, None, "epoch,step,train/loss\n0,0,2.0\n0,1,1.5\n")
     writer = logger.experiment
@@ -958,12 +963,13 @@ def test_no_key_and_no_netrc_is_no_credential(monkeypatch):
         (["wandb.example.com"], "https://wandb.example.com", True),
         (["api.wandb.ai"], "https://wandb.example.com", True),  # W&B's cloud, behind every server name
         (["other.example.com"], "https://wandb.example.com", False),
-        (["api.wandb.ai"], None, True),
+        (["localhost:8080"], "http://me:pw@localhost:8080", True),  # the machine is host:port, without the user
+        (["localhost"], "http://localhost:8080", False),  # W&B looks up host:port only
     ],
 )
 def test_a_netrc_login_for_the_server_or_wandbs_cloud_is_a_credential(tmp_path, hosts, base_url, found):
     netrc_at(tmp_path / "home" / ".netrc", *hosts)
-    assert (_wandb_credentials() if base_url is None else _wandb_credentials(base_url)) is found
+    assert _wandb_credentials(base_url) is found
 
 
 def test_a_damaged_netrc_is_no_credential(tmp_path):
@@ -978,7 +984,7 @@ def a_wandb_login(tmp_path, monkeypatch, where):
     path = tmp_path / "custom-netrc" if where == "NETRC" else tmp_path / "home" / ".netrc"
     netrc_at(path, "localhost:8080" if where == "port" else "wandb.example.com")
     if where == "NETRC":
-        monkeypatch.setenv("NETRC", str(path))
+        monkeypatch.setenv("NETRC", "~/../custom-netrc")  # W&B expands the ~ (HOME is <tmp_path>/home)
     if where == "readable":
         path.chmod(0o644)
     return base_url

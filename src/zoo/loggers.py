@@ -309,12 +309,12 @@ def _mlflow_errors(uri: str) -> Iterator[None]:
 def _mlflow_run_of(client: Any, experiment_id: str, run_dir: str) -> str | None:
     """The id of the MLflow run that logged the run folder ``run_dir``, if there is one."""
     # MLflow's filter strings have no escapes: the value goes in the quotes it does not
-    # contain; a path with both kinds is matched with LIKE ("_" for each quote), then exactly.
+    # contain; a path with both kinds is matched with LIKE ("_" for each '), then exactly.
     quote = next((q for q in ("'", '"') if q not in run_dir), None)
     if quote is not None:
         runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` = {quote}{run_dir}{quote}", max_results=1)
     else:
-        pattern = run_dir.replace("'", "_").replace('"', "_")
+        pattern = run_dir.replace("'", "_")
         runs = client.search_runs([experiment_id], f"tags.`zoo.run_dir` LIKE '{pattern}'")
         runs = [run for run in runs if run.data.tags.get("zoo.run_dir") == run_dir]
     return runs[0].info.run_id if runs else None
@@ -403,18 +403,17 @@ def _unreachable(url: str) -> str | None:
         return _cause(err)
 
 
-def _wandb_credentials(base_url: str = "https://api.wandb.ai") -> bool:
-    """Whether W&B would find a login: ``WANDB_API_KEY``, or an entry for the server in the
-    netrc file ``NETRC`` names, else ``~/.netrc``, as ``wandb login`` writes it (the machine
-    is the server's ``host[:port]``). The file is named explicitly, as W&B reads it: Python's
-    own default would refuse a ``~/.netrc`` that others can read."""
+def _wandb_credentials(base_url: str) -> bool:
+    """Whether W&B would find a login for ``base_url``: ``WANDB_API_KEY``, or an entry in the
+    netrc file ``NETRC`` names, else ``~/.netrc``, for the server's ``host[:port]`` (as ``wandb
+    login`` writes it) or W&B's own ``api.wandb.ai``. The file is named explicitly, as W&B
+    reads it: Python's own default would refuse a ``~/.netrc`` that others can read."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        logins = netrc.netrc(os.environ.get("NETRC") or Path.home() / ".netrc")
-        server = urlsplit(base_url)
-        hosts = {server.netloc.rpartition("@")[2], server.hostname or "", "api.wandb.ai"}
-    except (OSError, ValueError, netrc.NetrcParseError):  # ValueError: a URL with a port that is not a number
+        logins = netrc.netrc(Path(os.environ.get("NETRC") or "~/.netrc").expanduser())
+        hosts = {urlsplit(base_url).netloc.rpartition("@")[2], "api.wandb.ai"}
+    except (OSError, ValueError, netrc.NetrcParseError):  # ValueError: a URL urlsplit cannot read
         return False
     return any(logins.authenticators(host) is not None for host in hosts)
 
