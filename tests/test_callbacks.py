@@ -75,11 +75,20 @@ def test_interrupted_names_the_signal_and_keeps_the_step():
     assert (str(stop), stop.signum, stop.step) == ("interrupted by SIGTERM", signal.SIGTERM, 12)
 
 
+def _noted(stop: StopOnSignal, signum: int) -> None:
+    """``stop._note(signum)``, where it must only note: a KeyboardInterrupt is this test's
+    failure, not pytest's own interruption (which would end the whole run)."""
+    try:
+        stop._note(signum, None)
+    except KeyboardInterrupt:
+        pytest.fail(f"{signal.Signals(signum).name} stopped at once instead of being noted")
+
+
 def test_a_noted_signal_is_kept_with_one_warning_and_a_second_ctrl_c_stops_at_once(caplog):
     stop = StopOnSignal()
     with caplog.at_level(logging.WARNING, logger="zoo"):
-        stop._note(signal.SIGTERM, None)
-        stop._note(signal.SIGINT, None)  # after a SIGTERM, a first Ctrl-C is only noted
+        _noted(stop, signal.SIGTERM)
+        _noted(stop, signal.SIGINT)  # after a SIGTERM, a first Ctrl-C is only noted
     assert stop.signum == signal.SIGINT
     assert [r.getMessage() for r in caplog.records] == [
         "SIGTERM received: stopping after this batch (Ctrl-C again to stop at once)",
@@ -91,8 +100,8 @@ def test_a_noted_signal_is_kept_with_one_warning_and_a_second_ctrl_c_stops_at_on
 
 def test_a_sigterm_after_a_ctrl_c_is_noted_not_an_immediate_stop():
     stop = StopOnSignal()
-    stop._note(signal.SIGINT, None)
-    stop._note(signal.SIGTERM, None)
+    _noted(stop, signal.SIGINT)
+    _noted(stop, signal.SIGTERM)
     assert stop.signum == signal.SIGTERM
 
 
