@@ -23,6 +23,32 @@ def test_readme_is_a_short_guide_with_the_two_commands_and_the_three_jobs_near_t
         assert job in top, job
 
 
+# What the README shows has one home there; the docs include it (pymdownx.snippets sections)
+# and other places point to it. Each pattern matches a line of one such table or listing.
+ONE_HOME = {
+    "the fine-tuning modes table": re.compile(r"^\| `(freeze|partial|gradual)` \|", re.M),
+    "the run-folder listing": re.compile(r"^(checkpoints/|csv/metrics\.csv|metrics\.json|curves\.png)\s{3,}\S", re.M),
+}
+
+
+def files_with(pattern: re.Pattern, root: Path = ROOT) -> list[str]:
+    """The project's text files (README, docs, sources, configs) in which ``pattern`` matches."""
+    candidates = [root / "README.md", *(root / "docs").rglob("*.md"), *(root / "src").rglob("*.py"), *(root / "configs").rglob("*.yaml")]
+    return sorted(str(path.relative_to(root)) for path in candidates if path.is_file() and pattern.search(path.read_text()))
+
+
+def test_each_table_the_readme_shows_is_written_once():
+    assert {what: files_with(pattern) for what, pattern in ONE_HOME.items()} == {what: ["README.md"] for what in ONE_HOME}
+
+
+def test_a_second_copy_of_a_readme_table_is_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("| `freeze` | the new head only | head 1e-3 |\n")
+    (tmp_path / "docs" / "finetuning.md").write_text("intro\n| `partial` | the last stage | stages 1e-5 |\n")
+    (tmp_path / "docs" / "other.md").write_text("freeze the `freeze` mode | not a table row\n")
+    assert files_with(ONE_HOME["the fine-tuning modes table"], tmp_path) == ["README.md", "docs/finetuning.md"]
+
+
 def test_every_relative_link_of_the_readme_exists():
     targets = re.findall(r"\]\((?!https?:|#)([^)]+)\)", README)
     assert targets
@@ -67,3 +93,6 @@ def test_the_docs_build_into_a_site_without_broken_links(tmp_path):
     resnet = (tmp_path / "site" / "models" / "resnet" / "index.html").read_text()
     assert "Deep Residual Learning for Image Recognition" in resnet  # the module docstring, rendered
     assert 'id="zoo.models.resnet.ResNet"' in resnet  # and the module's API
+    # README's sections, included where the docs show them
+    assert "csv/metrics.csv" in (tmp_path / "site" / "training" / "index.html").read_text()
+    assert "<code>gradual</code>" in (tmp_path / "site" / "finetuning" / "index.html").read_text()

@@ -1,10 +1,6 @@
 """``zoo-train``: compose the config, build data + task + trainer, fit, test, write the run folder.
 
-Run folder (``hydra.run.dir``, by default ``outputs/<date>/<time to the microsecond>``,
-so that two runs never share one; a run holds its folder with a ``.lock`` naming its pid):
-``config.yaml`` (resolved), ``.hydra/`` (composed config and overrides), ``train.log``,
-``checkpoints/{best,last}.ckpt``, ``csv/metrics.csv``, ``tensorboard/`` (with
-``logger=[csv,tensorboard]``), ``metrics.json`` (final test metrics) and ``curves.png``.
+The run folder (``hydra.run.dir``) and what it holds: "What a run writes" in README.md.
 """
 
 from __future__ import annotations

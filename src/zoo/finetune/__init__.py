@@ -1,19 +1,11 @@
 """Transfer learning: pretrained weights into a zoo model, then freeze, partial, full or
 gradual fine-tuning.
 
-The lecture's three recipes (take a network trained on ImageNet, 1.2M images, and
-train it further on your own data) and their learning rates:
-
-- feature extraction (``freeze``): freeze every convolutional stage, replace only the
-  classifier and train it alone; for little data (100-1000 examples); lr 1e-3;
-- partial fine-tuning (``partial``): freeze the first stages (general features), train
-  the last blocks with a small lr; for a medium amount of data; lr 1e-5;
-- full fine-tuning (``full``): train everything with a very small lr; for large data
-  sets (10K+); lr 1e-6.
-
-``gradual`` starts as ``freeze`` and unfreezes the stages one at a time from the head
-backwards at given epochs (as in ULMFiT, Howard & Ruder 2018). The new head always
-learns at ``lr_head``: it starts from random weights and needs the larger rate.
+The lecture's recipes (take a network trained on ImageNet, 1.2M images, and train it
+further on your own data): ``freeze`` (feature extraction), ``partial``, ``full`` and
+``gradual`` (as in ULMFiT, Howard & Ruder 2018). What each trains, its learning rates and
+when to use it: the modes table of README.md (docs/finetuning.md includes it). The new head
+always learns at ``lr_head``: it starts from random weights and needs the larger rate.
 
 Stages are the model contract's ``stages()`` (stem .. head), so every image family is
 fine-tuned the same way. Frozen batch-norm layers stay in eval mode: their running
