@@ -96,3 +96,19 @@ def test_the_docs_build_into_a_site_without_broken_links(tmp_path):
     # README's sections, included where the docs show them
     assert "csv/metrics.csv" in (tmp_path / "site" / "training" / "index.html").read_text()
     assert "<code>gradual</code>" in (tmp_path / "site" / "finetuning" / "index.html").read_text()
+
+
+def test_the_organisation_pages_example_model_registers_and_keeps_the_contract(monkeypatch):
+    import torch
+
+    from zoo.models import MODELS, get_model
+
+    page = (ROOT / "docs" / "organisation.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", page, re.S)
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the example's name, for this test only
+    exec(compile(example, "docs/organisation.md", "exec"), {"__name__": "zoo.models.tinycnn"})
+    net = get_model("tinycnn", num_classes=3)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    net.reset_classifier(5)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+    assert [name for name, _ in net.stages()] == ["conv", "head"]
