@@ -109,6 +109,14 @@ def test_the_first_save_writes_the_header_and_the_rows(tmp_path, writes):
     assert writer.metrics == [] and writer.metrics_keys == ["step", "train/loss"]
 
 
+def saved_once(folder: Path) -> WholeRowsWriter:
+    """A writer in ``folder`` that has saved one row: step 0, ``train/loss`` 2.0."""
+    writer = WholeRowsWriter(log_dir=str(folder))
+    writer.log_metrics({"train/loss": 2.0}, step=0)
+    writer.save()
+    return writer
+
+
 def test_a_first_save_writes_the_header_even_when_the_keys_are_known(tmp_path):
     writer = WholeRowsWriter(log_dir=str(tmp_path))
     writer.metrics_keys = ["step", "train/loss"]  # as a resume sets them
@@ -118,9 +126,7 @@ def test_a_first_save_writes_the_header_even_when_the_keys_are_known(tmp_path):
 
 
 def test_rows_under_an_unchanged_header_are_appended(tmp_path, writes):
-    writer = WholeRowsWriter(log_dir=str(tmp_path))
-    writer.log_metrics({"train/loss": 2.0}, step=0)
-    writer.save()
+    writer = saved_once(tmp_path)
     writer.log_metrics({"train/loss": 1.5}, step=1)
     writer.log_metrics({"train/loss": 1.25}, step=2)
     writer.save()
@@ -130,9 +136,7 @@ def test_rows_under_an_unchanged_header_are_appended(tmp_path, writes):
 
 
 def test_a_new_metric_rewrites_the_file_under_the_merged_header_keeping_the_old_rows(tmp_path, writes):
-    writer = WholeRowsWriter(log_dir=str(tmp_path))
-    writer.log_metrics({"train/loss": 2.0}, step=0)
-    writer.save()
+    writer = saved_once(tmp_path)
     writer.log_metrics({"val/acc": 0.5}, step=1)
     writer.log_metrics({"train/loss": 1.5}, step=2)
     writer.save()
@@ -155,9 +159,7 @@ def test_the_writer_does_not_delete_an_existing_metrics_csv(tmp_path):
 
 
 def test_a_failed_append_keeps_the_rows_for_the_next_save(tmp_path, monkeypatch):
-    writer = WholeRowsWriter(log_dir=str(tmp_path))
-    writer.log_metrics({"train/loss": 2.0}, step=0)
-    writer.save()
+    writer = saved_once(tmp_path)
     writer.log_metrics({"train/loss": 1.5}, step=1)
     with monkeypatch.context() as patch:
         patch.setattr(loggers, "append_whole", no_space)
@@ -170,9 +172,7 @@ def test_a_failed_append_keeps_the_rows_for_the_next_save(tmp_path, monkeypatch)
 
 
 def test_a_failed_rewrite_keeps_the_old_header_keys_and_the_rows_for_the_next_save(tmp_path, monkeypatch):
-    writer = WholeRowsWriter(log_dir=str(tmp_path))
-    writer.log_metrics({"train/loss": 2.0}, step=0)
-    writer.save()
+    writer = saved_once(tmp_path)
     writer.log_metrics({"val/acc": 0.5}, step=1)
     with monkeypatch.context() as patch:
         patch.setattr(loggers, "atomic_write", no_space)
