@@ -39,7 +39,7 @@ import torch
 
 from zoo.benchmark import write_results_page
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package: its config helper
 
 
 def run_default(seeds: list[int], threads: int) -> list[tuple[int, float, float]]:
@@ -86,7 +86,7 @@ class Interleaved(L.Callback):
 
 def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -> dict[str, float]:
     """Steps/s of the default run's training loop against a plain loop, and their ratio."""
-    from helpers import compose_config
+    from tests.helpers import compose_config
 
     from zoo.cli.common import build_task, build_trainer, fit_model_to_data, plain, trainer_options
     from zoo.data import build_datamodule

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from helpers import model_lists
+from tests.helpers import model_lists
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from helpers import compose_config
+from tests.helpers import compose_config
 from zoo.profiling import count_params
 
 ROOT = Path(__file__).resolve().parents[1]

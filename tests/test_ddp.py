@@ -4,7 +4,7 @@ import torch
 
 from zoo.cli.train import train
 
-from helpers import QUIET, compose_config, run_cli
+from tests.helpers import QUIET, compose_config, run_cli
 
 # No dropout, batch norm or augmentation: with those, per-process randomness and batch
 # statistics legitimately differ from one process. drop_last keeps every global batch full.

@@ -17,7 +17,7 @@ from torch.optim import lr_scheduler
 from zoo.errors import ConfigError
 from zoo.optim import build_scheduler
 
-from helpers import CONFIGS, QUIET, compose_config, run_main
+from tests.helpers import CONFIGS, QUIET, compose_config, run_main
 
 OPTIONS = ["fast", "overfit", "limit", "profiler"]
 FALLBACK = (

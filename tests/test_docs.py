@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-from helpers import run_cli
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -24,7 +24,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torchvision.transforms import v2
 
-from helpers import QUIET, compose_config, informative_weights, randomize_batch_norms, run_main, write_image_folder
+from tests.helpers import QUIET, compose_config, informative_weights, randomize_batch_norms, run_main, write_image_folder
 
 import zoo
 from zoo.cli.export import export as export_cli

@@ -12,7 +12,7 @@ from zoo.reference.losses import CrossEntropyLoss
 from zoo.reference.optim import Adam
 from zoo.tasks import ImageClassifier
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 
 def test_mlp_trains_on_digits_with_reference_adam_loss_and_activation(tmp_path, monkeypatch, one_thread):

@@ -32,7 +32,7 @@ from zoo.cli.train import train
 from zoo import files
 from zoo.files import RunLock, this_process
 
-from helpers import QUIET, compose_config, run_cli, run_main
+from tests.helpers import QUIET, compose_config, run_cli, run_main
 
 SENTINEL = "zoo-hostile-code-ran"
 
@@ -205,7 +205,7 @@ def _crafted_program(name: str = "model.pt2") -> Callable[[Path, Path], None]:
     """A torch.export program one of whose weights is a pickle that would create the sentinel."""
 
     def setup(case: Path, run: Path) -> None:
-        from test_safe_readers import poison_program
+        from tests.test_safe_readers import poison_program
 
         from zoo.export import export_program
 

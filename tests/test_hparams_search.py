@@ -7,7 +7,7 @@ import csv
 import pytest
 import yaml
 
-from helpers import run_cli
+from tests.helpers import run_cli
 
 
 def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):

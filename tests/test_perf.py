@@ -15,7 +15,7 @@ import zoo
 from zoo import perf
 from zoo.cli.train import train
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from torchvision.models import get_model_weights
 from torchvision.models.vision_transformer import interpolate_embeddings
 
 import zoo
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 from zoo.cli.train import train
 from zoo.errors import ConfigError
 from zoo.finetune import WeightsError, torchvision_cache_file

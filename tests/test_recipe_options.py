@@ -20,7 +20,7 @@ from zoo.errors import ConfigError, DataError
 from zoo.optim.factory import build_optimizer, build_scheduler
 from zoo.tasks.classification import ImageClassifier
 
-from helpers import CONFIGS, QUIET, compose_config, write_image_folder
+from tests.helpers import CONFIGS, QUIET, compose_config, write_image_folder
 
 
 def train_transforms(tmp_path, **options) -> list:

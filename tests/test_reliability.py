@@ -20,7 +20,7 @@ from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.cli.train import train
 from zoo.data.digits import DigitsDataModule
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 FAST = ["model=mlp", "model.dropout=0.0", *QUIET]
 

@@ -12,7 +12,7 @@ import torch
 
 from zoo.cli.train import train
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 # Shuffling, dropout and augmentation all on; last.ckpt every 4 of the 20 steps per epoch.
 # Metrics logged at every step, so the resume step itself holds a killed run's event: logged

@@ -24,7 +24,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 from zoo import export as exporting
 from zoo.checkpoint import CheckpointError, load_file

@@ -1,6 +1,6 @@
 """Scaling out runs on existing engines: the SLURM launcher config composes and carries the trainer's shape."""
 
-from helpers import CONFIGS
+from tests.helpers import CONFIGS
 
 from hydra import compose, initialize_config_dir
 

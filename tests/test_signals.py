@@ -17,7 +17,7 @@ import torch
 from zoo.callbacks import EpochLog
 from zoo.cli.train import train
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 # 1,257 training images at the digits' batch of 256: 5 steps an epoch; step 7 is mid-epoch 2.
 RUN = ["model=mlp", "sched=none", "trainer.max_epochs=2", *QUIET]

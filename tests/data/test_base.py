@@ -10,7 +10,7 @@ from zoo.data import build_datamodule
 from zoo.data.base import ImageDataModule, TensorBatches, check_split_sizes
 from zoo.errors import ConfigError, DataError
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 
 def batch_sizes(loader) -> list[int]:

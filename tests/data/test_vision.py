@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from helpers import write_image_folder
+from tests.helpers import write_image_folder
 
 from zoo.data import build_datamodule
 from zoo.errors import ConfigError, DataError

@@ -15,7 +15,7 @@ from zoo.cli.train import train
 from zoo.finetune import FinetuneConfig, WeightsError, adapt_data_config, load_pretrained
 from zoo.models import get_model
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 SHORT = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
          "trainer.limit_test_batches=1", "data.batch_size=8", "optim=adamw"]  # fmt: skip

@@ -19,7 +19,7 @@ from zoo.models import MODELS, ImageModel
 from zoo.models.features import FeatureExtractor
 from zoo.profiling import build_on_meta
 
-from helpers import accepts, model_lists, models_on_meta, randomize_batch_norms
+from tests.helpers import accepts, model_lists, models_on_meta, randomize_batch_norms
 
 _ON_META = models_on_meta()
 IMAGE_MODELS = model_lists()["image_model"]

@@ -21,7 +21,7 @@ from zoo.models.vit import VARIANTS as VIT_VARIANTS
 from zoo.models.vit import VisionTransformer
 from zoo.profiling import build_on_meta, count_macs, count_params
 
-from helpers import assert_varies_with_the_input, informative_weights, models_on_meta
+from tests.helpers import assert_varies_with_the_input, informative_weights, models_on_meta
 
 SHARED = sorted(set(list_models()) & set(torchvision.models.list_models()))
 

@@ -18,7 +18,7 @@ from zoo.models.transformer import Transformer, TransformerDecoderLayer, Transfo
 from zoo.profiling import build_on_meta, count_params
 from zoo.models import get_model, list_models
 
-from helpers import QUIET, assert_same_values_and_gradients, compose_config
+from tests.helpers import QUIET, assert_same_values_and_gradients, compose_config
 
 PAD, BOS, EOS = 0, 1, 2
 

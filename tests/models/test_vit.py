@@ -15,7 +15,7 @@ from zoo.models.vit import VARIANTS, EncoderBlock
 from zoo.profiling import build_on_meta, count_params
 from zoo.models import get_model, list_models
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 TORCHVISION = ["vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32"]
 

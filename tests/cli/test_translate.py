@@ -10,7 +10,7 @@ from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.inference import FALLBACK_MAX_SOURCE_LEN, load_trained, source_limit, translate
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 TINY = [
     "model=seq2seq_gru", "data=reverse", "sched=none", "data.train_size=32", "data.val_size=8", "data.test_size=8",

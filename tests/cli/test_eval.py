@@ -14,7 +14,7 @@ from zoo.cli.eval import evaluate
 from zoo.errors import ConfigError
 from zoo.finetune import WeightsError
 
-from helpers import compose_config, informative_weights, write_image_folder
+from tests.helpers import compose_config, informative_weights, write_image_folder
 
 CLASSES = ("n01", "n02", "n03", "n04", "n05", "n06", "n07")  # more than five: acc@5 can miss
 

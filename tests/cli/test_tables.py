@@ -60,7 +60,7 @@ def test_weights_as_csv_parse_back_and_keep_the_title_off_stdout(capsys):
 
 
 def test_the_model_table_as_markdown(capsys):
-    """LeNet-5's counts as tests/test_cli.py derives them by hand: 60,806 parameters, 416,520 MACs."""
+    """LeNet-5's counts as tests/cli/test_launch.py derives them by hand: 60,806 parameters, 416,520 MACs."""
     models.main(["lenet5", "--format", "md"])
     assert capsys.readouterr().out.splitlines()[2:] == [
         "| model | params | GMACs | input (one example) |",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 from zoo.cli.train import train
 from zoo.errors import ConfigError
 

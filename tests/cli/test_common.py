@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS
+from tests.helpers import CONFIGS
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf

@@ -21,7 +21,7 @@ from zoo.finetune import FinetuneConfig, Preprocessing, Pretrained, adapt_data_c
 from zoo.finetune.weights import data_options_used
 from zoo.models.resnet import ResNet
 
-from helpers import QUIET, compose_config
+from tests.helpers import QUIET, compose_config
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # What load_pretrained reads from ResNet18_Weights.IMAGENET1K_V1.transforms().

@@ -18,7 +18,7 @@ from zoo.callbacks import StopOnSignal
 from zoo.cli.resume import ABSENT, MAY_CHANGE, differences
 from zoo.models import get_model
 
-from helpers import QUIET, run_main
+from tests.helpers import QUIET, run_main
 
 LENET = {"activation": "relu", "pool": "max", "c3_table": "full", "norm": "batch"}  # configs/model/lenet5.yaml
 

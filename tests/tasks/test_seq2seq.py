@@ -16,7 +16,7 @@ from zoo.optim import SCHEDULERS
 from zoo.tasks import TASKS
 from zoo.tasks.seq2seq import Seq2SeqModule
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 MODEL = {"name": "seq2seq_gru", "src_vocab_size": 9, "tgt_vocab_size": 9, "pad_idx": 0, "bos_idx": 1, "eos_idx": 2,
          "emb_dim": 8, "hidden": 16}  # fmt: skip

@@ -14,7 +14,7 @@ from zoo.layers.attention import (
     scaled_dot_product_attention_ref, set_fast_attention,
 )  # fmt: skip
 
-from helpers import assert_same_values_and_gradients
+from tests.helpers import assert_same_values_and_gradients
 
 SCORE_NAMES = ["additive", "cosine", "dot", "general", "scaled_dot"]
 

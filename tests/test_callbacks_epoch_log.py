@@ -19,7 +19,7 @@ from zoo.cli.train import train
 from zoo.models import get_model
 from zoo.profiling import build_on_meta, count_macs
 
-from helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config, run_main
 
 LENET = {"activation": "relu", "pool": "max", "c3_table": "full", "norm": "batch"}  # configs/model/lenet5.yaml
 SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",

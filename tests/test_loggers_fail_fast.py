@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import QUIET, run_main
+from tests.helpers import QUIET, run_main
 from zoo.errors import ConfigError
 from zoo.loggers import _check_sqlite_store, mlflow_logger, wandb_logger
 
@@ -141,7 +141,7 @@ def test_an_mlflow_db_that_is_not_mlflows_is_one_line_naming_it_and_left_unchang
 def test_an_empty_sqlite_file_or_one_with_mlflows_tables_passes_the_check(tmp_path, tables):
     """The boundary of the check above: an empty file (``touch mlflow.db``) is what SQLite
     calls an empty database, which MLflow sets its store up in; one with MLflow's tables is
-    left to MLflow (the real store of a real run: tests/test_trackers.py)."""
+    left to MLflow (the real store of a real run: tests/test_loggers_trackers.py)."""
     path = tmp_path / "mlflow.db"
     path.touch()
     with sqlite3.connect(path) as db:

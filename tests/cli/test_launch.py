@@ -16,7 +16,7 @@ from zoo.cli.models import model_rows
 from zoo.models import MODELS, ImageModel
 from zoo.profiling import build_on_meta
 
-from helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli, run_main
+from tests.helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli, run_main
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ from zoo import get_model
 from zoo.models import MODELS
 from zoo.profiling import build_on_meta, count_macs
 
-from helpers import accepts
+from tests.helpers import accepts
 
 def _input_size(model) -> int:
     return model.fixed_image_size or max(model.min_image_size, 32)

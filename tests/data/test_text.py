@@ -119,7 +119,7 @@ def test_parallel_tsv_missing_file_names_the_path(tmp_path):
 
 
 def test_the_vocabularies_travel_in_the_state(tmp_path):
-    # (An image model on text pairs is refused by the seq2seq task: tests/seq2seq/test_seq2seq_task.py.)
+    # (An image model on text pairs is refused by the seq2seq task: tests/tasks/test_seq2seq.py.)
     dm = build_datamodule("copy", num_symbols=4, train_size=50, val_size=5, test_size=5)
     dm.setup()
     path = _tsv(tmp_path, "".join(f"w{i}\tx{i}\n" for i in range(20)))

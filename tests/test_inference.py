@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from helpers import QUIET, compose_config, run_main, write_image_folder
+from tests.helpers import QUIET, compose_config, run_main, write_image_folder
 
 from zoo.cli.train import train
 from zoo.data.base import to_mode

@@ -50,7 +50,7 @@ def test_batches_are_made_on_the_datasets_device():
 
 
 def test_disk_datasets_take_their_loader_settings_from_config(tmp_path):
-    from helpers import write_image_folder
+    from tests.helpers import write_image_folder
 
     write_image_folder(tmp_path, splits=("train",), classes=("a", "b"), per_class=2)
     kept = build_datamodule(name="imagefolder", root=str(tmp_path), image_size=16, num_workers=1, val_fraction=0.5)
