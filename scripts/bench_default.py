@@ -136,7 +136,7 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
         L.seed_everything(0, verbose=False)
         module = build_task(cfg, dm)
         timer = Interleaved(plain_epoch)
-        trainer = build_trainer(cfg, Path(tmp), module.net)
+        trainer = build_trainer(cfg, Path(tmp), module)
         trainer.callbacks.insert(0, timer)
         trainer.fit(module, datamodule=dm)
 

@@ -25,6 +25,7 @@ from zoo.callbacks import (
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.cli import common
 from zoo.errors import ConfigError
+from zoo.finetune import FinetuneConfig
 from zoo.finetune.callbacks import FrozenBatchNormEval, GradualUnfreezing
 from zoo.loggers import ResumableCSVLogger
 from zoo.models import get_model
@@ -644,7 +645,8 @@ def trainer_config(**parts):
 
 @pytest.fixture
 def lenet():
-    return get_model("lenet5", num_classes=10)
+    """The task module build_trainer gets: an image classifier over LeNet-5."""
+    return ImageClassifier(model={"name": "lenet5", "num_classes": 10}, optim={"name": "sgd", "lr": 0.1}, sched={"name": "none"})
 
 
 def test_the_trainer_gets_the_run_folder_atomic_saves_and_no_logger_or_bar(tmp_path, lenet, caplog):
@@ -703,6 +705,21 @@ def test_the_trainer_checkpoints_by_the_configured_tasks_metric(tmp_path, lenet)
     assert Path(trainer.checkpoint_callback.dirpath) == tmp_path / "checkpoints"
 
 
+def test_the_trainer_checkpoints_by_the_metric_of_the_module_it_trains(tmp_path):
+    class LossTask(ImageClassifier):
+        monitor, monitor_mode = "val/loss", "min"
+
+    module = LossTask(model={"name": "lenet5", "num_classes": 10}, optim={"name": "sgd", "lr": 0.1}, sched={"name": "none"})
+    trainer = common.build_trainer(trainer_config(callbacks={"checkpoint": {"save_last": False}}), tmp_path, module)
+    assert (trainer.checkpoint_callback.monitor, trainer.checkpoint_callback.mode) == ("val/loss", "min")
+
+
+def test_the_finetune_callbacks_come_from_the_config_given_not_from_the_run_config(tmp_path, lenet):
+    cfg = trainer_config(finetune={"mode": "gradual", "weights": "w.pth", "unfreeze_epochs": [1]})
+    kinds = [type(c) for c in common.build_trainer(cfg, tmp_path, lenet).callbacks]  # parsed once, by the command
+    assert GradualUnfreezing not in kinds and FrozenBatchNormEval not in kinds
+
+
 def test_the_trainer_includes_the_finetune_modes_callbacks(tmp_path, lenet):
     finetune = {
         "mode": "gradual",
@@ -710,8 +727,8 @@ def test_the_trainer_includes_the_finetune_modes_callbacks(tmp_path, lenet):
         "unfreeze_epochs": [1],
         "lr_backbone": 0.01,
     }
-    cfg = trainer_config(finetune=finetune, optim={"weight_decay": 0.003})
-    trainer = common.build_trainer(cfg, tmp_path, lenet)
+    cfg = trainer_config(optim={"weight_decay": 0.003})
+    trainer = common.build_trainer(cfg, tmp_path, lenet, finetune=FinetuneConfig.from_dict(finetune))
     kinds = [type(c) for c in trainer.callbacks]
     assert kinds.count(GradualUnfreezing) == 1 and kinds.count(FrozenBatchNormEval) == 1
     assert kinds.index(FrozenBatchNormEval) < kinds.index(ModelSummaryWithMACs)
@@ -753,8 +770,8 @@ def test_the_perf_switches_and_the_accelerator_reach_speed_up(tmp_path, lenet, m
     del cfg.trainer.accelerator  # unset: Lightning's auto
     common.build_trainer(cfg, tmp_path, lenet)
     assert calls == [
-        (lenet, "32-true", "auto", None, "cpu"),
-        (lenet, "32-true", True, "max-autotune", "auto"),
+        (lenet.net, "32-true", "auto", None, "cpu"),
+        (lenet.net, "32-true", True, "max-autotune", "auto"),
     ]
     assert devices == ["cpu", "auto"]  # what the first line names
 

@@ -209,10 +209,14 @@ def _trainer_options(trainer_cfg: DictConfig, net: Any) -> tuple[dict[str, Any],
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, net: Any, resume_step: int | None = None, extra_callbacks: list[L.Callback] = ()
+    cfg: DictConfig, run_dir: Path, module: L.LightningModule, resume_step: int | None = None,
+    extra_callbacks: list[L.Callback] = (), finetune: FinetuneConfig | None = None,
 ) -> L.Trainer:
-    """The Trainer for training ``net`` as ``cfg`` says, its speed switches (``cfg.perf``) applied to
-    ``net``; ``extra_callbacks`` are the command's own (zoo-train's signal handling)."""
+    """The Trainer for training the task ``module`` (built by :func:`build_task`) as ``cfg``
+    says, its speed switches (``cfg.perf``) applied to ``module.net``. ``finetune`` is the
+    run's parsed fine-tuning config (its callbacks; ``None``: no fine-tuning);
+    ``extra_callbacks`` are the command's own (zoo-train's signal handling)."""
+    net = module.net
     options, why = _trainer_options(cfg.trainer, net)
     if rank_zero():  # what runs, where, before anything else about the run
         device = accelerator_type(options.get("accelerator", "auto"))
@@ -222,9 +226,9 @@ def build_trainer(
     with config_errors("perf"):
         speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
     loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs")))
-    task = TASKS.get(cfg.task.name)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=task)
-    callbacks += finetune_callbacks(FinetuneConfig.from_dict(plain(cfg.get("finetune"))), plain(cfg.optim))
+    callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=type(module))
+    if finetune is not None:
+        callbacks += finetune_callbacks(finetune, plain(cfg.optim))
     callbacks += list(extra_callbacks)
     if options.get("enable_model_summary") is not False:  # Lightning keeps a given summary callback even when off
         callbacks.append(ModelSummaryWithMACs())

@@ -168,7 +168,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again, through AtomicCheckpointIO
     stop = StopOnSignal()
-    trainer = build_trainer(cfg, run_dir, module.net, resume_step, extra_callbacks=[stop])
+    trainer = build_trainer(cfg, run_dir, module, resume_step, extra_callbacks=[stop], finetune=finetune)
     try:
         # Under DDP every process runs this function. A resumed run keeps its first config.yaml
         # (what a resume changed: config.resume-<n>.yaml, zoo.cli.resume).
