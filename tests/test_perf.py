@@ -180,7 +180,7 @@ def first_step_weights(tmp_path, *overrides: str) -> torch.Tensor:
     datamodule = build_datamodule(**cfg.data)
     datamodule.setup("fit")
     module = build_task(cfg, datamodule)
-    build_trainer(cfg, tmp_path, module.net).fit(module, datamodule=datamodule)
+    build_trainer(cfg, tmp_path, module).fit(module, datamodule=datamodule)
     return torch.cat([p.detach().flatten() for p in module.net.parameters()])
 
 
