@@ -731,6 +731,7 @@ def test_the_trainer_includes_the_finetune_modes_callbacks(tmp_path, lenet):
     trainer = common.build_trainer(cfg, tmp_path, lenet, finetune=FinetuneConfig.from_dict(finetune))
     kinds = [type(c) for c in trainer.callbacks]
     assert kinds.count(GradualUnfreezing) == 1 and kinds.count(FrozenBatchNormEval) == 1
+    assert kinds.index(StopOnNonFiniteLoss) < kinds.index(GradualUnfreezing)  # added to the run's own callbacks
     assert kinds.index(FrozenBatchNormEval) < kinds.index(ModelSummaryWithMACs)
     (gradual,) = [c for c in trainer.callbacks if isinstance(c, GradualUnfreezing)]
     assert (gradual.unfreeze_epochs, gradual.lr, gradual.weight_decay) == (
