@@ -158,31 +158,25 @@ def test_the_writer_does_not_delete_an_existing_metrics_csv(tmp_path):
     assert (tmp_path / "metrics.csv").read_text() == "step,train/loss\n0,2.0\n"
 
 
-def test_a_failed_append_keeps_the_rows_for_the_next_save(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("failing", "row", "after_retry"),
+    [
+        ("append_whole", {"train/loss": 1.5}, "step,train/loss\r\n0,2.0\r\n1,1.5\r\n"),  # under the same header
+        ("atomic_write", {"val/acc": 0.5}, "step,train/loss,val/acc\r\n0,2.0,\r\n1,,0.5\r\n"),  # a new metric: rewritten
+    ],
+)
+def test_a_failed_save_keeps_the_file_the_header_keys_and_the_rows_for_the_next_save(tmp_path, monkeypatch, failing, row, after_retry):
     writer = saved_once(tmp_path)
-    writer.log_metrics({"train/loss": 1.5}, step=1)
+    writer.log_metrics(row, step=1)
     with monkeypatch.context() as patch:
-        patch.setattr(loggers, "append_whole", no_space)
+        patch.setattr(loggers, failing, no_space)
         with pytest.raises(OSError, match="No space left on device"):
             writer.save()
-    assert writer.metrics_keys == ["step", "train/loss"]
-    assert writer.metrics == [{"train/loss": 1.5, "step": 1}]
-    writer.save()
-    assert text_of(tmp_path / "metrics.csv") == "step,train/loss\r\n0,2.0\r\n1,1.5\r\n"
-
-
-def test_a_failed_rewrite_keeps_the_old_header_keys_and_the_rows_for_the_next_save(tmp_path, monkeypatch):
-    writer = saved_once(tmp_path)
-    writer.log_metrics({"val/acc": 0.5}, step=1)
-    with monkeypatch.context() as patch:
-        patch.setattr(loggers, "atomic_write", no_space)
-        with pytest.raises(OSError, match="No space left on device"):
-            writer.save()
-    assert writer.metrics_keys == ["step", "train/loss"]  # the file's header: the next save sees val/acc as new
-    assert writer.metrics == [{"val/acc": 0.5, "step": 1}]
+    assert writer.metrics_keys == ["step", "train/loss"]  # the file's header: the next save sees a new metric as new
+    assert writer.metrics == [{**row, "step": 1}]
     assert text_of(tmp_path / "metrics.csv") == "step,train/loss\r\n0,2.0\r\n"
     writer.save()
-    assert text_of(tmp_path / "metrics.csv") == "step,train/loss,val/acc\r\n0,2.0,\r\n1,,0.5\r\n"
+    assert text_of(tmp_path / "metrics.csv") == after_retry
 
 
 # ResumableCSVLogger: the rows before the resume step are kept, the rest dropped.
