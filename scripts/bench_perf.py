@@ -58,7 +58,7 @@ from zoo.benchmark import (
 
 from zoo.cli import schema  # noqa: F401  (registers the configs' schemas: the cifar suite composes a recipe)
 from zoo.cli.bench import build_step, torchvision_builder
-from zoo.cli.entry import config_dir
+from zoo.files import config_dir
 
 SCRIPTS = Path(__file__).resolve().parent
 PARITY_MODELS = ("resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")

@@ -51,7 +51,8 @@ from zoo.cli.common import fit_model_to_data  # noqa: E402
 from zoo.data import build_datamodule  # noqa: E402
 from zoo.models import MODELS  # noqa: E402
 from zoo.models.base import Seq2SeqModel  # noqa: E402
-from zoo.profiling import build_on_meta, count_macs, count_params  # noqa: E402
+from zoo.models.factory import build_on_meta  # noqa: E402
+from zoo.profiling import count_macs, count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

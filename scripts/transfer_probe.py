@@ -20,7 +20,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from zoo.data.digits import DigitsDataModule
-from zoo.finetune import load_into, load_pretrained
+from zoo.models.pretrained import load_into, load_pretrained
 from zoo.models import get_model
 
 

@@ -21,9 +21,9 @@ from PIL import Image
 from torch import nn
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.entry import config_dir
+from zoo.files import config_dir
 from zoo.models import MODELS, ImageModel
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 
 CONFIGS = Path(config_dir())
 QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]

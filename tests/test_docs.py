@@ -56,10 +56,10 @@ def test_every_relative_link_of_the_readme_exists():
     assert not missing
 
 
-def test_the_layout_section_names_every_package_of_src_zoo():
-    layout = README[README.index("## Layout"):]
+def test_the_organisation_page_names_every_package_of_src_zoo():
+    layers = (ROOT / "docs" / "organisation.md").read_text()
     packages = sorted(p.name for p in (ROOT / "src" / "zoo").iterdir() if (p / "__init__.py").is_file())
-    assert packages and all(f"src/zoo/{name}/" in layout for name in packages), packages
+    assert packages and [name for name in packages if f"`zoo.{name}`" not in layers] == [], packages
 
 
 def test_every_generated_page_names_the_command_that_wrote_it():
@@ -112,3 +112,10 @@ def test_the_organisation_pages_example_model_registers_and_keeps_the_contract(m
     net.reset_classifier(5)
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 5)
     assert [name for name, _ in net.stages()] == ["conv", "head"]
+    from zoo.models.weights import list_weights, unregister_weights
+
+    try:
+        (weights,) = list_weights("tinycnn")
+        assert (weights.name, weights.preprocessing.mean, weights.metrics) == ("tinycnn.digits", (0.3,), {"acc@1": 95.0})
+    finally:
+        unregister_weights("tinycnn", "digits")

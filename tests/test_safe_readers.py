@@ -30,7 +30,8 @@ from zoo import export as exporting
 from zoo.checkpoint import CheckpointError, load_file
 from zoo.cli.train import train
 from zoo.export import ExportError, export_program, program_metadata
-from zoo.finetune import WeightsError, load_pretrained
+from zoo.models.pretrained import load_pretrained
+from zoo.models.weights import WeightsError
 from zoo.inference import OutputError, output_writer
 from zoo.sanitize import printable
 

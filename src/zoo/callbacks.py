@@ -254,7 +254,8 @@ class ModelSummaryWithMACs(ModelSummary):
         self._macs = None
         if self._max_depth and trainer.is_global_zero:
             from zoo.models import get_model
-            from zoo.profiling import build_on_meta, count_macs
+            from zoo.models.factory import build_on_meta
+            from zoo.profiling import count_macs
 
             meta = build_on_meta(get_model, **pl_module.hparams["model"])
             inputs = data_example(trainer.datamodule, meta)

@@ -31,6 +31,13 @@ from zoo.errors import ConfigError
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
+
+def config_dir() -> str:
+    """The Hydra config folder: inside the installed package, else the repository's."""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "configs"
+    return str(packaged if packaged.is_dir() else here.parents[2] / "configs")
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
     try:

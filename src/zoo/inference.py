@@ -39,7 +39,7 @@ from zoo.errors import ConfigError, DataError, ZooError, config_errors
 from zoo.files import atomic_writer
 from zoo.models.decoding import check_nbest
 from zoo.perf import require_cuda
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule
 

@@ -7,7 +7,6 @@ that even the largest models cost no memory or time to measure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,12 +16,6 @@ from torch.utils.flop_counter import FlopCounterMode
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (shared parameters counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def build_on_meta(builder: Callable[..., nn.Module], **kwargs) -> nn.Module:
-    """Build a model on the ``meta`` device: shapes without storage or initialisation cost."""
-    with torch.device("meta"):
-        return builder(**kwargs)
 
 
 @torch.no_grad()

@@ -10,7 +10,8 @@ import torchvision
 import yaml
 
 from zoo.cli.bench import MAC_TOLERANCE, load_reference, main, reference_path, static_row
-from zoo.profiling import build_on_meta, count_params
+from zoo.models.factory import build_on_meta
+from zoo.profiling import count_params
 from zoo.models import MODELS
 
 REFERENCE = load_reference()

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from zoo.cli.eval import evaluate
 from zoo.errors import ConfigError
-from zoo.finetune import WeightsError
+from zoo.models.weights import WeightsError
 
 from tests.helpers import compose_config, informative_weights, write_image_folder
 

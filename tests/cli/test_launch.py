@@ -14,7 +14,7 @@ from zoo.errors import ConfigError
 from zoo.cli.train import train
 from zoo.cli.models import model_rows
 from zoo.models import MODELS, ImageModel
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 
 from tests.helpers import CONFIGS, QUIET, accepts, compose_config, model_fingerprint, run_cli, run_main
 

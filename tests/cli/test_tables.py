@@ -12,9 +12,10 @@ from rich.console import Console
 
 from zoo.cli import bench, models
 from zoo.cli.tables import Column, TextTable, fit, print_table, resolve_format, to_markdown
-from zoo.pretrained import list_weights
+from zoo.models.weights import list_weights
 
-RESNET18_TITLE = "torchvision weights (ImageNet-1K; zoo.create_model(name, weights=...) loads them)"
+RESNET18_TITLE = ("weights (accuracy on ImageNet-1K for torchvision's, on the declared dataset for yours; "
+                  "zoo.create_model(name, weights=...) loads them)")
 RESNET18_HEADER = ["model", "weights", "acc@1", "acc@5", "GFLOPS", "MB", "resize->crop"]
 # torchvision's metadata of ResNet18_Weights.IMAGENET1K_V1 (the default, and its only weights).
 RESNET18_ROW = ["resnet18", "IMAGENET1K_V1 (DEFAULT)", "69.758", "89.078", "1.81", "44.7", "256->224 bilinear"]

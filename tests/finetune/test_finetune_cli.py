@@ -12,7 +12,9 @@ from torch import nn
 from zoo.checkpoint import load_lightning_checkpoint
 from zoo.cli.common import plain
 from zoo.cli.train import train
-from zoo.finetune import FinetuneConfig, WeightsError, adapt_data_config, load_pretrained
+from zoo.finetune import FinetuneConfig, adapt_data_config
+from zoo.models.pretrained import load_pretrained
+from zoo.models.weights import WeightsError
 from zoo.models import get_model
 
 from tests.helpers import QUIET, compose_config, run_main

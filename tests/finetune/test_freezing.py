@@ -9,7 +9,11 @@ import torch
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.finetune import FinetuneConfig, FrozenBatchNormEval, GradualUnfreezing, apply_finetuning, finetune_callbacks
+from zoo.errors import ZooError
+from zoo.finetune import (
+    FinetuneConfig, FrozenBatchNormEval, GradualUnfreezing, apply_finetuning, finetune_callbacks, stage_keys,
+)  # fmt: skip
+from zoo.models.pretrained import load_into, load_pretrained
 from zoo.optim import parameter_lrs
 from zoo.models import get_model
 from zoo.tasks import ImageClassifier
@@ -234,7 +238,7 @@ def test_the_summary_table_is_aligned_text_with_its_header(caplog):
 def test_pretrained_weights_load_with_each_option_before_freezing(caplog):
     """apply_finetuning hands every loading option to the loader: channels summed into a
     1-channel first conv, the head reset although the class count fits, a stage re-initialised."""
-    from zoo.finetune.weights import Pretrained
+    from zoo.models.pretrained import Pretrained
 
     source = get_model("lenet5", num_classes=10, in_channels=3)
     net = get_model("lenet5", num_classes=10, in_channels=1)
@@ -248,3 +252,43 @@ def test_pretrained_weights_load_with_each_option_before_freezing(caplog):
     assert not torch.equal(net.classifier[1].weight, source.classifier[1].weight)  # reset
     assert caplog.records[-1].getMessage().startswith("fine-tuning (finetune=freeze, weights: trained.pth):")
     assert [n for n, m in net.stages() if any(p.requires_grad for p in m.parameters())] == ["c5", "head"]
+
+
+def test_reinit_stages_keep_the_fresh_initialisation_and_load_every_other_stage(tmp_path, caplog, one_thread):
+    source = get_model("resnet18", num_classes=10, small_input=True)
+    torch.save(source.state_dict(), path := tmp_path / "r18.pth")
+    torch.manual_seed(1)
+    fresh = get_model("resnet18", num_classes=5, small_input=True)
+    torch.manual_seed(1)
+    net = get_model("resnet18", num_classes=5, small_input=True)
+    with caplog.at_level(logging.INFO, logger="zoo.models"):
+        skipped = load_into(net, load_pretrained(str(path)), keep_fresh=stage_keys(net, ["layer4"]))
+
+    layer4 = {k for k in net.state_dict() if k.startswith("layer4.")}
+    assert set(skipped) == layer4 | {"fc.weight", "fc.bias"} and "layer4.0.bn1.running_var" in layer4
+    for key, value in net.state_dict().items():
+        if not key.startswith("fc."):  # (the head: re-initialised, tested above)
+            assert torch.equal(value, (fresh if key in layer4 else source).state_dict()[key]), key
+    assert f"{len(layer4)} tensors keep their fresh initialisation, not loaded: layer4." in caplog.text
+    with pytest.raises(ZooError, match=r"no stage 'layer5'.*stem, layer1, layer2, layer3, layer4, head"):
+        stage_keys(net, ["layer5"])
+    with pytest.raises(ZooError, match="reinit_stages.*finetune.weights"):
+        FinetuneConfig.from_dict({"mode": "none", "reinit_stages": ["layer4"]})
+
+
+def test_reinit_head_keeps_the_fresh_head_even_when_the_class_count_matches(tmp_path):
+    source = get_model("lenet5", num_classes=10)
+    torch.save(source.state_dict(), path := tmp_path / "lenet5.pth")
+    torch.manual_seed(3)
+    fresh = get_model("lenet5", num_classes=10)
+    torch.manual_seed(3)
+    net = get_model("lenet5", num_classes=10)
+    skipped = load_into(net, load_pretrained(str(path)), keep_fresh=stage_keys(net, ["head"]))
+    assert skipped == ["classifier.1.weight", "classifier.1.bias"]
+    assert torch.equal(net.classifier[1].weight, fresh.classifier[1].weight)
+    assert torch.equal(net.f6[0].weight, source.f6[0].weight)
+    with pytest.raises(ZooError) as err:
+        stage_keys(net, ["layer4", "neck"])
+    assert str(err.value) == (
+        "finetune.reinit_stages: LeNet5 has no stage 'layer4', 'neck'; its stages are c1, c3, c5, f6, head"
+    )

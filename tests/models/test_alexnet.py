@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import get_model
 
 

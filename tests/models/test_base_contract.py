@@ -5,7 +5,8 @@ import torch
 
 from zoo import get_model
 from zoo.models import MODELS
-from zoo.profiling import build_on_meta, count_macs
+from zoo.models.factory import build_on_meta
+from zoo.profiling import count_macs
 
 from tests.helpers import accepts
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from zoo.models.densenet import VARIANTS, DenseLayer
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import get_model, list_models
 
 NAMES = list_models("densenet*")

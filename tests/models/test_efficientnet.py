@@ -10,7 +10,7 @@ from torch import nn
 from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import stochastic_depth
 from zoo.models.efficientnet import MBConv, round_filters
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import get_model, list_models
 
 VARIANTS = list_models("efficientnet_b*")

@@ -17,7 +17,7 @@ from zoo import get_model
 from zoo.errors import ConfigError
 from zoo.models import MODELS, ImageModel
 from zoo.models.features import FeatureExtractor
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 
 from tests.helpers import accepts, model_lists, models_on_meta, randomize_batch_norms
 

@@ -7,7 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from zoo.profiling import build_on_meta, count_params
+from zoo.models.factory import build_on_meta
+from zoo.profiling import count_params
 from zoo.models import get_model
 
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from zoo.models.resnet import VARIANTS, BasicBlock, Bottleneck
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import get_model, list_models
 
 NAMES = list_models("resnet*")

@@ -15,7 +15,8 @@ from zoo.errors import ConfigError
 from zoo.layers.attention import causal_mask, set_fast_attention
 from zoo.models.base import Seq2SeqModel
 from zoo.models.transformer import Transformer, TransformerDecoderLayer, TransformerEncoderLayer
-from zoo.profiling import build_on_meta, count_params
+from zoo.models.factory import build_on_meta
+from zoo.profiling import count_params
 from zoo.models import get_model, list_models
 
 from tests.helpers import QUIET, assert_same_values_and_gradients, compose_config

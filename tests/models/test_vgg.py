@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from zoo.models.vgg import VGG
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import get_model, list_models
 
 VARIANTS = list_models("vgg*")

@@ -56,7 +56,8 @@ from zoo.cli.tables import Column, TextTable
 from zoo.errors import ZooError
 from zoo.models import MODELS, ImageModel
 from zoo.perf import speed_up
-from zoo.profiling import build_on_meta, count_macs, count_params
+from zoo.models.factory import build_on_meta
+from zoo.profiling import count_macs, count_params
 
 MAC_TOLERANCE = 0.02  # torchvision rounds its GFLOPS to 2 decimals: 0.386 shows as 0.39
 

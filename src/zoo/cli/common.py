@@ -96,7 +96,7 @@ def fit_data_to_model(data_cfg: dict[str, Any], model_name: str) -> dict[str, An
     """A ``null`` (inferred) ``data.image_size`` takes the size the model's architecture
     is fixed to (LeNet-5: 32) where it has one; otherwise the data module's default stays."""
     from zoo.models import MODELS
-    from zoo.profiling import build_on_meta
+    from zoo.models.factory import build_on_meta
 
     if "image_size" not in data_cfg or data_cfg["image_size"] is not None:
         return data_cfg

@@ -44,13 +44,6 @@ _LIBRARIES = {
 }
 
 
-def config_dir() -> str:
-    """The Hydra config folder: inside the installed package, else the repository's."""
-    here = Path(__file__).resolve()
-    packaged = here.parents[1] / "configs"
-    return str(packaged if packaged.is_dir() else here.parents[3] / "configs")
-
-
 def one_line(text: str) -> str:
     """``text`` on one line, control characters escaped."""
     return printable(" ".join(text.split()) if "\n" in text else text)

@@ -31,8 +31,9 @@ from zoo.cli.common import (
 )  # fmt: skip
 from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
-from zoo.finetune import WeightsError, load_into, load_pretrained
 from zoo.inference import load_trained
+from zoo.models.pretrained import load_into, load_pretrained
+from zoo.models.weights import WeightsError
 from zoo.tasks.classification import ImageClassifier
 
 log = logging.getLogger("zoo")

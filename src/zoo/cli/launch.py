@@ -25,7 +25,8 @@ import hydra._internal.utils as hydra_utils
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.entry import check_config_files, config_dir, one_line_errors, reports_user_errors
+from zoo.cli.entry import check_config_files, one_line_errors, reports_user_errors
+from zoo.files import config_dir
 from zoo.errors import ConfigError
 from zoo.files import discard_unstarted_runs, release_run_folders
 

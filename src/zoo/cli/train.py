@@ -141,8 +141,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         build_task, build_trainer, config_errors, fit_data_to_model, plain, quiet_known_warnings, write_metrics,
     )  # fmt: skip
     from zoo.data import build_datamodule
-    from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used, load_pretrained
+    from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used
     from zoo.loggers import finish_trackers, log_run_artifacts
+    from zoo.models.pretrained import load_pretrained
     from zoo.plotting import plot_curves
 
     started = time.monotonic()

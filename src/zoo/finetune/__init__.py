@@ -12,41 +12,23 @@ fine-tuned the same way. Frozen batch-norm layers stay in eval mode: their runni
 statistics are part of the pretrained features, and updating them from a few
 fine-tuning batches would change the features the head is learning to read.
 
-Weights are read only through :mod:`zoo.checkpoint` (tensors only; never arbitrary
-pickles) and must fit the model key by key; the one tolerated difference is the
-classifier head when the number of classes differs, which is re-initialised.
-
-
-The package: :mod:`~zoo.finetune.config` (the validated config group),
-:mod:`~zoo.finetune.weights` (reading weights and fitting them to a model),
-:mod:`~zoo.finetune.freezing` (the modes' frozen stages) and
-:mod:`~zoo.finetune.callbacks` (frozen batch norms, gradual unfreezing).
+The weights themselves (the table of what exists for each model, reading a file, fitting
+it key by key) are the models': :mod:`zoo.models.weights` and :mod:`zoo.models.pretrained`.
+This package is about training them: :mod:`~zoo.finetune.config` (the validated config
+group), :mod:`~zoo.finetune.freezing` (the modes' frozen stages, stages kept fresh),
+:mod:`~zoo.finetune.callbacks` (frozen batch norms, gradual unfreezing) and
+:mod:`~zoo.finetune.data_config` (the data settings the weights were trained with).
 """
 
-import importlib
-from typing import Any
-
+from zoo.finetune.callbacks import FrozenBatchNormEval, GradualUnfreezing, finetune_callbacks
 from zoo.finetune.config import CHANNEL_ADAPTATIONS, MODES, PREPROCESSING_SOURCES, FinetuneConfig
-from zoo.finetune.freezing import apply_finetuning, freeze_modules, frozen_stage_names, parameter_table, set_trainable
-from zoo.finetune.weights import (
-    Preprocessing, Pretrained, WeightsError, adapt_data_config, adapt_input_channels, data_options_used, first_conv,
-    head_keys, load_into, load_pretrained, stage_keys, torchvision_cache_file,
+from zoo.finetune.data_config import INFERRED_DATA_OPTIONS, adapt_data_config, data_options_used
+from zoo.finetune.freezing import (
+    apply_finetuning, freeze_modules, frozen_stage_names, parameter_table, set_trainable, stage_keys,
 )  # fmt: skip
 
 __all__ = [
-    "CHANNEL_ADAPTATIONS", "MODES", "PREPROCESSING_SOURCES", "FinetuneConfig", "FrozenBatchNormEval",
-    "GradualUnfreezing", "Preprocessing", "Pretrained", "WeightsError", "adapt_data_config", "adapt_input_channels",
-    "apply_finetuning", "data_options_used", "finetune_callbacks", "first_conv", "freeze_modules", "frozen_stage_names", "head_keys",
-    "load_into", "load_pretrained", "parameter_table", "set_trainable", "stage_keys", "torchvision_cache_file",
+    "CHANNEL_ADAPTATIONS", "INFERRED_DATA_OPTIONS", "MODES", "PREPROCESSING_SOURCES", "FinetuneConfig",
+    "FrozenBatchNormEval", "GradualUnfreezing", "adapt_data_config", "apply_finetuning", "data_options_used",
+    "finetune_callbacks", "freeze_modules", "frozen_stage_names", "parameter_table", "set_trainable", "stage_keys",
 ]  # fmt: skip
-
-_CALLBACKS = ("FrozenBatchNormEval", "GradualUnfreezing", "finetune_callbacks")
-
-
-def __getattr__(name: str) -> Any:
-    # The Lightning callbacks are imported on first use: loading weights into a model
-    # (zoo.create_model, zoo-models --weights) needs no Lightning.
-    if name in _CALLBACKS:
-        return getattr(importlib.import_module("zoo.finetune.callbacks"), name)
-    raise AttributeError(f"module 'zoo.finetune' has no attribute {name!r}")
-

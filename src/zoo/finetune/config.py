@@ -7,14 +7,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from zoo.errors import ConfigError
+from zoo.models.pretrained import EXPECTED
 
 MODES = ("none", "freeze", "partial", "full", "gradual")
 CHANNEL_ADAPTATIONS = ("sum", "repeat")
 PREPROCESSING_SOURCES = ("pretrained", "data")
-EXPECTED = (
-    "a state_dict (.pth/.pt), a .safetensors file, a zoo checkpoint (.ckpt) "
-    "or a torchvision weights name such as ResNet50_Weights.IMAGENET1K_V2 (or IMAGENET1K_V2, DEFAULT)"
-)
 
 
 @dataclass(frozen=True)

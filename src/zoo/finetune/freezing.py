@@ -9,8 +9,8 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.finetune.config import FinetuneConfig
-from zoo.finetune.weights import Pretrained, load_into
 from zoo.models.base import ImageModel
+from zoo.models.pretrained import Pretrained, load_into
 from zoo.optim.groups import stage_groups
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,18 @@ def parameter_table(net: nn.Module, lrs: Mapping[str, float] | None = None) -> s
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+def stage_keys(net: nn.Module, names: Iterable[str]) -> list[str]:
+    """The ``state_dict`` keys of the stages ``names`` of ``net`` (see :func:`stage_groups`)."""
+    groups = dict(stage_groups(net))
+    if unknown := [n for n in names if n not in groups]:
+        raise ConfigError(
+            f"finetune.reinit_stages: {type(net).__name__} has no stage {', '.join(map(repr, unknown))}; "
+            f"its stages are {', '.join(groups)}"
+        )
+    tensors = {id(t) for n in names for t in [*groups[n].parameters(), *groups[n].buffers()]}
+    return [k for k, t in net.state_dict(keep_vars=True).items() if id(t) in tensors]
+
+
 def apply_finetuning(net: nn.Module, config: FinetuneConfig, pretrained: Pretrained | None) -> None:
     """Load the weights into ``net`` and freeze what ``config.mode`` freezes; logs the table.
 
@@ -91,12 +103,15 @@ def apply_finetuning(net: nn.Module, config: FinetuneConfig, pretrained: Pretrai
             f"use finetune=none with finetune.freeze_modules=[<module name>, ...]"
         )
     if pretrained is not None:
-        load_into(net, pretrained, config.adapt_channels, config.reset_head, config.reinit_stages)
+        keep_fresh = stage_keys(net, config.reinit_stages)
+        load_into(net, pretrained, config.adapt_channels, config.reset_head, keep_fresh)
+        if config.reinit_stages:
+            log.info("stages %s keep their fresh initialisation (finetune.reinit_stages)", ", ".join(config.reinit_stages))
     frozen = set(frozen_stage_names(net, config))
     set_trainable((m for n, m in stage_groups(net) if n in frozen), False)
     freeze_modules(net, config.freeze_modules)
     if pretrained is not None or frozen or config.freeze_modules:
         log.info(
             "fine-tuning (finetune=%s, weights: %s):\n%s",
-            config.mode, pretrained.source if pretrained else "none", parameter_table(net, config.stage_lrs()),
+            config.mode, pretrained.name if pretrained else "none", parameter_table(net, config.stage_lrs()),
         )  # fmt: skip

@@ -8,9 +8,9 @@ import importlib
 import pkgutil
 
 from zoo.models.base import ImageModel, Seq2SeqModel
-from zoo.models.factory import MODELS, get_model, list_models, register_model
+from zoo.models.factory import MODELS, build_on_meta, get_model, list_models, register_model
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "ImageModel", "Seq2SeqModel", "get_model", "list_models", "register_model"]
+__all__ = ["MODELS", "ImageModel", "Seq2SeqModel", "build_on_meta", "get_model", "list_models", "register_model"]

@@ -51,6 +51,7 @@ from torch import nn
 
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ ALEXNET_CONVS: tuple[ConvSpec, ...] = (
 SMALL_INPUT_CONV1 = replace(ALEXNET_CONVS[0], kernel_size=3, stride=1, padding=1)
 
 
-@register_model
+@register_model(weights=torchvision_weights("AlexNet_Weights"))
 def alexnet(**kwargs) -> AlexNet:
     """AlexNet (Krizhevsky et al., 2012), single-tower "One weird trick" widths."""
     return AlexNet(**kwargs)

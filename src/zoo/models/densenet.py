@@ -60,6 +60,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -313,21 +314,21 @@ VARIANTS: dict[str, DenseNetVariant] = {
 }
 
 
-@register_model
+@register_model(weights=torchvision_weights("DenseNet121_Weights"))
 def densenet121(**kwargs) -> DenseNet:
     return DenseNet(VARIANTS["densenet121"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("DenseNet161_Weights"))
 def densenet161(**kwargs) -> DenseNet:
     return DenseNet(VARIANTS["densenet161"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("DenseNet169_Weights"))
 def densenet169(**kwargs) -> DenseNet:
     return DenseNet(VARIANTS["densenet169"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("DenseNet201_Weights"))
 def densenet201(**kwargs) -> DenseNet:
     return DenseNet(VARIANTS["densenet201"], **kwargs)

@@ -57,6 +57,7 @@ from zoo.layers.squeeze_excitation import SqueezeExcitation
 from zoo.layers.stochastic_depth import StochasticDepth
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 def round_filters(channels: int, width_mult: float, divisor: int = 8) -> int:
@@ -267,41 +268,41 @@ VARIANTS: dict[str, EfficientNetVariant] = {
 }
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B0_Weights"))
 def efficientnet_b0(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b0"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B1_Weights"))
 def efficientnet_b1(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b1"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B2_Weights"))
 def efficientnet_b2(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b2"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B3_Weights"))
 def efficientnet_b3(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b3"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B4_Weights"))
 def efficientnet_b4(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b4"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B5_Weights"))
 def efficientnet_b5(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b5"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B6_Weights"))
 def efficientnet_b6(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b6"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("EfficientNet_B7_Weights"))
 def efficientnet_b7(**kwargs) -> EfficientNet:
     return EfficientNet(VARIANTS["b7"], **kwargs)

@@ -1,13 +1,19 @@
-"""The model registry and factory: ``register_model``, ``list_models``, ``get_model``.
+"""The model registry and factory: ``register_model``, ``list_models``, ``get_model``,
+``build_on_meta``.
 
-Every family file registers its builders here (``@register_model``); importing
-:mod:`zoo.models` imports every family, so the registry is complete from then on.
+Every family file registers its builders here (``@register_model``, or
+``@register_model(weights=torchvision_weights("ResNet50_Weights"))`` for a model with
+published weights: :mod:`zoo.models.weights`); importing :mod:`zoo.models` imports every
+family, so the registry is complete from then on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
+
+import torch
+from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.models.features import FeatureExtractor
@@ -16,11 +22,32 @@ from zoo.registry import Registry
 F = TypeVar("F", bound=Callable[..., Any])
 
 MODELS = Registry("model")
+#: The weights each model declares where it is registered (model name -> a source whose
+#: ``entries(model)`` lists them, :class:`zoo.models.weights.TorchvisionWeights`).
+DECLARED_WEIGHTS: dict[str, Any] = {}
 
 
-def register_model(fn: F) -> F:
-    """Register a model builder under its function name."""
-    return MODELS.register()(fn)
+@overload
+def register_model(fn: F) -> F: ...
+@overload
+def register_model(*, weights: Any = None) -> Callable[[F], F]: ...
+def register_model(fn: F | None = None, *, weights: Any = None) -> F | Callable[[F], F]:
+    """Register a model builder under its function name, with the published ``weights``
+    that exist for it (:func:`zoo.models.weights.torchvision_weights`; none by default)."""
+
+    def decorator(builder: F) -> F:
+        MODELS.register()(builder)
+        if weights is not None:
+            DECLARED_WEIGHTS[builder.__name__] = weights
+        return builder
+
+    return decorator(fn) if fn is not None else decorator
+
+
+def build_on_meta(builder: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
+    """Build a model on the ``meta`` device: shapes without storage or initialisation cost."""
+    with torch.device("meta"):
+        return builder(**kwargs)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -58,6 +58,7 @@ from torch import nn
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -281,7 +282,7 @@ INCEPTION_TABLE: tuple[InceptionConfig, ...] = (
 )
 
 
-@register_model
+@register_model(weights=torchvision_weights("GoogLeNet_Weights"))
 def googlenet(**kwargs) -> GoogLeNet:
     """GoogLeNet / Inception v1 (Szegedy et al., 2014)."""
     return GoogLeNet(**kwargs)

@@ -53,6 +53,7 @@ from torch import nn
 
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -255,26 +256,26 @@ VARIANTS: dict[str, ResNetVariant] = {
 }
 
 
-@register_model
+@register_model(weights=torchvision_weights("ResNet18_Weights"))
 def resnet18(**kwargs) -> ResNet:
     return ResNet(VARIANTS["resnet18"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ResNet34_Weights"))
 def resnet34(**kwargs) -> ResNet:
     return ResNet(VARIANTS["resnet34"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ResNet50_Weights"))
 def resnet50(**kwargs) -> ResNet:
     return ResNet(VARIANTS["resnet50"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ResNet101_Weights"))
 def resnet101(**kwargs) -> ResNet:
     return ResNet(VARIANTS["resnet101"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ResNet152_Weights"))
 def resnet152(**kwargs) -> ResNet:
     return ResNet(VARIANTS["resnet152"], **kwargs)

@@ -48,6 +48,7 @@ from torch import nn
 
 from zoo.models.base import FeatureInfo, ModelSpec, SequentialTrunkModel, split_sequential
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -178,49 +179,49 @@ def _vgg(name: str, **kwargs) -> VGG:
     return VGG(config=variant.config, **{"batch_norm": variant.batch_norm, **kwargs})
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG11_Weights"))
 def vgg11(**kwargs) -> VGG:
     """VGG-11, configuration A (Simonyan & Zisserman, 2014)."""
     return _vgg("vgg11", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG13_Weights"))
 def vgg13(**kwargs) -> VGG:
     """VGG-13, configuration B (Simonyan & Zisserman, 2014)."""
     return _vgg("vgg13", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG16_Weights"))
 def vgg16(**kwargs) -> VGG:
     """VGG-16, configuration D (Simonyan & Zisserman, 2014)."""
     return _vgg("vgg16", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG19_Weights"))
 def vgg19(**kwargs) -> VGG:
     """VGG-19, configuration E (Simonyan & Zisserman, 2014)."""
     return _vgg("vgg19", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG11_BN_Weights"))
 def vgg11_bn(**kwargs) -> VGG:
     """VGG-11 with batch norm, configuration A."""
     return _vgg("vgg11_bn", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG13_BN_Weights"))
 def vgg13_bn(**kwargs) -> VGG:
     """VGG-13 with batch norm, configuration B."""
     return _vgg("vgg13_bn", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG16_BN_Weights"))
 def vgg16_bn(**kwargs) -> VGG:
     """VGG-16 with batch norm, configuration D."""
     return _vgg("vgg16_bn", **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("VGG19_BN_Weights"))
 def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 with batch norm, configuration E."""
     return _vgg("vgg19_bn", **kwargs)

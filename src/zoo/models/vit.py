@@ -69,6 +69,7 @@ from zoo.layers.attention import MultiHeadAttention
 from zoo.layers.stochastic_depth import StochasticDepth
 from zoo.models.base import FeatureInfo, ImageModel, ModelSpec
 from zoo.models.factory import register_model
+from zoo.models.weights import torchvision_weights
 
 LN_EPS = 1e-6  # the paper's JAX LayerNorm default, kept by torchvision
 SMALL_INPUT_PATCH = 4  # small_input=True: 32 px images in 8x8 patches of 4x4 pixels
@@ -318,27 +319,27 @@ def _small(
     return VisionTransformer(variant, **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ViT_B_16_Weights"))
 def vit_b_16(**kwargs) -> VisionTransformer:
     return VisionTransformer(VARIANTS["vit_b_16"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ViT_B_32_Weights"))
 def vit_b_32(**kwargs) -> VisionTransformer:
     return VisionTransformer(VARIANTS["vit_b_32"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ViT_L_16_Weights"))
 def vit_l_16(**kwargs) -> VisionTransformer:
     return VisionTransformer(VARIANTS["vit_l_16"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ViT_L_32_Weights"))
 def vit_l_32(**kwargs) -> VisionTransformer:
     return VisionTransformer(VARIANTS["vit_l_32"], **kwargs)
 
 
-@register_model
+@register_model(weights=torchvision_weights("ViT_H_14_Weights"))
 def vit_h_14(**kwargs) -> VisionTransformer:
     return VisionTransformer(VARIANTS["vit_h_14"], **kwargs)
 

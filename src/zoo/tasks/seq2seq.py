@@ -29,7 +29,7 @@ from torchmetrics.text import BLEUScore
 
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 from zoo.models import MODELS, get_model
 from zoo.tasks import TASKS
 from zoo.tasks.base import TaskModule

@@ -1,5 +1,5 @@
 """Explicit data settings win over the ones pretrained weights would infer
-(:func:`zoo.finetune.weights.adapt_data_config`), and :func:`data_options_used` says what ran."""
+(:func:`zoo.finetune.data_config.adapt_data_config`), and :func:`data_options_used` says what ran."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from zoo.cli.common import fit_model_to_data
 from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.errors import ConfigError
-from zoo.finetune import FinetuneConfig, Preprocessing, Pretrained, adapt_data_config, torchvision_cache_file
-from zoo.finetune.weights import data_options_used
+from zoo.finetune import FinetuneConfig, adapt_data_config, data_options_used
+from zoo.models import get_model
+from zoo.models.pretrained import Pretrained, load_into, load_pretrained
+from zoo.models.weights import Preprocessing, WeightsError, find_weights
 from zoo.models.resnet import ResNet
 
 from tests.helpers import QUIET, compose_config
@@ -29,6 +31,7 @@ RESNET18 = Pretrained(
     "ResNet18_Weights.IMAGENET1K_V1 (/hub/checkpoints/resnet18-f37072fd.pth)",
     {"conv1.weight": torch.zeros(64, 3, 7, 7)},
     Preprocessing(224, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), 256),
+    label="ResNet18_Weights.IMAGENET1K_V1",
 )
 FROM_WEIGHTS = FinetuneConfig.from_dict({"weights": "ResNet18_Weights.IMAGENET1K_V1"})
 FOLDER = {"name": "imagefolder", "root": "images", "image_size": None, "resize_size": None, "mean": None, "std": None}
@@ -141,7 +144,7 @@ def run_at_112(tmp_path_factory) -> tuple[Path, list[tuple[int, ...]], list[str]
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("TORCH_HOME", str(tmp_path))
         monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
-        _, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")  # torchvision's own file name and format
+        path = find_weights("ResNet18_Weights.IMAGENET1K_V1", None).file()  # torchvision's own file name and format
         path.parent.mkdir(parents=True)
         torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
         logging.getLogger("zoo").addHandler(handler)
@@ -239,3 +242,43 @@ def test_adapt_channels_repeat_takes_the_first_convs_input_channels_from_its_wei
     assert adapt_data_config(DIGITS, LENET, REPEAT, other) == DIGITS
     assert adapt_data_config(DIGITS, {"name": "mlp"}, REPEAT, rgb) == DIGITS
     assert _warnings(caplog) == []
+
+
+def test_repeat_feeds_three_gray_copies_to_the_unchanged_rgb_network(tmp_path, one_thread):
+    from zoo.data import build_datamodule
+
+    rgb = get_model("resnet18", num_classes=10, in_channels=3, small_input=True)
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
+    pretrained = load_pretrained(str(tmp_path / "rgb.pth"))
+    config = FinetuneConfig.from_dict({"weights": str(tmp_path / "rgb.pth"), "adapt_channels": "repeat"})
+    data_cfg = {"name": "digits", "image_size": 8, "channels": 1, "mean": None, "std": None}
+    model_cfg = {"name": "resnet18", "in_channels": None, "small_input": True}
+    data_cfg = adapt_data_config(data_cfg, model_cfg, config, pretrained)
+    assert data_cfg["channels"] == 3
+    dm = build_datamodule(**data_cfg)
+    dm.setup()
+    images = dm.train_set.tensors[0]
+    assert dm.in_channels == 3 and images.shape[1] == 3
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
+    net = get_model("resnet18", num_classes=10, in_channels=dm.in_channels, small_input=True)
+    load_into(net, pretrained, adapt_channels="repeat")
+    assert torch.equal(net.conv1.weight, rgb.conv1.weight)  # loaded as is
+
+    gray = get_model("resnet18", num_classes=10, in_channels=1, small_input=True)
+    with pytest.raises(WeightsError, match="adapt_channels=repeat needs a data module with a 'channels' option"):
+        load_into(gray, pretrained, adapt_channels="repeat")
+
+
+def test_pretrained_preprocessing_fills_the_datas_inferred_options_unless_asked_not_to():
+    pretrained = Pretrained("run.ckpt", {}, preprocessing=Preprocessing(16, (0.2,), (0.4,)))
+    data_cfg = {"name": "digits", "image_size": None, "channels": 1, "mean": None, "std": None}  # configs/data/digits
+    model_cfg = {"name": "lenet5"}
+    used = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "run.ckpt"}), pretrained)
+    assert (used["image_size"], used["mean"], used["std"]) == (16, [0.2], [0.4])
+    own = FinetuneConfig.from_dict({"weights": "run.ckpt", "preprocessing": "data"})
+    kept = adapt_data_config(data_cfg, model_cfg, own, pretrained)
+    assert kept == data_cfg
+    # ImageNet statistics for a one-channel copy of the data: their mean.
+    imagenet = Pretrained("x", {}, preprocessing=Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    gray = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "x"}), imagenet)
+    assert gray["mean"] == pytest.approx([0.449]) and gray["image_size"] == 224

@@ -15,14 +15,12 @@ from safetensors.torch import save_file
 
 from zoo.checkpoint import CheckpointError
 from zoo.errors import ZooError
-from zoo.finetune import (
-    FinetuneConfig, Preprocessing, Pretrained, WeightsError, adapt_data_config, adapt_input_channels, first_conv,
-    load_into, load_pretrained, torchvision_cache_file,
+from zoo.models.pretrained import (
+    EXPECTED, Pretrained, _fetch, adapt_input_channels, first_conv, load_into, load_pretrained,
 )  # fmt: skip
-from zoo.finetune.config import EXPECTED
-from zoo.finetune.weights import _fetch, resolve_weights_name, torchvision_weights_names
+from zoo.models.weights import Preprocessing, WeightsError, find_weights
 from zoo.models import MODELS, ImageModel, get_model
-from zoo.profiling import build_on_meta
+from zoo.models.factory import build_on_meta
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "zoo" / "models"
 
@@ -82,7 +80,7 @@ def test_torchvision_state_dicts_load_strictly_and_the_head_is_replaced(tmp_path
     del reference
 
     net = build_on_meta(MODELS.get(arch), num_classes=7).to_empty(device="cpu")
-    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
+    with caplog.at_level(logging.INFO, logger="zoo.models"):
         skipped = load_into(net, load_pretrained(str(path)))
 
     own = net.state_dict()
@@ -106,28 +104,6 @@ def test_the_head_is_loaded_when_the_class_count_matches_unless_reset(tmp_path, 
     assert load_into(net, load_pretrained(str(path)), reset_head=True) == ["fc.bias", "fc.weight"]
     assert not torch.equal(net.fc.weight, source.fc.weight)
     assert torch.equal(net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
-
-
-def test_reinit_stages_keep_the_fresh_initialisation_and_load_every_other_stage(tmp_path, caplog, one_thread):
-    source = get_model("resnet18", num_classes=10, small_input=True)
-    path = _save(source.state_dict(), tmp_path / "r18.pth")
-    torch.manual_seed(1)
-    fresh = get_model("resnet18", num_classes=5, small_input=True)
-    torch.manual_seed(1)
-    net = get_model("resnet18", num_classes=5, small_input=True)
-    with caplog.at_level(logging.INFO, logger="zoo.finetune"):
-        skipped = load_into(net, load_pretrained(str(path)), reinit_stages=["layer4"])
-
-    layer4 = {k for k in net.state_dict() if k.startswith("layer4.")}
-    assert set(skipped) == layer4 | {"fc.weight", "fc.bias"} and "layer4.0.bn1.running_var" in layer4
-    for key, value in net.state_dict().items():
-        if not key.startswith("fc."):  # (the head: re-initialised, tested above)
-            assert torch.equal(value, (fresh if key in layer4 else source).state_dict()[key]), key
-    assert "layer4" in caplog.text and "reinit_stages" in caplog.text
-    with pytest.raises(ZooError, match=r"no stage 'layer5'.*stem, layer1, layer2, layer3, layer4, head"):
-        load_into(net, load_pretrained(str(path)), reinit_stages=["layer5"])
-    with pytest.raises(ZooError, match="reinit_stages.*finetune.weights"):
-        FinetuneConfig.from_dict({"mode": "none", "reinit_stages": ["layer4"]})
 
 
 def test_zoo_checkpoints_are_read_without_the_net_prefix_and_with_their_preprocessing(tmp_path, one_thread):
@@ -167,9 +143,10 @@ def test_old_torchvision_densenet_key_names_are_converted(tmp_path, one_thread):
 
 def test_a_torchvision_weights_name_resolves_to_torchvisions_cache_file(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    weights, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")
+    weights = find_weights("ResNet18_Weights.IMAGENET1K_V1", None)
+    path = weights.file()
     assert path == tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert path.name == Path(weights.url).name
+    assert path.name == Path(weights.source).name
 
     path.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
@@ -309,46 +286,6 @@ def test_summed_kernels_on_gray_images_equal_the_rgb_network_on_replicated_image
         torch.testing.assert_close(gray(images), rgb(red_only), rtol=1e-6, atol=1e-6)
 
 
-def test_repeat_feeds_three_gray_copies_to_the_unchanged_rgb_network(tmp_path, one_thread):
-    from zoo.data import build_datamodule
-
-    rgb = get_model("resnet18", num_classes=10, in_channels=3, small_input=True)
-    torch.save(rgb.state_dict(), tmp_path / "rgb.pth")
-    pretrained = load_pretrained(str(tmp_path / "rgb.pth"))
-    config = FinetuneConfig.from_dict({"weights": str(tmp_path / "rgb.pth"), "adapt_channels": "repeat"})
-    data_cfg = {"name": "digits", "image_size": 8, "channels": 1, "mean": None, "std": None}
-    model_cfg = {"name": "resnet18", "in_channels": None, "small_input": True}
-    data_cfg = adapt_data_config(data_cfg, model_cfg, config, pretrained)
-    assert data_cfg["channels"] == 3
-    dm = build_datamodule(**data_cfg)
-    dm.setup()
-    images = dm.train_set.tensors[0]
-    assert dm.in_channels == 3 and images.shape[1] == 3
-    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
-    net = get_model("resnet18", num_classes=10, in_channels=dm.in_channels, small_input=True)
-    load_into(net, pretrained, adapt_channels="repeat")
-    assert torch.equal(net.conv1.weight, rgb.conv1.weight)  # loaded as is
-
-    gray = get_model("resnet18", num_classes=10, in_channels=1, small_input=True)
-    with pytest.raises(WeightsError, match="adapt_channels=repeat needs a data module with a 'channels' option"):
-        load_into(gray, pretrained, adapt_channels="repeat")
-
-
-def test_pretrained_preprocessing_fills_the_datas_inferred_options_unless_asked_not_to():
-    pretrained = Pretrained("run.ckpt", {}, preprocessing=Preprocessing(16, (0.2,), (0.4,)))
-    data_cfg = {"name": "digits", "image_size": None, "channels": 1, "mean": None, "std": None}  # configs/data/digits
-    model_cfg = {"name": "lenet5"}
-    used = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "run.ckpt"}), pretrained)
-    assert (used["image_size"], used["mean"], used["std"]) == (16, [0.2], [0.4])
-    own = FinetuneConfig.from_dict({"weights": "run.ckpt", "preprocessing": "data"})
-    kept = adapt_data_config(data_cfg, model_cfg, own, pretrained)
-    assert kept == data_cfg
-    # ImageNet statistics for a one-channel copy of the data: their mean.
-    imagenet = Pretrained("x", {}, preprocessing=Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    gray = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "x"}), imagenet)
-    assert gray["mean"] == pytest.approx([0.449]) and gray["image_size"] == 224
-
-
 def _zoo_checkpoint(state: dict[str, torch.Tensor], path: Path, **model) -> Path:
     torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}, "hyper_parameters": {"model": model}}, path)
     return path
@@ -414,33 +351,18 @@ def test_a_zoo_checkpoint_whose_data_size_disagrees_with_its_network_is_refused(
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def test_torchvision_weights_names_are_the_models_enum_members_with_default_last():
-    assert torchvision_weights_names("resnet50") == ["IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"]
-    assert torchvision_weights_names("resnet18") == ["IMAGENET1K_V1", "DEFAULT"]
-    assert torchvision_weights_names("lenet5") == []  # torchvision has no model of that name
-
-
-def test_a_member_name_resolves_to_the_full_name_of_that_models_weights():
-    assert resolve_weights_name("IMAGENET1K_V1", "resnet50") == "ResNet50_Weights.IMAGENET1K_V1"
-    assert resolve_weights_name("DEFAULT", "resnet50") == "ResNet50_Weights.IMAGENET1K_V2"  # the member it aliases
-    assert resolve_weights_name("ResNet18_Weights.IMAGENET1K_V1", None) == "ResNet18_Weights.IMAGENET1K_V1"
-    assert resolve_weights_name("IMAGENET1K_V1", None) is None  # no model: a member name means nothing
-    assert resolve_weights_name("IMAGENET1K_V2", "resnet18") is None  # resnet50's member, not resnet18's
-    assert resolve_weights_name("IMAGENET1K_V1", "lenet5") is None
-
-
 def test_an_unknown_bare_name_lists_the_torchvision_weights_the_model_accepts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative names are no files here
     with pytest.raises(WeightsError) as err:
         load_pretrained("IMAGENET1K_V3", model="resnet50")
     assert str(err.value) == (
         "unknown weights 'IMAGENET1K_V3' for resnet50: not a file, "
-        "and its torchvision weights are IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"
+        "and its weights are IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"
     )
     with pytest.raises(WeightsError) as err:
         load_pretrained("IMAGENET1K_V1", model="lenet5")
     assert str(err.value) == (
-        "unknown weights 'IMAGENET1K_V1' for lenet5: not a file, and torchvision has no weights for it"
+        "unknown weights 'IMAGENET1K_V1' for lenet5: not a file, and no weights are declared or registered for it"
     )
     with pytest.raises(WeightsError) as err:  # a path: the missing file is the error, not the names
         load_pretrained("IMAGENET1K_V3.pth", model="resnet50")
@@ -500,7 +422,7 @@ def test_a_file_name_without_a_hash_is_fetched_unchecked_and_a_failed_download_n
 
 def test_a_cached_torchvision_file_that_is_not_a_state_dict_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    _, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")
+    path = find_weights("ResNet18_Weights.IMAGENET1K_V1", None).file()
     path.parent.mkdir(parents=True)
     torch.save([1, 2, 3], path)
     with pytest.raises(WeightsError) as err:
@@ -624,24 +546,6 @@ def test_lenet5_rgb_weights_are_summed_for_gray_data_by_default_and_repeat_is_re
     assert str(err.value) == (
         f"{path} expects 3-channel input and the data has 1; finetune.adapt_channels=repeat needs a data module "
         f"with a 'channels' option (digits), use finetune.adapt_channels=sum"
-    )
-
-
-def test_reinit_head_keeps_the_fresh_head_even_when_the_class_count_matches(tmp_path):
-    source = get_model("lenet5", num_classes=10)
-    path = _save(source.state_dict(), tmp_path / "lenet5.pth")
-    torch.manual_seed(3)
-    fresh = get_model("lenet5", num_classes=10)
-    torch.manual_seed(3)
-    net = get_model("lenet5", num_classes=10)
-    skipped = load_into(net, load_pretrained(str(path)), reinit_stages=["head"])
-    assert skipped == ["classifier.1.weight", "classifier.1.bias"]
-    assert torch.equal(net.classifier[1].weight, fresh.classifier[1].weight)
-    assert torch.equal(net.f6[0].weight, source.f6[0].weight)
-    with pytest.raises(ZooError) as err:
-        load_into(net, load_pretrained(str(path)), reinit_stages=["layer4", "neck"])
-    assert str(err.value) == (
-        "finetune.reinit_stages: LeNet5 has no stage 'layer4', 'neck'; its stages are c1, c3, c5, f6, head"
     )
 
 

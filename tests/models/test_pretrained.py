@@ -18,7 +18,7 @@ import zoo
 from tests.helpers import QUIET, compose_config, run_main
 from zoo.cli.train import train
 from zoo.errors import ConfigError
-from zoo.finetune import WeightsError, torchvision_cache_file
+from zoo.models.weights import WeightsError, find_weights
 from zoo.inference import classify
 from zoo.models.vit import interpolate_pos_embedding
 
@@ -57,7 +57,7 @@ def hub_cache(tmp_path, monkeypatch):
     """A torchvision ResNet-18 (random weights) where torchvision's cache keeps IMAGENET1K_V1."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must not download"))
-    _, path = torchvision_cache_file("ResNet18_Weights.IMAGENET1K_V1")
+    path = find_weights("ResNet18_Weights.IMAGENET1K_V1", None).file()
     path.parent.mkdir(parents=True)
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), path)
@@ -143,28 +143,21 @@ def test_list_weights_is_torchvisions_metadata_for_every_model_that_has_weights(
         assert [w.name for w in infos] == [f"{enum.__name__}.{m.name}" for m in enum]
         for info, weights in zip(infos, enum):
             meta, preset = weights.meta, weights.transforms()
-            assert (info.acc1, info.acc5) == (meta["_metrics"]["ImageNet-1K"]["acc@1"], meta["_metrics"]["ImageNet-1K"]["acc@5"])
+            pre = info.preprocessing
+            assert (info.dataset, dict(info.metrics)) == ("ImageNet-1K", meta["_metrics"]["ImageNet-1K"])
             assert (info.gflops, info.file_size_mb, info.num_params) == (meta["_ops"], meta["_file_size"], meta["num_params"])
-            assert (info.resize_size, info.crop_size) == (preset.resize_size[0], preset.crop_size[0])
-            assert (info.mean, info.std, info.interpolation) == (tuple(preset.mean), tuple(preset.std), preset.interpolation.value)
-            assert (info.recipe, info.url, info.is_default) == (meta["recipe"], weights.url, weights is enum.DEFAULT)
+            assert (pre.resize_size, pre.image_size) == (preset.resize_size[0], preset.crop_size[0])
+            assert (pre.mean, pre.std, pre.interpolation) == (tuple(preset.mean), tuple(preset.std), preset.interpolation.value)
+            assert (info.recipe, info.source, info.is_default) == (meta["recipe"], weights.url, weights is enum.DEFAULT)
+            assert (info.model, info.license, info.sha256) == (name, meta.get("license"), weights.url.rsplit("-", 1)[1][:-4])
     # Published figures (torchvision's model table): ResNet-50 V2 and ViT-B/16 SWAG end-to-end at 384 px.
     v2 = next(w for w in zoo.list_weights("resnet50") if w.member == "IMAGENET1K_V2")
-    assert (v2.acc1, v2.acc5, v2.resize_size, v2.crop_size, v2.is_default) == (80.858, 95.434, 232, 224, True)
+    assert (v2.metrics["acc@1"], v2.metrics["acc@5"], v2.preprocessing.resize_size, v2.preprocessing.image_size) == (80.858, 95.434, 232, 224)
+    assert v2.is_default and v2.num_classes == 1000
     swag = next(w for w in zoo.list_weights("vit_b_16") if w.member == "IMAGENET1K_SWAG_E2E_V1")
-    assert (swag.acc1, swag.crop_size, swag.interpolation) == (85.304, 384, "bicubic")
+    assert (swag.metrics["acc@1"], swag.preprocessing.image_size, swag.preprocessing.interpolation) == (85.304, 384, "bicubic")
+    assert swag.license == "https://github.com/facebookresearch/SWAG/blob/main/LICENSE"
     assert zoo.list_weights("lenet5") == []
-
-
-def test_weights_transforms_are_the_weights_own_preprocessing():
-    image = Image.new("RGB", (300, 260), (200, 30, 90))
-    for name, weights in (("resnet50", "IMAGENET1K_V2"), ("vit_b_16", "IMAGENET1K_SWAG_E2E_V1"), ("alexnet", "DEFAULT")):
-        full = get_model_weights(name)[weights]
-        transform = zoo.weights_transforms(name, weights)
-        assert transform(image).shape == (3, *full.transforms().crop_size * 2)
-        torch.testing.assert_close(transform(image), full.transforms()(image), rtol=0, atol=0)
-    with pytest.raises(WeightsError, match="unknown weights 'V9' for resnet50: .* IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT"):
-        zoo.weights_transforms("resnet50", "V9")
 
 
 def test_zoo_models_lists_the_weights_with_their_published_accuracy():
@@ -179,9 +172,9 @@ def test_zoo_models_lists_the_weights_with_their_published_accuracy():
 
 def test_an_unknown_weights_name_lists_the_names_the_model_accepts(hub_cache):
     with pytest.raises(WeightsError, match=r"unknown weights 'IMAGENET1K_V9' for resnet18: not a file, and its "
-                                           r"torchvision weights are IMAGENET1K_V1, DEFAULT"):  # fmt: skip
+                                           r"weights are IMAGENET1K_V1, DEFAULT"):  # fmt: skip
         zoo.create_model("resnet18", weights="IMAGENET1K_V9")
-    with pytest.raises(WeightsError, match="unknown weights 'DEFAULT' for lenet5: not a file, and torchvision has no"):
+    with pytest.raises(WeightsError, match="unknown weights 'DEFAULT' for lenet5: not a file, and no weights are declared or registered"):
         zoo.create_model("lenet5", pretrained=True)
 
 
@@ -253,7 +246,7 @@ def test_features_only_gives_the_trunk_of_the_loaded_weights(hub_cache, one_thre
 
 
 def test_a_checkpoint_whose_options_outgrow_its_weights_is_refused_before_create_model_builds_it(tmp_path, monkeypatch):
-    import zoo.pretrained
+    import zoo.models.pretrained
 
     path = tmp_path / "edited.ckpt"
     _checkpoint(zoo.get_model("lenet5", num_classes=10), path, name="lenet5", num_classes=100_000_000)  # 33.6 GB
@@ -261,7 +254,7 @@ def test_a_checkpoint_whose_options_outgrow_its_weights_is_refused_before_create
     def not_built(*args, **kwargs):
         raise AssertionError("create_model built the network the file describes before checking its weights")
 
-    monkeypatch.setattr(zoo.pretrained, "get_model", not_built)
+    monkeypatch.setattr(zoo.models.pretrained, "get_model", not_built)
     with pytest.raises(WeightsError) as err:
         zoo.create_model("lenet5", weights=str(path))
     assert str(err.value) == (
