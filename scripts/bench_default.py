@@ -37,7 +37,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from zoo.benchmark import write_results_page
+from zoo.bench.pages import write_results_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package: its config helper
 

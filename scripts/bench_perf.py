@@ -3,7 +3,7 @@
 
     python scripts/bench_perf.py [--suite gpu] [--models resnet50 vit_b_16] ...
 
-Every row prints ``name  ours  reference  ratio``; the method is zoo/benchmark.py's
+Every row prints ``name  ours  reference  ratio``; the method is zoo/bench/timing.py's
 (candidates interleaved round by round, median over rounds; ratio > 1: ours is faster,
 or for memory rows, ours uses more). Suites (default: every CPU suite):
 
@@ -52,12 +52,12 @@ except ImportError:  # run from a checkout without installing (the GPU machine)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import zoo
 
-from zoo.benchmark import (
+from zoo.bench.timing import (
     Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
 from zoo.cli import schema  # noqa: F401  (registers the configs' schemas: the cifar suite composes a recipe)
-from zoo.cli.bench import build_step, torchvision_builder
+from zoo.bench.models import build_step, torchvision_builder
 from zoo.files import config_dir
 
 SCRIPTS = Path(__file__).resolve().parent

@@ -45,14 +45,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from zoo.benchmark import machine_description, write_results_page  # noqa: E402
+from zoo.bench.pages import machine_description, write_results_page  # noqa: E402
 from zoo.files import atomic_write  # noqa: E402
 from zoo.cli.common import fit_model_to_data  # noqa: E402
 from zoo.data import build_datamodule  # noqa: E402
 from zoo.models import MODELS  # noqa: E402
 from zoo.models.base import Seq2SeqModel  # noqa: E402
 from zoo.models.factory import build_on_meta  # noqa: E402
-from zoo.profiling import count_macs, count_params  # noqa: E402
+from zoo.bench.profiling import count_macs, count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ TASKS: dict[str, Task] = {
         ),
         notes=(
             "Params and MACs are those of the network the recipe builds, for one image at the recipe's",
-            "size (`zoo.profiling`, as `zoo-models` counts them). Minutes are start to exit of one",
+            "size (`zoo.bench.profiling`, as `zoo-models` counts them). Minutes are start to exit of one",
             "`zoo-train` process with one thread, the median over the seeds.",
             "",
             "Targets: a median of at least 98.0% for every CNN, 96.0% for the ViT, in under 10 minutes",

@@ -13,7 +13,7 @@ import pytest
 
 import zoo
 from tests.helpers import compose_config
-from zoo.profiling import count_params
+from zoo.bench.profiling import count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -332,7 +332,7 @@ def _summary_run(summary, is_global_zero=True):
 
 def test_the_summary_gives_lightning_twice_the_macs_as_flops_and_logs_the_macs_and_split(caplog, monkeypatch):
     summary = _Summary(max_depth=1)
-    monkeypatch.setattr("zoo.profiling.count_macs", lambda net, inputs: 416_520)
+    monkeypatch.setattr("zoo.bench.profiling.count_macs", lambda net, inputs: 416_520)
     with caplog.at_level(logging.INFO, logger="zoo"):
         task = _summary_run(summary)
     [[(args, kwargs)]] = summary.tables  # Lightning's own call, with its figures and ours
@@ -344,7 +344,7 @@ def test_the_summary_gives_lightning_twice_the_macs_as_flops_and_logs_the_macs_a
 
 def test_the_summary_counts_nothing_when_off_or_on_another_rank(caplog, monkeypatch):
     counted = []
-    monkeypatch.setattr("zoo.profiling.count_macs", lambda net, inputs: counted.append(1) or 5)
+    monkeypatch.setattr("zoo.bench.profiling.count_macs", lambda net, inputs: counted.append(1) or 5)
     for summary, rank_zero in [(_Summary(max_depth=0), True), (_Summary(max_depth=1), False)]:
         with caplog.at_level(logging.INFO, logger="zoo"):
             caplog.clear()

@@ -18,7 +18,7 @@ from zoo.callbacks import data_example, learning_rates
 from zoo.cli.train import train
 from zoo.models import get_model
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_macs
+from zoo.bench.profiling import count_macs
 
 from tests.helpers import QUIET, compose_config, run_main
 

@@ -21,7 +21,7 @@ FORBIDDEN = [
     ("models", "omegaconf"),
     ("layers", "zoo.models"), ("layers", "lightning"), ("reference", "lightning"), ("reference", "zoo.tasks"),
     ("optim", "lightning"), ("optim", "hydra"), ("tasks", "zoo.cli"), ("tasks", "hydra"), ("tasks", "omegaconf"),
-    ("finetune", "zoo.cli"), ("finetune", "hydra"),
+    ("finetune", "zoo.cli"), ("finetune", "hydra"), ("bench", "zoo.cli"), ("bench", "hydra"),
 ]  # fmt: skip
 
 

@@ -244,7 +244,7 @@ class ModelSummaryWithMACs(ModelSummary):
 
     Lightning counts FLOPs only for a module with an ``example_input_array`` (ours have
     none, so it printed "Total FLOPs: 0"); here the network is rebuilt on the meta device
-    from the task's model config and counted (:func:`zoo.profiling.count_macs`) on one input
+    from the task's model config and counted (:func:`zoo.bench.profiling.count_macs`) on one input
     of the size the data feeds (the datamodule's ``in_channels`` x ``image_size``), or on the
     network's own example input where the data does not say (sequences), so nothing runs on
     the real (maybe compiled) network.
@@ -255,7 +255,7 @@ class ModelSummaryWithMACs(ModelSummary):
         if self._max_depth and trainer.is_global_zero:
             from zoo.models import get_model
             from zoo.models.factory import build_on_meta
-            from zoo.profiling import count_macs
+            from zoo.bench.profiling import count_macs
 
             meta = build_on_meta(get_model, **pl_module.hparams["model"])
             inputs = data_example(trainer.datamodule, meta)

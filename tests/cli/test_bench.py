@@ -9,9 +9,10 @@ import pytest
 import torchvision
 import yaml
 
-from zoo.cli.bench import MAC_TOLERANCE, load_reference, main, reference_path, static_row
+from zoo.bench.models import MAC_TOLERANCE, load_reference, reference_path, static_row
+from zoo.cli.bench import main
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_params
+from zoo.bench.profiling import count_params
 from zoo.models import MODELS
 
 REFERENCE = load_reference()
@@ -89,12 +90,12 @@ def test_options_the_run_would_ignore_are_refused_in_one_line(tmp_path, argv, me
 
 
 def test_a_busy_machine_and_unsteady_rounds_are_reported(tmp_path, monkeypatch, capsys):
-    import zoo.benchmark
-    import zoo.cli.bench
+    import zoo.bench.timing
+    import zoo.bench.models
 
-    monkeypatch.setattr(zoo.benchmark, "load_average", lambda: 64.0)  # a fake load figure
+    monkeypatch.setattr(zoo.bench.timing, "load_average", lambda: 64.0)  # a fake load figure
     steady = [0.010, 0.010, 0.010]
-    monkeypatch.setattr(zoo.cli.bench, "time_interleaved", lambda timing, **kw: {
+    monkeypatch.setattr(zoo.bench.models, "time_interleaved", lambda timing, **kw: {
         label: ([0.010, 0.015, 0.010] if label == "ours train" else steady) for label in timing})  # fmt: skip
     main(["resnet18", "--throughput", "--image-size", "32", "--no-memory", "--rounds", "3", "--compare", "torchvision",
           "--batch-size", "2", "--out", str(tmp_path)])  # fmt: skip
@@ -109,8 +110,8 @@ def test_a_busy_machine_and_unsteady_rounds_are_reported(tmp_path, monkeypatch, 
     rates = [float(row[f"ours_train_img_s{s}"]) for s in ("", "_min", "_max")]
     assert rates == pytest.approx([200.0, 133.333, 200.0], abs=1e-3)  # 2 images per round of 10 or 15 ms
     assert "Warning: figures unreliable: machine busy" in (tmp_path / "bench.md").read_text()
-    monkeypatch.setattr(zoo.benchmark, "load_average", lambda: 0.5)
-    monkeypatch.setattr(zoo.cli.bench, "time_interleaved", lambda timing, **kw: {label: steady for label in timing})
+    monkeypatch.setattr(zoo.bench.timing, "load_average", lambda: 0.5)
+    monkeypatch.setattr(zoo.bench.models, "time_interleaved", lambda timing, **kw: {label: steady for label in timing})
     main(["resnet18", "--throughput", "--image-size", "32", "--no-memory", "--rounds", "3", "--out", str(tmp_path)])
     assert "Warning" not in capsys.readouterr().err
 

@@ -288,7 +288,7 @@ def test_off_a_terminal_the_log_has_one_line_per_epoch_instead_of_a_progress_bar
 
 def test_the_model_summary_counts_macs_and_the_frozen_split(tmp_path):
     from zoo.callbacks import split_line
-    from zoo.profiling import count_macs
+    from zoo.bench.profiling import count_macs
 
     result = run_main("zoo-train", "model=mlp", "trainer.max_epochs=1", "sched=none", "callbacks.progress_bar=none",
                       f"hydra.run.dir={tmp_path}")  # fmt: skip

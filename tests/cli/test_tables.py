@@ -10,6 +10,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
+from zoo.bench.models import Row
 from zoo.cli import bench, models
 from zoo.cli.tables import Column, TextTable, fit, print_table, resolve_format, to_markdown
 from zoo.models.weights import list_weights
@@ -154,14 +155,14 @@ def test_narrower_than_the_names_cells_fold_rather_than_cut():
 # --------------------------------------------------------------------------- zoo-bench's table
 
 
-def timed_rows() -> list[bench.Row]:
+def timed_rows() -> list[Row]:
     ref = {"torchvision": {"params": 11_689_512, "gflops": 1.81, "acc1": 69.758}}
     measured = {}
     for key, value in (("ours_train_img_s", 1234.5), ("ours_infer_img_s", 4321.0),
                        ("train_ratio_vs_torchvision", 0.98765), ("infer_ratio_vs_torchvision", 1.0123)):  # fmt: skip
         measured |= {key: value, f"{key}_min": value * 0.9, f"{key}_max": value * 1.1}
-    return [bench.Row("resnet18", 11_689_512, 1_814_000_000, 224, ref=ref, measured=measured),
-            bench.Row("transformer_small", 237_568, 3_899_000, None)]  # fmt: skip
+    return [Row("resnet18", 11_689_512, 1_814_000_000, 224, ref=ref, measured=measured),
+            Row("transformer_small", 237_568, 3_899_000, None)]  # fmt: skip
 
 
 def test_zoo_bench_table_fits_80_columns_and_markdown_keeps_every_column(capsys):

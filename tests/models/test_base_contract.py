@@ -6,7 +6,7 @@ import torch
 from zoo import get_model
 from zoo.models import MODELS
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_macs
+from zoo.bench.profiling import count_macs
 
 from tests.helpers import accepts
 

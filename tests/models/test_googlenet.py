@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_params
+from zoo.bench.profiling import count_params
 from zoo.models import get_model
 
 

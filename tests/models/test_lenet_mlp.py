@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from zoo import get_model
 from zoo.models.lenet import C3_TABLE, PartialConv2d
-from zoo.profiling import count_macs, count_params
+from zoo.bench.profiling import count_macs, count_params
 
 
 def test_lenet5_parameter_counts_follow_the_paper():

@@ -20,7 +20,7 @@ from zoo.models import get_model, list_models
 from zoo.models.vit import VARIANTS as VIT_VARIANTS
 from zoo.models.vit import VisionTransformer
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_macs, count_params
+from zoo.bench.profiling import count_macs, count_params
 
 from tests.helpers import assert_varies_with_the_input, informative_weights, models_on_meta
 

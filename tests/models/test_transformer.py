@@ -16,7 +16,7 @@ from zoo.layers.attention import causal_mask, set_fast_attention
 from zoo.models.base import Seq2SeqModel
 from zoo.models.transformer import Transformer, TransformerDecoderLayer, TransformerEncoderLayer
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_params
+from zoo.bench.profiling import count_params
 from zoo.models import get_model, list_models
 
 from tests.helpers import QUIET, assert_same_values_and_gradients, compose_config

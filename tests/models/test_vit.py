@@ -13,7 +13,7 @@ import torchvision
 from zoo.cli.train import train
 from zoo.models.vit import VARIANTS, EncoderBlock
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_params
+from zoo.bench.profiling import count_params
 from zoo.models import get_model, list_models
 
 from tests.helpers import QUIET, compose_config

@@ -20,7 +20,6 @@ from tests.helpers import QUIET, compose_config, run_main
 from zoo.cli.train import train
 from zoo.data.digits import split_indices
 from zoo.errors import ConfigError, UnknownNameError
-from zoo.models import MODELS
 from zoo.models.factory import DECLARED_WEIGHTS
 from zoo.models.weights import (
     Preprocessing, WeightsError, find_weights, pretrained_config, register_weights, unregister_weights,

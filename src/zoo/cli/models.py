@@ -11,7 +11,7 @@ import argparse
 
 from zoo.cli.tables import Column, TextTable, add_format_argument, print_table
 from zoo.models.factory import build_on_meta
-from zoo.profiling import count_macs, count_params
+from zoo.bench.profiling import count_macs, count_params
 from zoo.models import MODELS
 from zoo.models.weights import list_weights
 

@@ -18,10 +18,8 @@ fresh process (:func:`peak_rss_mib`), since a process's peak RSS only ever grows
 from __future__ import annotations
 
 import contextlib
-import datetime
 import multiprocessing
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -241,24 +239,3 @@ def compiled_or_eager(step_builder: Callable[[Setting], TrainStep], setting: Set
         warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); running eagerly", stacklevel=2)
         return step_builder(Setting(setting.precision, setting.channels_last, None))
     return step
-
-
-def machine_description() -> str:
-    """This machine as the results pages name it: architecture, CPU cores, torch version."""
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-
-
-def write_results_page(
-    page: Path, title: str, intro: Sequence[str], command: str, body: Sequence[str], date: str | None = None,
-    machine: str | None = None,
-) -> None:
-    """A documentation page of measured results, as every generated page of
-    ``docs/benchmarks/`` is written: the title, ``intro`` (what was measured, ending with
-    "Written by:"), the command, the date and machine (default: today, this one), then
-    ``body`` (tables, notes)."""
-    date = date or datetime.date.today().isoformat()
-    machine = machine or machine_description()
-    lines = [f"# {title}", "", *intro, "", f"```bash\n{command}\n```", "", f"on {date}, {machine}.", "", *body]
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text("\n".join(lines) + "\n")
-    print(f"wrote {page}")

@@ -1,11 +1,9 @@
-"""The measuring parts of the benchmarks (zoo.benchmark): they must measure what they say."""
+"""The measuring parts of the benchmarks (zoo.bench.timing): they must measure what they say."""
 
 from __future__ import annotations
 
-import datetime
 import mmap
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -19,11 +17,10 @@ import torch
 from torch import nn
 
 import zoo
-import zoo.benchmark
-from zoo.benchmark import (
+import zoo.bench.timing
+from zoo.bench.timing import (
     Setting, TrainStep, _rss_child, _status_kib, _synchronize, busy_warning, compiled_or_eager, cuda_peak_mib,
-    load_average, machine_description, median_ratio, peak_rss_mib, round_ratios, spread, synthetic_batch,
-    time_interleaved, write_results_page,
+    load_average, median_ratio, peak_rss_mib, round_ratios, spread, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
 
@@ -72,7 +69,7 @@ def test_interleaved_timing_takes_each_round_per_step_after_an_untimed_warmup(mo
 
         return run
 
-    monkeypatch.setattr(zoo.benchmark, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(zoo.bench.timing, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device: events.append(f"synchronize {device}"))
     seconds = time_interleaved(
         {"a": step("a", 1.0), "b": step("b", 10.0)}, rounds=2, steps_per_round=3, warmup=1, device="cuda:1"
@@ -126,7 +123,7 @@ def test_load_average_is_the_one_minute_figure_or_none_where_the_os_has_none(mon
     (None, 1, 1, None),  # no load figure, no warning
 ])  # fmt: skip
 def test_a_machine_loaded_beyond_its_cores_is_called_busy(monkeypatch, load, cores, cpu_count, expected):
-    monkeypatch.setattr(zoo.benchmark, "load_average", lambda: load)
+    monkeypatch.setattr(zoo.bench.timing, "load_average", lambda: load)
     monkeypatch.setattr(os, "cpu_count", lambda: cpu_count)
     warning = expected and f"figures unreliable: machine busy ({expected} before timing)"
     assert busy_warning(cores) == warning
@@ -264,7 +261,7 @@ def test_cuda_peak_memory_is_the_peak_while_the_step_runs_above_what_was_allocat
 
         return call
 
-    monkeypatch.setattr(zoo.benchmark, "_synchronize", recorder("synchronize"))
+    monkeypatch.setattr(zoo.bench.timing, "_synchronize", recorder("synchronize"))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", recorder("reset"))
     monkeypatch.setattr(torch.cuda, "memory_allocated", recorder("allocated", before))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", recorder("peak", peak))
@@ -289,7 +286,7 @@ def test_the_memory_child_reports_its_peak_above_its_size_before_building(monkey
     events, figures = [], []
     status = {"VmRSS": 300_000, "VmHWM": 300_000 + 5 * 1024 + 512}  # kB: the peak 5.5 MiB above
     clear_refs = types.SimpleNamespace(write_text=lambda text: events.append(("clear_refs", text)))
-    monkeypatch.setattr(zoo.benchmark, "CLEAR_REFS", clear_refs)
+    monkeypatch.setattr(zoo.bench.timing, "CLEAR_REFS", clear_refs)
 
     def read(field):
         events.append(("read", field))
@@ -299,7 +296,7 @@ def test_the_memory_child_reports_its_peak_above_its_size_before_building(monkey
         events.append(("build on threads", torch.get_num_threads()))
         return lambda: events.append("step")
 
-    monkeypatch.setattr(zoo.benchmark, "_status_kib", read)
+    monkeypatch.setattr(zoo.bench.timing, "_status_kib", read)
     _rss_child(build, 2, 3, types.SimpleNamespace(put=figures.append))
     assert figures == [5.5]
     assert events == [
@@ -326,7 +323,7 @@ def test_the_memory_child_counts_what_the_build_allocates_and_not_the_earlier_pe
 
 
 def test_peak_rss_of_a_fresh_process_counts_what_the_build_allocates_and_not_the_start_up():
-    # torch.ones pickles without this module: the child imports only torch and zoo.benchmark.
+    # torch.ones pickles without this module: the child imports only torch and zoo.bench.timing.
     mib = peak_rss_mib(partial(torch.ones, 100 * 2**18), steps=0)
     assert 99 < mib < 115, mib  # the interpreter and torch, hundreds of MiB, are left out
 
@@ -338,7 +335,7 @@ def test_a_failed_memory_measurement_fails_at_once_with_the_exit_code():
 
 
 def test_peak_rss_needs_linux_proc(monkeypatch, tmp_path):
-    monkeypatch.setattr(zoo.benchmark, "CLEAR_REFS", tmp_path / "clear_refs")
+    monkeypatch.setattr(zoo.bench.timing, "CLEAR_REFS", tmp_path / "clear_refs")
     message = r"^peak_rss_mib reads Linux's /proc/self/status; use a CUDA device elsewhere$"
     with pytest.raises(RuntimeError, match=message):
         peak_rss_mib(partial(int, "1"))
@@ -390,45 +387,10 @@ def test_a_compiled_step_that_fails_warns_once_and_is_rebuilt_eager_at_the_same_
     assert step is built[1][1] and (built[0][1].calls, step.calls) == (1, 0)
 
 
-def test_the_machine_is_named_by_architecture_cores_and_torch_version(monkeypatch):
-    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    assert machine_description() == f"riscv64, 3 CPU cores, torch {torch.__version__}"
-
-
-def _write_page(page: Path, *date_and_machine: str) -> None:
-    intro = ["What was measured.", "Written by: the command below."]
-    command, body = "python scripts/bench_x.py --rounds 3", ["| a | b |", "note"]
-    write_results_page(page, "Throughput", intro, command, body, *date_and_machine)
-
-
-def _page(date: str, machine: str) -> str:
-    return (
-        "# Throughput\n\nWhat was measured.\nWritten by: the command below.\n\n"
-        "```bash\npython scripts/bench_x.py --rounds 3\n```\n\n"
-        f"on {date}, {machine}.\n\n| a | b |\nnote\n"
-    )
-
-
-def test_a_results_page_is_title_intro_command_date_and_machine_then_the_body(tmp_path, capsys):
-    page = tmp_path / "docs" / "benchmarks" / "throughput.md"  # folders not there yet
-    _write_page(page, "2001-02-03", "a test machine")
-    assert page.read_text() == _page("2001-02-03", "a test machine")
-    assert capsys.readouterr().out == f"wrote {page}\n"
-
-
-def test_a_results_page_is_dated_today_on_this_machine_by_default(tmp_path, monkeypatch):
-    today = types.SimpleNamespace(today=lambda: datetime.date(2024, 2, 29))
-    monkeypatch.setattr(zoo.benchmark, "datetime", types.SimpleNamespace(date=today))
-    monkeypatch.setattr(zoo.benchmark, "machine_description", lambda: "riscv64, 3 CPU cores, torch 9.9")
-    _write_page(tmp_path / "page.md")
-    assert (tmp_path / "page.md").read_text() == _page("2024-02-29", "riscv64, 3 CPU cores, torch 9.9")
-
-
 def test_the_gpu_checks_cifar_run_times_the_recipes_network_on_cifar_shaped_batches():
     """scripts/gpu_check.sh's CIFAR-10 row, run on the CPU with a tiny batch: the network is
     the one the resnet18_cifar10 recipe trains (its model options), fed 3x32x32 images."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_perf.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_perf.py"
     args = ["--suite", "cifar", "--rounds", "1", "--steps-per-round", "1", "--warmup", "0", "--batch-size", "2"]
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
