@@ -88,7 +88,8 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
     """Steps/s of the default run's training loop against a plain loop, and their ratio."""
     from tests.helpers import compose_config
 
-    from zoo.cli.common import build_task, build_trainer, fit_model_to_data, plain, trainer_options
+    from zoo.cli.build import build_task, build_trainer, fit_model_to_data, trainer_options
+    from zoo.cli.config import plain
     from zoo.data import build_datamodule
     from zoo.data.digits import random_shift
     from zoo.optim import build_optimizer, build_scheduler

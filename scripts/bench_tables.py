@@ -47,7 +47,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from zoo.bench.pages import machine_description, write_results_page  # noqa: E402
 from zoo.files import atomic_write  # noqa: E402
-from zoo.cli.common import fit_model_to_data  # noqa: E402
+from zoo.cli.build import fit_model_to_data  # noqa: E402
 from zoo.data import build_datamodule  # noqa: E402
 from zoo.models import MODELS  # noqa: E402
 from zoo.models.base import Seq2SeqModel  # noqa: E402

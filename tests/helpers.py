@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import nn
 
-from zoo.cli import schema  # noqa: F401  (registers the config schemas)
+from zoo.cli import config  # noqa: F401  (registers the config schemas)
 from zoo.files import config_dir
 from zoo.models import MODELS, ImageModel
 from zoo.models.factory import build_on_meta

@@ -1,4 +1,4 @@
-"""What a training run's log says (zoo.callbacks, zoo.cli.common): the epoch line's learning rate
+"""What a training run's log says (zoo.callbacks, zoo.cli.build): the epoch line's learning rate
 per parameter group, the first line (device, precision and why, threads, run folder), the MACs
 of the input the data feeds, and no Lightning noise (its test table, its summary's precision warning)."""
 

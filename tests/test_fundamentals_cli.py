@@ -68,7 +68,7 @@ def test_unknown_or_unfitting_loss_is_refused_with_the_choices():
 
 
 def test_top_level_loss_override_reaches_the_task(tmp_path):
-    from zoo.cli.common import plain
+    from zoo.cli.config import plain
 
     cfg = compose_config("train", tmp_path, ["loss=hinge_ref"])
     assert plain(cfg.task)["loss"] == "hinge_ref"

@@ -173,7 +173,7 @@ def first_step_weights(tmp_path, *overrides: str) -> torch.Tensor:
         "data.max_shift=0", "trainer.max_steps=1", "trainer.precision=32-true", "logger=[]",
         "callbacks.checkpoint=null", "sched=none", "model.norm=null", *QUIET, *overrides,
     ])  # fmt: skip
-    from zoo.cli.common import build_task, build_trainer
+    from zoo.cli.build import build_task, build_trainer
     from zoo.data import build_datamodule
 
     torch.manual_seed(0)  # the same initial weights and shuffling order in every call

@@ -13,7 +13,8 @@ import torchvision
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torchvision.transforms import v2
 
-from zoo.cli.common import build_callbacks, build_task, plain
+from zoo.cli.build import build_callbacks, build_task
+from zoo.cli.config import plain
 from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.errors import ConfigError, DataError

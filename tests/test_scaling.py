@@ -4,7 +4,7 @@ from tests.helpers import CONFIGS
 
 from hydra import compose, initialize_config_dir
 
-from zoo.cli import schema  # noqa: F401  (registers the config schemas)
+from zoo.cli import config  # noqa: F401  (registers the config schemas)
 
 
 def test_slurm_launcher_config_composes_with_the_trainer_shape():

@@ -13,7 +13,7 @@ import torchvision
 from omegaconf import OmegaConf
 
 from zoo.checkpoint import load_lightning_checkpoint
-from zoo.cli.common import fit_model_to_data
+from zoo.cli.build import fit_model_to_data
 from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.errors import ConfigError
@@ -182,7 +182,7 @@ def test_config_yaml_and_metrics_json_record_the_data_options_that_ran(run_at_11
 
 
 def test_a_null_image_size_takes_the_size_the_architecture_is_fixed_to_and_only_that():
-    from zoo.cli.common import fit_data_to_model
+    from zoo.cli.build import fit_data_to_model
 
     assert fit_data_to_model({"image_size": None}, "lenet5") == {"image_size": 32}  # LeNet-5 takes 32 px only
     assert fit_data_to_model({"image_size": 8}, "lenet5") == {"image_size": 8}  # as set (refused later, in one line)

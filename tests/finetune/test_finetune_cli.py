@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoint import load_lightning_checkpoint
-from zoo.cli.common import plain
+from zoo.cli.config import plain
 from zoo.cli.train import train
 from zoo.finetune import FinetuneConfig, adapt_data_config
 from zoo.models.pretrained import load_pretrained

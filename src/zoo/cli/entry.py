@@ -1,6 +1,7 @@
-"""What every command line needs before it imports torch or Lightning: where the configs are,
-how a user's mistake is reported (one line, exit 1), and checks of the values that would
-otherwise fail deep inside a training run.
+"""How a command starts and reports, before it imports torch or Lightning: a user's
+mistake as one line and exit 1 (an outside library's or the OS's too), and ``zoo-train``'s
+Hydra callback that validates the config (:mod:`zoo.cli.config`) and locks the run folder
+before Hydra writes into it.
 
 Standard library, Hydra and OmegaConf only: a command refuses a bad configuration in well
 under a second, and ``--help`` answers as fast.
@@ -21,17 +22,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import ZooError
+from zoo.cli.config import check_train_config
 from zoo.files import atomic_write, claim_run_folder, claim_sweep_folder, release_run_folder
 from zoo.sanitize import printable
-
-# Hydra reads an unquoted all-digit value as an integer, and Python refuses to convert one
-# of more than 4,300 digits (a guard against quadratic-time conversions of untrusted input)
-# with a traceback from inside Hydra's parser. A command line is bounded by the system's
-# argument length (128 KiB per argument on Linux), so a larger limit costs nothing here.
-MAX_INT_DIGITS = 200_000
-if hasattr(sys, "set_int_max_str_digits") and 0 < sys.get_int_max_str_digits() < MAX_INT_DIGITS:
-    sys.set_int_max_str_digits(MAX_INT_DIGITS)
 
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
 # The libraries whose errors are the user's input or environment, not a bug of ours: the
@@ -216,91 +210,3 @@ class ClaimRunFolder(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         release_run_folder(config.hydra.sweep.dir)
-
-
-# A YAML file whose anchors and aliases expand to more values than this is refused before
-# Hydra reads it: 444 bytes of nested aliases expand to 387 million values ("billion laughs"),
-# which OmegaConf would build one by one (over a minute, and the memory for them). The project's largest config has a few hundred.
-MAX_YAML_VALUES = 100_000
-_CONFIG_FOLDER_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp")
-
-
-def yaml_values(path: Path) -> int:
-    """How many values the YAML file ``path`` holds once its aliases are expanded, counted
-    on the composed node graph (where an alias is a reference), without expanding anything."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as file:
-            nodes = list(yaml.compose_all(file, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {one_line(str(err))}") from None
-    sizes: dict[int, int] = {}
-
-    def size(node: Any, open_: frozenset[int]) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if id(node) in open_:
-            raise ConfigError(f"config file {path} refers to itself through a YAML alias")
-        inside = open_ | {id(node)}
-        if isinstance(node, yaml.MappingNode):
-            total = 1 + sum(size(k, inside) + size(v, inside) for k, v in node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(item, inside) for item in node.value)
-        else:
-            total = 1
-        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)  # capped: the sum cannot grow huge
-        return sizes[id(node)]
-
-    return sum(size(node, frozenset()) for node in nodes)
-
-
-def check_config_files(argv: list[str]) -> None:
-    """Refuse a config folder given on the command line (``--config-dir``/``-cd``,
-    ``--config-path``/``-cp``) that holds a YAML file expanding past :data:`MAX_YAML_VALUES`."""
-    folders = []
-    for i, arg in enumerate(argv):
-        flag, equals, value = arg.partition("=")
-        if flag in _CONFIG_FOLDER_FLAGS:
-            folders.append(value if equals else (argv[i + 1] if i + 1 < len(argv) else ""))
-    for folder in filter(None, folders):
-        for path in sorted(Path(folder).rglob("*.yaml")) if Path(folder).is_dir() else []:
-            if yaml_values(path) > MAX_YAML_VALUES:
-                raise ConfigError(
-                    f"config file {path} expands to over {MAX_YAML_VALUES:,} values through YAML aliases; refused"
-                )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _count(cfg: DictConfig, key: str, *, allowed: tuple[Any, ...] = (), minimum: int = 1, why: str = "") -> None:
-    """``cfg.<key>`` (dotted) must be an integer >= ``minimum`` or one of ``allowed``."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
-            return
-        node = node[part]
-    if node in allowed and (node is None or _is_int(node)):
-        return
-    if not _is_int(node) or node < minimum:
-        also = f" or {' or '.join(map(str, allowed))}" if allowed else ""
-        raise ConfigError(f"{key} must be an integer >= {minimum}{also}, got {node!r}{why}")
-
-
-def check_train_config(cfg: DictConfig) -> None:
-    """Refuse values that cannot train, before anything is imported, built or written."""
-    _count(cfg, "data.batch_size")
-    _count(cfg, "data.num_workers", minimum=0)
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs == 0 and not isinstance(epochs, bool):
-        raise ConfigError("trainer.max_epochs=0 trains nothing; give at least 1 (or -1 with trainer.max_steps=N)")
-    _count(cfg, "trainer.max_epochs", allowed=(None, -1))
-    if cfg.trainer.get("max_steps") == 0:
-        raise ConfigError("trainer.max_steps=0 trains nothing; give at least 1 (or -1: no step limit)")
-    _count(cfg, "trainer.max_steps", allowed=(-1,))
-    if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1, got {cfg.seed!r}")
-    if cfg.test_weights not in ("last", "best"):
-        raise ConfigError(f"test_weights must be last or best, got {cfg.test_weights!r}")

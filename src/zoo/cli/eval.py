@@ -26,9 +26,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from zoo.cli.common import (
-    config_errors, fit_model_to_data, plain, quiet_known_warnings, trainer_options, write_metrics,
-)  # fmt: skip
+from zoo.errors import config_errors
+from zoo.cli.build import fit_model_to_data, quiet_known_warnings, trainer_options
+from zoo.cli.config import plain
+from zoo.cli.outputs import write_metrics
 from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
 from zoo.inference import load_trained

@@ -24,11 +24,10 @@ import hydra
 import hydra._internal.utils as hydra_utils
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.cli import schema  # noqa: F401  (registers the config schemas)
-from zoo.cli.entry import check_config_files, one_line_errors, reports_user_errors
-from zoo.files import config_dir
+from zoo.cli.config import check_config_files  # (importing zoo.cli.config registers the config schemas)
+from zoo.cli.entry import one_line_errors, reports_user_errors
 from zoo.errors import ConfigError
-from zoo.files import discard_unstarted_runs, release_run_folders
+from zoo.files import config_dir, discard_unstarted_runs, release_run_folders
 
 # A full disk or a file-size limit must not turn each log record into a printed traceback
 # ("--- Logging error ---"): the write that failed is reported once, as one line.

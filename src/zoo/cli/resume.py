@@ -42,7 +42,7 @@ def _may_change(key: str) -> bool:
 
 def _read_record(path: Path) -> Any:
     """A YAML file of the run's ``.hydra/`` record, read safely (plain YAML, no tags, bounded)."""
-    from zoo.cli.entry import MAX_YAML_VALUES, yaml_values
+    from zoo.cli.config import MAX_YAML_VALUES, yaml_values
 
     try:
         with open(path, "rb") as file:

@@ -1,4 +1,6 @@
-"""``zoo-train``: compose the config, build data + task + trainer, fit, test, write the run folder.
+"""``zoo-train``: the config validated (:mod:`zoo.cli.config`), the run folder claimed, data +
+task + trainer built (:mod:`zoo.cli.build`), fit, test, the run folder written
+(:mod:`zoo.cli.outputs`).
 
 The run folder (``hydra.run.dir``) and what it holds: "What a run writes" in README.md.
 """
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, NoReturn
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.cli.entry import check_train_config, continues_run, rank_zero
+from zoo.cli.entry import continues_run, rank_zero
+from zoo.cli.config import check_train_config
 from zoo.files import atomic_write, claim_run_folder, holds, release_run_folder, remove_stale_temporaries
 
 if TYPE_CHECKING:
@@ -84,27 +87,10 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> float:
     return _train(cfg, run_dir)
 
 
-def what_ran(cfg: DictConfig, data_options: dict, module: L.LightningModule, trainer: L.Trainer) -> dict:
-    """The resolved config as it ran (config.yaml, the trackers' params): the data's inferred
-    options as the data module resolved them, the model's as the data filled them in, the
-    precision ``auto`` chose."""
-    ran = OmegaConf.to_container(cfg, resolve=True)
-    ran["data"] = data_options
-    ran["model"] = {**ran["model"], **dict(module.hparams["model"])}
-    ran["trainer"]["precision"] = str(trainer.precision)
-    return ran
-
-
-def ran_summary(ran: dict) -> dict:
-    """What metrics.json records of :func:`what_ran`: the settings that are often inferred."""
-    data = {k: ran["data"][k] for k in ("image_size", "resize_size", "mean", "std", "channels") if k in ran["data"]}
-    return {"precision": ran["trainer"]["precision"], "data": data}
-
-
 def _interrupted(err: Interrupted, run_dir: Path, cfg: DictConfig, **info) -> NoReturn:
     """Record an interrupted run in metrics.json, say how to resume it, exit with 128 + the signal."""
     from zoo.checkpoint import load_training_state
-    from zoo.cli.common import write_metrics
+    from zoo.cli.outputs import write_metrics
 
     last = run_dir / "checkpoints" / "last.ckpt"
     step = err.step
@@ -137,10 +123,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
 
     from zoo.callbacks import Interrupted, StopOnSignal
     from zoo.checkpoint import check_resumable
-    from zoo.cli.common import (
-        build_task, build_trainer, config_errors, fit_data_to_model, plain, quiet_known_warnings, write_metrics,
-    )  # fmt: skip
+    from zoo.cli.build import build_task, build_trainer, fit_data_to_model, quiet_known_warnings
+    from zoo.cli.config import plain
+    from zoo.cli.outputs import ran_summary, what_ran, write_metrics
     from zoo.data import build_datamodule
+    from zoo.errors import config_errors
     from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used
     from zoo.loggers import finish_trackers, log_run_artifacts
     from zoo.models.pretrained import load_pretrained

@@ -1,8 +1,7 @@
-"""What the entry points share (zoo.cli.common), each function alone: no training run."""
+"""Building a run's objects (zoo.cli.build), each function alone: no training run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -23,7 +22,8 @@ from zoo.callbacks import (
     StopOnNonFiniteLoss,
 )
 from zoo.checkpoint_io import AtomicCheckpointIO
-from zoo.cli import common
+from zoo.cli import build
+from zoo.cli.config import plain
 from zoo.errors import ConfigError
 from zoo.finetune import FinetuneConfig
 from zoo.finetune.callbacks import FrozenBatchNormEval, GradualUnfreezing
@@ -60,7 +60,7 @@ def quiet(lightning_logging):
     """quiet_known_warnings() called once; the warnings shown after it, filters restored afterwards."""
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        common.quiet_known_warnings()
+        build.quiet_known_warnings()
         yield shown
 
 
@@ -111,7 +111,7 @@ def test_lightnings_own_console_handler_goes_when_the_root_logger_has_handlers(m
     monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
     monkeypatch.setattr(lightning, "handlers", [console, file, other])
     with warnings.catch_warnings():
-        common.quiet_known_warnings()
+        build.quiet_known_warnings()
     assert lightning.handlers == [file, other]
 
 
@@ -121,15 +121,15 @@ def test_lightnings_console_handler_stays_when_the_root_logger_has_none(monkeypa
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     monkeypatch.setattr(lightning, "handlers", [console])
     with warnings.catch_warnings():
-        common.quiet_known_warnings()
+        build.quiet_known_warnings()
     assert lightning.handlers == [console]
 
 
 def test_both_rank_zero_loggers_get_one_tip_filter_however_often_it_is_called(quiet):
-    common.quiet_known_warnings()  # the second call (the fixture made the first)
+    build.quiet_known_warnings()  # the second call (the fixture made the first)
     for name in RANK_ZERO_LOGGERS:
         filters = logging.getLogger(name).filters
-        assert [type(f) for f in filters].count(common._NoProductTips) == 1, name
+        assert [type(f) for f in filters].count(build._NoProductTips) == 1, name
 
 
 def _record(message: str) -> logging.LogRecord:
@@ -137,7 +137,7 @@ def _record(message: str) -> logging.LogRecord:
 
 
 def test_the_tip_filter_drops_product_tips_and_the_summary_note_and_keeps_the_rest():
-    tips = common._NoProductTips()
+    tips = build._NoProductTips()
     dropped = [
         "💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels]",
         "Trainer already configured with model summary callbacks: [<class 'X'>]. Skipping.",
@@ -157,16 +157,16 @@ def test_the_tip_filter_drops_product_tips_and_the_summary_note_and_keeps_the_re
 
 def test_plain_turns_config_nodes_into_resolved_python_containers():
     cfg = OmegaConf.create({"a": 3, "d": {"x": "${a}"}, "l": ["${a}", 2]})
-    d, values = common.plain(cfg.d), common.plain(cfg.l)
+    d, values = plain(cfg.d), plain(cfg.l)
     assert (type(d), d) == (dict, {"x": 3})
     assert (type(values), values) == (list, [3, 2])
-    assert common.plain(cfg) == {"a": 3, "d": {"x": 3}, "l": [3, 2]}
+    assert plain(cfg) == {"a": 3, "d": {"x": 3}, "l": [3, 2]}
 
 
 def test_plain_returns_anything_else_as_it_is():
     mapping = {"x": "${a}"}
-    assert common.plain(mapping) is mapping
-    assert [common.plain(v) for v in (None, 3, "s")] == [None, 3, "s"]
+    assert plain(mapping) is mapping
+    assert [plain(v) for v in (None, 3, "s")] == [None, 3, "s"]
 
 
 # --- fit_model_to_data / fit_data_to_model ------------------------------------------
@@ -180,7 +180,7 @@ def test_model_options_left_null_are_taken_from_the_data_and_set_ones_kept():
         "in_channels": 1,
         "image_size": 8,
     }  # the model's not first
-    fitted = common.fit_model_to_data(model, facts, "digits")
+    fitted = build.fit_model_to_data(model, facts, "digits")
     assert fitted == {
         "name": "mlp",
         "num_classes": 10,
@@ -198,23 +198,23 @@ def test_model_options_left_null_are_taken_from_the_data_and_set_ones_kept():
 def test_a_model_option_that_contradicts_the_data_is_refused_in_one_line():
     model = {"name": "lenet5", "num_classes": None, "in_channels": 3}
     with pytest.raises(ConfigError) as error:
-        common.fit_model_to_data(model, {"num_classes": 10, "in_channels": 1}, "digits")
+        build.fit_model_to_data(model, {"num_classes": 10, "in_channels": 1}, "digits")
     assert str(error.value) == (
         "model.in_channels=3 but the data 'digits' has in_channels=1; set model.in_channels=null to take it from the data"
     )
 
 
 def test_the_data_image_size_follows_a_model_fixed_to_one_and_only_then():
-    assert common.fit_data_to_model({"image_size": None, "a": 1}, "lenet5") == {
+    assert build.fit_data_to_model({"image_size": None, "a": 1}, "lenet5") == {
         "image_size": 32,
         "a": 1,
     }
-    assert common.fit_data_to_model({"image_size": 8}, "lenet5") == {"image_size": 8}
-    assert common.fit_data_to_model({"name": "dates"}, "lenet5") == {"name": "dates"}
+    assert build.fit_data_to_model({"image_size": 8}, "lenet5") == {"image_size": 8}
+    assert build.fit_data_to_model({"name": "dates"}, "lenet5") == {"name": "dates"}
     # No fixed size (or no image model): the data module's default stays, as given.
     for name in ("mlp", "resnet18", "seq2seq_gru"):
         data = {"image_size": None}
-        assert common.fit_data_to_model(data, name) is data
+        assert build.fit_data_to_model(data, name) is data
         assert data == {"image_size": None}
 
 
@@ -249,7 +249,7 @@ def task_config(**model):
 
 def test_a_task_is_built_with_the_network_fitted_to_the_data_and_checked_by_it():
     data = FakeData()
-    module = common.build_task(task_config(), data, label_smoothing=0.25)
+    module = build.build_task(task_config(), data, label_smoothing=0.25)
     assert type(module) is ImageClassifier
     fitted = {
         **OmegaConf.to_container(group("model/lenet5")),
@@ -273,13 +273,13 @@ def test_a_model_option_contradicting_the_data_is_refused_naming_the_data():
         ConfigError,
         match=r"^model\.in_channels=3 but the data 'digits' has in_channels=1;",
     ):
-        common.build_task(task_config(in_channels=3), FakeData())
+        build.build_task(task_config(in_channels=3), FakeData())
 
 
 def test_a_dataset_for_another_task_is_refused_naming_both():
     data = FakeData(task="seq2seq")
     with pytest.raises(ConfigError) as error:
-        common.build_task(task_config(), data)
+        build.build_task(task_config(), data)
     assert str(error.value) == (
         "data 'digits' is for the seq2seq task, but task=classification; "
         "choose a classification dataset or task=seq2seq with a matching model"
@@ -289,7 +289,7 @@ def test_a_dataset_for_another_task_is_refused_naming_both():
 
 def test_a_model_option_the_network_does_not_take_is_a_config_error_naming_the_model():
     with pytest.raises(ConfigError, match=r"^model 'lenet5': .*unexpected keyword argument 'bogus'"):
-        common.build_task(task_config(bogus=1), FakeData())
+        build.build_task(task_config(bogus=1), FakeData())
 
 
 # --- build_callbacks ---------------------------------------------------------------------
@@ -307,7 +307,7 @@ def callbacks(
     run_dir: Path = Path("/runs/a"),
     task=LossTask,
 ):
-    return common.build_callbacks(OmegaConf.create(options), run_dir, has_logger, task)
+    return build.build_callbacks(OmegaConf.create(options), run_dir, has_logger, task)
 
 
 def checkpoints(options: dict) -> list[cb.ModelCheckpoint]:
@@ -324,7 +324,7 @@ def test_the_default_callbacks_group_builds_each_callback_in_order(tmp_path, mon
             "ema": {"decay": 0.9, "update_every_n_steps": 4},
         },
     )
-    built = common.build_callbacks(cfg, tmp_path, has_logger=True, task=ImageClassifier)
+    built = build.build_callbacks(cfg, tmp_path, has_logger=True, task=ImageClassifier)
     assert [type(c) for c in built] == [
         cb.ModelCheckpoint,
         cb.ModelCheckpoint,
@@ -461,27 +461,27 @@ def test_the_epoch_log_lr_monitor_and_nonfinite_stop_follow_their_switches():
 
 
 def test_no_logger_group_means_no_loggers(tmp_path):
-    assert common.build_loggers(None, tmp_path) == []
-    assert common.build_loggers(OmegaConf.create({}), tmp_path) == []
+    assert build.build_loggers(None, tmp_path) == []
+    assert build.build_loggers(OmegaConf.create({}), tmp_path) == []
 
 
 def test_the_csv_logger_writes_under_the_run_and_keeps_the_rows_before_the_resume(
     tmp_path,
 ):
     cfg = OmegaConf.create({"csv": {"flush_logs_every_n_steps": 7}})
-    (csv,) = common.build_loggers(cfg, tmp_path, resume_step=5)
+    (csv,) = build.build_loggers(cfg, tmp_path, resume_step=5)
     assert type(csv) is ResumableCSVLogger
     assert (Path(csv.log_dir), csv.name, csv.version) == (tmp_path / "csv", "csv", "")
     assert (csv.resume_step, csv._flush_logs_every_n_steps) == (5, 7)
     # `csv:` with no options in YAML
-    (csv,) = common.build_loggers(OmegaConf.create({"csv": None}), tmp_path)
+    (csv,) = build.build_loggers(OmegaConf.create({"csv": None}), tmp_path)
     assert csv.resume_step is None
 
 
 def test_tensorboard_purges_from_the_resume_step_unless_told_otherwise(tmp_path):
     def purge(options, resume_step):
         cfg = OmegaConf.create({"tensorboard": options})
-        (board,) = common.build_loggers(cfg, tmp_path, resume_step=resume_step)
+        (board,) = build.build_loggers(cfg, tmp_path, resume_step=resume_step)
         assert type(board) is TensorBoardLogger
         assert (Path(board.log_dir), board.name, board.version) == (
             tmp_path / "tensorboard",
@@ -500,7 +500,7 @@ def test_tensorboard_purges_from_the_resume_step_unless_told_otherwise(tmp_path)
 
 def test_logger_options_are_copied_not_changed(tmp_path):
     options = {"tensorboard": {}}
-    common.build_loggers(options, tmp_path, resume_step=4)
+    build.build_loggers(options, tmp_path, resume_step=4)
     assert options == {"tensorboard": {}}
 
 
@@ -516,8 +516,8 @@ def trackers(monkeypatch):
 
         return make
 
-    monkeypatch.setattr(common, "mlflow_logger", recorder("mlflow"))
-    monkeypatch.setattr(common, "wandb_logger", recorder("wandb"))
+    monkeypatch.setattr(build, "mlflow_logger", recorder("mlflow"))
+    monkeypatch.setattr(build, "wandb_logger", recorder("wandb"))
     return calls
 
 
@@ -525,9 +525,9 @@ def test_mlflow_gets_the_run_the_store_and_whether_it_resumes(tmp_path, trackers
     run = tmp_path / "outputs" / "run"
     cfg = OmegaConf.create({"mlflow": group("logger/mlflow").mlflow})
     options = OmegaConf.to_container(cfg.mlflow)
-    assert common.build_loggers(cfg, run) == ["mlflow"]
-    common.build_loggers(cfg, run, resume_step=0, store_dir=tmp_path / "store")
-    common.build_loggers(cfg, run, resume_step=9)
+    assert build.build_loggers(cfg, run) == ["mlflow"]
+    build.build_loggers(cfg, run, resume_step=0, store_dir=tmp_path / "store")
+    build.build_loggers(cfg, run, resume_step=9)
     assert trackers == [
         ("mlflow", (run, run.parent), {"resume": False, **options}),
         ("mlflow", (run, tmp_path / "store"), {"resume": True, **options}),
@@ -537,7 +537,7 @@ def test_mlflow_gets_the_run_the_store_and_whether_it_resumes(tmp_path, trackers
 
 def test_wandb_gets_the_run_and_its_options_and_loggers_come_in_config_order(tmp_path, trackers):
     cfg = OmegaConf.create({"wandb": group("logger/wandb").wandb, "mlflow": None})
-    assert common.build_loggers(cfg, tmp_path, resume_step=3) == ["wandb", "mlflow"]
+    assert build.build_loggers(cfg, tmp_path, resume_step=3) == ["wandb", "mlflow"]
     assert trackers == [
         ("wandb", (tmp_path,), OmegaConf.to_container(cfg.wandb)),
         ("mlflow", (tmp_path, tmp_path.parent), {"resume": True}),
@@ -546,7 +546,7 @@ def test_wandb_gets_the_run_and_its_options_and_loggers_come_in_config_order(tmp
 
 def test_an_unknown_logger_is_refused_with_the_choices(tmp_path):
     with pytest.raises(ConfigError) as error:
-        common.build_loggers(OmegaConf.create({"neptune": {}}), tmp_path)
+        build.build_loggers(OmegaConf.create({"neptune": {}}), tmp_path)
     assert str(error.value) == "unknown logger 'neptune'; available: csv, tensorboard, mlflow, wandb"
 
 
@@ -556,12 +556,12 @@ def test_an_unknown_logger_is_refused_with_the_choices(tmp_path):
 def test_auto_precision_is_resolved_for_the_network_and_says_why():
     cfg = OmegaConf.create({"accelerator": "cpu", "precision": "auto", "max_epochs": 3})
     net = get_model("lenet5", num_classes=10)
-    options, why = common._trainer_options(cfg, net)
+    options, why = build._trainer_options(cfg, net)
     assert options == {"accelerator": "cpu", "precision": "32-true", "max_epochs": 3}
     assert why == "auto: bf16-mixed was not measured faster for LeNet5"
-    assert common.trainer_options(cfg, net) == options
+    assert build.trainer_options(cfg, net) == options
     assert cfg.precision == "auto"  # the config itself untouched
-    _, why = common._trainer_options(OmegaConf.create({"accelerator": "cpu"}), nn.Linear(2, 2))
+    _, why = build._trainer_options(OmegaConf.create({"accelerator": "cpu"}), nn.Linear(2, 2))
     assert why == "auto: bf16-mixed was not measured faster for Linear"  # unset: auto
 
 
@@ -574,15 +574,15 @@ def test_auto_precision_on_an_auto_accelerator_asks_the_gpu_when_torch_sees_one(
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(perf, "fast_bf16", lambda device_type: device_type == "cuda")
-    options, why = common._trainer_options(OmegaConf.create({}), FastNet())
+    options, why = build._trainer_options(OmegaConf.create({}), FastNet())
     assert (options, why) == (
         {"precision": "bf16-mixed"},
         "this GPU has native bf16; precision=32 for float32",
     )
-    assert common.trainer_options(OmegaConf.create({}), FastNet()) == options
+    assert build.trainer_options(OmegaConf.create({}), FastNet()) == options
     # accelerator=cpu asks the CPU even where a GPU is there
     cpu = OmegaConf.create({"accelerator": "cpu"})
-    options, why = common._trainer_options(cpu, FastNet())
+    options, why = build._trainer_options(cpu, FastNet())
     assert (options["precision"], why) == (
         "32-true",
         "auto: this CPU has no native bf16",
@@ -591,7 +591,7 @@ def test_auto_precision_on_an_auto_accelerator_asks_the_gpu_when_torch_sees_one(
 
 def test_a_set_precision_is_kept_and_said_to_be_set():
     cfg = OmegaConf.create({"accelerator": "cpu", "precision": "bf16-mixed"})
-    options, why = common._trainer_options(cfg, nn.Linear(2, 2))
+    options, why = build._trainer_options(cfg, nn.Linear(2, 2))
     assert (options["precision"], why) == (
         "bf16-mixed",
         "trainer.precision=bf16-mixed, as set",
@@ -606,7 +606,7 @@ def test_a_gpu_accelerator_without_cuda_is_refused_before_lightning_sees_it(monk
         ConfigError,
         match=rf"^trainer\.accelerator={accelerator} \(trainer=gpu\) needs a CUDA GPU",
     ):
-        common.trainer_options(cfg, nn.Linear(2, 2))
+        build.trainer_options(cfg, nn.Linear(2, 2))
 
 
 def test_an_invalid_precision_is_a_config_error_about_the_trainer():
@@ -615,7 +615,7 @@ def test_an_invalid_precision_is_a_config_error_about_the_trainer():
         ConfigError,
         match=r"^trainer: trainer\.precision must be auto or one of .*; got '17-mixed'$",
     ):
-        common.trainer_options(cfg, nn.Linear(2, 2))
+        build.trainer_options(cfg, nn.Linear(2, 2))
 
 
 # --- build_trainer ---------------------------------------------------------------------------
@@ -652,7 +652,7 @@ def lenet():
 def test_the_trainer_gets_the_run_folder_atomic_saves_and_no_logger_or_bar(tmp_path, lenet, caplog):
     extra = Marker()
     with caplog.at_level(logging.INFO, logger="zoo"):
-        trainer = common.build_trainer(trainer_config(), tmp_path, lenet, extra_callbacks=[extra])
+        trainer = build.build_trainer(trainer_config(), tmp_path, lenet, extra_callbacks=[extra])
     assert trainer.default_root_dir == str(tmp_path)
     assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
     assert trainer.logger is None and trainer.loggers == []
@@ -674,9 +674,9 @@ def test_the_trainer_gets_the_run_folder_atomic_saves_and_no_logger_or_bar(tmp_p
 
 
 def test_only_the_first_process_says_where_it_runs(tmp_path, lenet, caplog, monkeypatch):
-    monkeypatch.setattr(common, "rank_zero", lambda: False)
+    monkeypatch.setattr(build, "rank_zero", lambda: False)
     with caplog.at_level(logging.INFO, logger="zoo"):
-        common.build_trainer(trainer_config(), tmp_path, lenet)
+        build.build_trainer(trainer_config(), tmp_path, lenet)
     assert not [r for r in caplog.records if r.getMessage().startswith("device ")]
 
 
@@ -686,7 +686,7 @@ def test_the_trainer_shows_the_bar_and_logs_to_the_loggers_it_was_given(tmp_path
         logger={"csv": {}},
         trainer={"enable_model_summary": False},
     )
-    trainer = common.build_trainer(cfg, tmp_path, lenet, resume_step=6)
+    trainer = build.build_trainer(cfg, tmp_path, lenet, resume_step=6)
     assert type(trainer.progress_bar_callback) is cb.TQDMProgressBar
     assert [type(x) for x in trainer.loggers] == [ResumableCSVLogger]
     assert trainer.logger.resume_step == 6
@@ -697,7 +697,7 @@ def test_the_trainer_shows_the_bar_and_logs_to_the_loggers_it_was_given(tmp_path
 
 def test_the_trainer_checkpoints_by_the_configured_tasks_metric(tmp_path, lenet):
     cfg = trainer_config(callbacks={"checkpoint": {"save_last": False}})
-    trainer = common.build_trainer(cfg, tmp_path, lenet)
+    trainer = build.build_trainer(cfg, tmp_path, lenet)
     assert (trainer.checkpoint_callback.monitor, trainer.checkpoint_callback.mode) == (
         "val/acc",
         "max",
@@ -710,13 +710,13 @@ def test_the_trainer_checkpoints_by_the_metric_of_the_module_it_trains(tmp_path)
         monitor, monitor_mode = "val/loss", "min"
 
     module = LossTask(model={"name": "lenet5", "num_classes": 10}, optim={"name": "sgd", "lr": 0.1}, sched={"name": "none"})
-    trainer = common.build_trainer(trainer_config(callbacks={"checkpoint": {"save_last": False}}), tmp_path, module)
+    trainer = build.build_trainer(trainer_config(callbacks={"checkpoint": {"save_last": False}}), tmp_path, module)
     assert (trainer.checkpoint_callback.monitor, trainer.checkpoint_callback.mode) == ("val/loss", "min")
 
 
 def test_the_finetune_callbacks_come_from_the_config_given_not_from_the_run_config(tmp_path, lenet):
     cfg = trainer_config(finetune={"mode": "gradual", "weights": "w.pth", "unfreeze_epochs": [1]})
-    kinds = [type(c) for c in common.build_trainer(cfg, tmp_path, lenet).callbacks]  # parsed once, by the command
+    kinds = [type(c) for c in build.build_trainer(cfg, tmp_path, lenet).callbacks]  # parsed once, by the command
     assert GradualUnfreezing not in kinds and FrozenBatchNormEval not in kinds
 
 
@@ -728,7 +728,7 @@ def test_the_trainer_includes_the_finetune_modes_callbacks(tmp_path, lenet):
         "lr_backbone": 0.01,
     }
     cfg = trainer_config(optim={"weight_decay": 0.003})
-    trainer = common.build_trainer(cfg, tmp_path, lenet, finetune=FinetuneConfig.from_dict(finetune))
+    trainer = build.build_trainer(cfg, tmp_path, lenet, finetune=FinetuneConfig.from_dict(finetune))
     kinds = [type(c) for c in trainer.callbacks]
     assert kinds.count(GradualUnfreezing) == 1 and kinds.count(FrozenBatchNormEval) == 1
     assert kinds.index(StopOnNonFiniteLoss) < kinds.index(GradualUnfreezing)  # added to the run's own callbacks
@@ -742,9 +742,9 @@ def test_the_trainer_includes_the_finetune_modes_callbacks(tmp_path, lenet):
 
 
 def test_the_mlflow_store_is_under_the_output_folder(tmp_path, lenet, trackers):
-    common.build_trainer(trainer_config(logger={"mlflow": {}}), tmp_path, lenet)
+    build.build_trainer(trainer_config(logger={"mlflow": {}}), tmp_path, lenet)
     paths = {"output_dir": str(tmp_path / "runs")}
-    common.build_trainer(
+    build.build_trainer(
         trainer_config(logger={"mlflow": {}}, paths=paths),
         tmp_path,
         lenet,
@@ -758,18 +758,18 @@ def test_the_mlflow_store_is_under_the_output_folder(tmp_path, lenet, trackers):
 
 def test_the_perf_switches_and_the_accelerator_reach_speed_up(tmp_path, lenet, monkeypatch):
     calls = []
-    monkeypatch.setattr(common, "speed_up", lambda *args: calls.append(args))
+    monkeypatch.setattr(build, "speed_up", lambda *args: calls.append(args))
     devices = []
     monkeypatch.setattr(
-        common,
+        build,
         "accelerator_type",
         lambda accelerator: devices.append(accelerator) or "cpu",
     )
-    common.build_trainer(trainer_config(), tmp_path, lenet)
+    build.build_trainer(trainer_config(), tmp_path, lenet)
     perf_options = {"channels_last": True, "compile": "max-autotune"}
     cfg = trainer_config(perf=perf_options)
     del cfg.trainer.accelerator  # unset: Lightning's auto
-    common.build_trainer(cfg, tmp_path, lenet)
+    build.build_trainer(cfg, tmp_path, lenet)
     assert calls == [
         (lenet.net, "32-true", "auto", None, "cpu"),
         (lenet.net, "32-true", True, "max-autotune", "auto"),
@@ -779,26 +779,14 @@ def test_the_perf_switches_and_the_accelerator_reach_speed_up(tmp_path, lenet, m
 
 def test_the_perf_switches_are_applied_to_the_network(tmp_path, lenet):
     conv = next(m for m in lenet.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
-    common.build_trainer(trainer_config(), tmp_path, lenet)  # auto at 32-true: NCHW
+    build.build_trainer(trainer_config(), tmp_path, lenet)  # auto at 32-true: NCHW
     assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
-    common.build_trainer(trainer_config(perf={"channels_last": True}), tmp_path, lenet)
+    build.build_trainer(trainer_config(perf={"channels_last": True}), tmp_path, lenet)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_bad_perf_and_trainer_options_are_config_errors_naming_their_group(tmp_path, lenet):
     with pytest.raises(ConfigError, match=r"^perf: perf\.channels_last must be true, false or auto"):
-        common.build_trainer(trainer_config(perf={"channels_last": "sideways"}), tmp_path, lenet)
+        build.build_trainer(trainer_config(perf={"channels_last": "sideways"}), tmp_path, lenet)
     with pytest.raises(ConfigError, match=r"^trainer: .*unexpected keyword argument 'bogus'"):
-        common.build_trainer(trainer_config(trainer={"bogus": 1}), tmp_path, lenet)
-
-
-# --- write_metrics -----------------------------------------------------------------------------
-
-
-def test_metrics_are_written_as_indented_json_of_floats_with_the_extra_keys(tmp_path):
-    path = tmp_path / "metrics.json"
-    common.write_metrics(path, {"test/acc": torch.tensor(0.5), "test/n": 3}, weights="last", epoch=2)
-    assert path.read_text() == (
-        '{\n  "test": {\n    "test/acc": 0.5,\n    "test/n": 3.0\n  },\n  "weights": "last",\n  "epoch": 2\n}\n'
-    )
-    assert type(json.loads(path.read_text())["test"]["test/n"]) is float
+        build.build_trainer(trainer_config(trainer={"bogus": 1}), tmp_path, lenet)

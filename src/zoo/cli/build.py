@@ -1,9 +1,9 @@
-"""What the commands share: the run's objects built from its config (task, callbacks,
-loggers, trainer), the known warnings quieted, ``metrics.json`` written."""
+"""Building a run's objects from its validated config, each once: the model and data fitted
+to each other, the task, the callbacks, the loggers and the trainer (precision and speed-ups
+chosen for the network), with the warnings known to help nobody quieted."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
@@ -20,8 +20,8 @@ from zoo.callbacks import EpochLog, ExactResume, ModelSummaryWithMACs, StopOnNon
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.cli.entry import rank_zero
 from zoo.data import DataModule
-from zoo.errors import ConfigError, config_errors  # noqa: F401  (config_errors: used by the CLIs)
-from zoo.files import atomic_write
+from zoo.cli.config import plain
+from zoo.errors import ConfigError, config_errors
 from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
 from zoo.perf import accelerator_type, choose_precision, require_cuda, speed_up
@@ -64,13 +64,6 @@ class _NoProductTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(("💡 Tip", "Trainer already configured with model summary"))
-
-
-def plain(node: Any) -> Any:
-    """A resolved config node as plain Python containers (what checkpoints may hold)."""
-    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_name: str) -> dict[str, Any]:
@@ -238,8 +231,3 @@ def build_trainer(
             enable_progress_bar=any(isinstance(c, cb.ProgressBar) for c in callbacks),  # none: no default bar either
             plugins=[AtomicCheckpointIO()],  # atomic saves beside the file; loads through zoo.checkpoint
         )  # fmt: skip
-
-
-def write_metrics(path: Path, metrics: dict[str, Any], **info: Any) -> None:
-    record = {"test": {k: float(v) for k, v in metrics.items()}, **info}
-    atomic_write(path, json.dumps(record, indent=2) + "\n")
