@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Benchmark of the default run, as a newcomer gets it: accuracy and wall-clock time of
 ``zoo-train`` at seeds 42..51 with 1 and with 2 threads, and the training loop's speed
-against a plain PyTorch loop. Writes docs/benchmarks/default-run.md.
+against a plain PyTorch loop. Records them in benchmarks/default-run.json, and writes from it
+docs/benchmarks/default-run.md and README.md's paragraph on the default run (``--page-only``:
+from the record alone, measuring nothing).
 
     python scripts/bench_default.py [--seeds 42 43 ...] [--threads 1 2] [--page docs/benchmarks/default-run.md]
 
@@ -23,6 +25,7 @@ against a plain PyTorch loop. Writes docs/benchmarks/default-run.md.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -37,13 +40,16 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from zoo.bench.pages import write_results_page
+from zoo.bench.pages import machine_description, write_generated_section, write_results_page
+from zoo.files import atomic_write
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package: its config helper
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests package: its config helper
 
 
-def run_default(seeds: list[int], threads: int) -> list[tuple[int, float, float]]:
-    """``zoo-train seed=<s>`` with ``threads`` threads for each seed: (seed, test acc, seconds)."""
+def run_default(seeds: list[int], threads: int) -> list[dict]:
+    """``zoo-train seed=<s>`` with ``threads`` threads for each seed: its seed, test accuracy,
+    seconds from start to exit, and the line it logs with its test metrics."""
     zoo_train = Path(sys.executable).parent / "zoo-train"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     rows = []
@@ -55,9 +61,11 @@ def run_default(seeds: list[int], threads: int) -> list[tuple[int, float, float]
             )  # fmt: skip
             seconds = time.perf_counter() - start
             acc = json.loads((Path(run_dir) / "metrics.json").read_text())["test"]["test/acc"]
-        rows.append((seed, acc, seconds))
+            log = (Path(run_dir) / "train.log").read_text().splitlines()
+        line = next((x for x in reversed(log) if "test/acc " in x), "")
+        rows.append({"seed": seed, "acc": acc, "seconds": round(seconds, 2), "line": line})
         print(f"{threads} thread(s), zoo-train seed={seed}: test/acc {acc:.4f}, {seconds:.1f} s start to exit", flush=True)
-    accs, secs = [r[1] for r in rows], [r[2] for r in rows]
+    accs, secs = [r["acc"] for r in rows], [r["seconds"] for r in rows]
     print(f"{threads} thread(s): median test/acc {statistics.median(accs):.4f} (target >= 0.992), "
           f"worst {min(accs):.4f} (target >= 0.986); median {statistics.median(secs):.1f} s")  # fmt: skip
     return rows
@@ -154,8 +162,12 @@ def overhead(epochs: int, batch_size: int | None, extra: tuple[str, ...] = ()) -
     return row
 
 
-def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, float]]], loops: list[dict]) -> None:
-    """The results as docs/benchmarks/default-run.md (nothing in it typed by hand)."""
+RECORD = ROOT / "benchmarks" / "default-run.json"  # the measurements: the page and README's section are written from it
+
+
+def write_page(page: Path, record: dict) -> None:
+    """The record as docs/benchmarks/default-run.md (nothing in it typed by hand)."""
+    runs = {int(t): rows for t, rows in record["runs"].items()}
     threads = sorted(runs)
     intro = [
         "`zoo-train` with nothing else: LeNet-5 on scikit-learn's bundled digits (1,257 train / 180 validation /",
@@ -166,13 +178,13 @@ def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, 
         "| seed | " + " | ".join(f"test acc, {t} thread{'s' * (t > 1)} | seconds, {t} thread{'s' * (t > 1)}" for t in threads) + " |",
         "|---" * (1 + 2 * len(threads)) + "|",
     ]
-    for i, (seed, *_) in enumerate(runs[threads[0]]):
-        cells = [f"{100 * runs[t][i][1]:.2f}% | {runs[t][i][2]:.1f}" for t in threads]
-        lines.append(f"| {seed}{' (default)' if seed == 42 else ''} | " + " | ".join(cells) + " |")
+    for i, first in enumerate(runs[threads[0]]):
+        cells = [f"{100 * runs[t][i]['acc']:.2f}% | {runs[t][i]['seconds']:.1f}" for t in threads]
+        lines.append(f"| {first['seed']}{' (default)' if first['seed'] == 42 else ''} | " + " | ".join(cells) + " |")
     for name, pick in (("median", statistics.median), ("worst", None)):
         cells = []
         for t in threads:
-            accs, secs = [r[1] for r in runs[t]], [r[2] for r in runs[t]]
+            accs, secs = [r["acc"] for r in runs[t]], [r["seconds"] for r in runs[t]]
             acc = statistics.median(accs) if pick else min(accs)
             sec = statistics.median(secs) if pick else max(secs)
             cells.append(f"**{100 * acc:.2f}%** | {sec:.1f}")
@@ -182,7 +194,7 @@ def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, 
         "Targets: median >= 99.2% and worst seed >= 98.6% at each thread count; median time with 2 threads",
         "<= 10 s on 2 cores.",
     ]
-    if loops:
+    if record["loops"]:
         lines += [
             "",
             "## The training loop against plain PyTorch",
@@ -197,9 +209,38 @@ def write_page(page: Path, command: str, runs: dict[int, list[tuple[int, float, 
         lines += [
             f"| {r['batch']}, {r['bar']} | {r['ours']:.1f} | {r['images']:,.0f} | {r['plain']:.1f} | "
             f"{r['ratio']:.2f} | {r['cost_ms']:.1f} ms |"
-            for r in loops
+            for r in record["loops"]
         ]
-    write_results_page(page, "The default run", intro, command, lines)
+    write_results_page(page, "The default run", intro, record["command"], lines, record["date"], record["machine"])
+
+
+def readme_section(record: dict) -> str:
+    """README.md's paragraph on the default run: its log line at seed 42 and the figures over every seed."""
+    runs = {int(t): rows for t, rows in record["runs"].items()}
+    medians = {t: 100 * statistics.median(r["acc"] for r in rows) for t, rows in runs.items()}
+    worst = {t: 100 * min(r["acc"] for r in rows) for t, rows in runs.items()}
+    seeds = [r["seed"] for r in runs[min(runs)]]
+    most = max(runs)
+    default = next(r for r in runs[most] if r["seed"] == 42)
+    by_threads = " and ".join(f"**{medians[t]:.2f}%** ({t} thread{'s' * (t > 1)})" for t in sorted(runs, reverse=True))
+    if len(set(round(w, 2) for w in worst.values())) == 1:
+        worst_text = f"**{worst[most]:.2f}% at the worst seed** in {'both' if len(runs) == 2 else 'each'}"
+    else:
+        worst_text = "at the worst seed " + " and ".join(f"**{worst[t]:.2f}%** ({t} thread{'s' * (t > 1)})" for t in sorted(runs, reverse=True))
+    seconds = statistics.median(r["seconds"] for r in runs[most])
+    return "\n".join([
+        f"The first command ends with this line at the default seed (42), on {most} CPU cores ({record['date']}),",
+        "then names the run folder:",
+        "",
+        "```",
+        default["line"],
+        "```",
+        "",
+        f"Over the seeds {seeds[0]}-{seeds[-1]} the default run scores a median of {by_threads} on the 360 test",
+        f"images, {worst_text}, in a median of {seconds:.1f} s from start to exit with {most} threads",
+        f"(`{record['command']}`, {record['date']}, {record['machine']}: every seed in",
+        "[docs/benchmarks/default-run.md](docs/benchmarks/default-run.md)).",
+    ])
 
 
 def main() -> None:
@@ -209,17 +250,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the training-loop comparison (0: skip it)")
     parser.add_argument("--small-batch", type=int, default=64, help="also measure the loop at this batch size (0: no)")
     parser.add_argument("--page", default="docs/benchmarks/default-run.md", help="the page to write ('': none)")
+    parser.add_argument("--page-only", action="store_true", help=f"write the page and README's section from {RECORD.name} only")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
-    runs = {threads: run_default(args.seeds, threads) for threads in args.threads}
-    loops = []
-    if args.epochs:
-        loops.append(overhead(args.epochs, None))
-        if args.small_batch:
-            loops.append(overhead(args.epochs, args.small_batch))
-            loops.append(overhead(args.epochs, args.small_batch, ("callbacks.progress_bar=rich",)))  # Lightning's rich bar
+    if not args.page_only:
+        print(f"torch {torch.__version__}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
+        runs = {threads: run_default(args.seeds, threads) for threads in args.threads}
+        loops = []
+        if args.epochs:
+            loops.append(overhead(args.epochs, None))
+            if args.small_batch:
+                loops.append(overhead(args.epochs, args.small_batch))
+                loops.append(overhead(args.epochs, args.small_batch, ("callbacks.progress_bar=rich",)))  # Lightning's rich bar
+        record = {"command": "python " + " ".join(["scripts/bench_default.py", *sys.argv[1:]]),
+                  "date": datetime.date.today().isoformat(), "machine": machine_description(), "runs": runs,
+                  "loops": loops}  # fmt: skip
+        atomic_write(RECORD, json.dumps(record, indent=2) + "\n")
+    record = json.loads(RECORD.read_text())
     if args.page:
-        write_page(Path(args.page), "python " + " ".join(["scripts/bench_default.py", *sys.argv[1:]]), runs, loops)
+        write_page(Path(args.page), record)
+        write_generated_section(ROOT / "README.md", "default-run", readme_section(record))
 
 
 if __name__ == "__main__":

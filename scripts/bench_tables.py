@@ -45,7 +45,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from zoo.bench.pages import machine_description, write_results_page  # noqa: E402
+from zoo.bench.pages import machine_description, write_generated_section, write_results_page  # noqa: E402
 from zoo.files import atomic_write  # noqa: E402
 from zoo.cli.build import fit_model_to_data  # noqa: E402
 from zoo.data import build_datamodule  # noqa: E402
@@ -349,6 +349,38 @@ def write_page(task_name: str, results: Path, page: Path, command: str, page_onl
     write_results_page(page, task.title, list(task.intro), command, body, date, machine)
 
 
+NOT_CNN = {"mlp": "the MLP", "vit_tiny": "ViT-tiny"}  # the digits families without convolutional trunks, by name
+
+
+def readme_section(root: Path = ROOT / "benchmarks") -> str:
+    """README.md's sentence on the trained tables, from the results files of both tasks."""
+    medians: dict[str, dict[str, float]] = {}
+    dates, seeds = set(), set()
+    for name, task in TASKS.items():
+        for model, data in task.rows():
+            file = root / name / f"{recipe_name(model, data)}.json"
+            if file.is_file():
+                record = json.loads(file.read_text())
+                medians.setdefault(name, {})[f"{model}/{data}"] = round(summarise(record)["median"], 1)
+                dates.add(record["date"])
+                seeds.add(len(record["runs"]))
+
+    def span(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:g}%" if low == high else f"{low:g}-{high:g}%"
+
+    digits = medians.get("digits", {})
+    cnn = [v for k, v in digits.items() if k.split("/")[0] not in NOT_CNN]
+    others = [f"{label} {digits[f'{m}/digits']:g}%" for m, label in NOT_CNN.items() if f"{m}/digits" in digits]
+    when = " to ".join(sorted(dates)[:: max(len(dates) - 1, 1)])
+    runs = "/".join(map(str, sorted(seeds)))
+    return (
+        f"Measured on {when} (median of {runs} seeds, one CPU thread per run): every CNN family {span(cnn)} on the\n"
+        f"digits, {', '.join(others)}, and every sequence model {span(list(medians.get('seq2seq', {}).values()))} exact\n"
+        "match on dates, reverse and sort (`python scripts/bench_tables.py`, both tasks)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="digits", choices=sorted(TASKS))
@@ -371,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_rows(args.task, task.rows(args.models), args.seeds, max(args.jobs, 1), out, results, command,
                  keep_checkpoints=args.keep_checkpoints)  # fmt: skip
     write_page(args.task, results, page, command, args.page_only)
+    write_generated_section(ROOT / "README.md", "trained-results", readme_section())
 
 
 if __name__ == "__main__":

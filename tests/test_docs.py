@@ -1,5 +1,6 @@
 """The README is a user guide that keeps its promises, and the docs build into a site."""
 
+import importlib.util
 import json
 import os
 import re
@@ -7,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from tests.helpers import run_cli
+from zoo.bench.pages import generated_section, write_generated_section
+from zoo.bench.timing import SPREAD_LIMIT
+from zoo.errors import ZooError
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -119,3 +124,57 @@ def test_the_organisation_pages_example_model_registers_and_keeps_the_contract(m
         assert (weights.name, weights.preprocessing.mean, weights.metrics) == ("tinycnn.digits", (0.3,), {"acc@1": 95.0})
     finally:
         unregister_weights("tinycnn", "digits")
+
+
+# --------------------------------------------------------------------------- README's numbers: one home each
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def _section(name: str) -> str:
+    start, end = generated_section(README, name)
+    return README[start:end].rstrip("\n")
+
+
+def test_the_readmes_measured_numbers_are_rendered_from_the_results_files_that_hold_them(tmp_path):
+    """README.md's paragraphs of measured figures are written by the scripts from their results
+    files (benchmarks/default-run.json, benchmarks/digits/, benchmarks/seq2seq/); so is the
+    default run's page. A number edited by hand in either place fails here."""
+    default = _script("bench_default")
+    record = json.loads((ROOT / "benchmarks" / "default-run.json").read_text())
+    assert _section("default-run") == default.readme_section(record)
+    default.write_page(tmp_path / "default-run.md", record)
+    assert (tmp_path / "default-run.md").read_text() == (ROOT / "docs" / "benchmarks" / "default-run.md").read_text()
+    assert _section("trained-results") == _script("bench_tables").readme_section()
+
+
+def test_no_measured_number_stands_in_the_readme_outside_a_generated_section():
+    text = README
+    for name in re.findall(r"^<!-- generated:([\w-]+)", README, re.M):
+        start, end = generated_section(text, name)
+        text = text[:start] + text[end:]
+    measured = re.compile(r"\d+(?:\.\d+)?\s?%|\b\d+(?:\.\d+)?\s?(?:s|ms|min|minutes|seconds|hours)\b|\b0\.\d{3,}\b")
+    # Settings, not measurements, each checked against where it is set.
+    settings = {"10%": 100 * SPREAD_LIMIT}  # zoo-bench's unsteady-rounds warning
+    found = [m.group(0) for m in measured.finditer(text)]
+    assert [f for f in found if f not in settings] == []
+    assert all(float(f.rstrip("%")) == value for f, value in settings.items() if f in found)
+
+
+def test_a_generated_section_is_replaced_whole_and_a_missing_one_is_refused(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    page.write_text("a\n<!-- generated:x by a script -->\nold\nlines\n<!-- /generated:x -->\nb\n")
+    write_generated_section(page, "x", "new\n")
+    assert page.read_text() == "a\n<!-- generated:x by a script -->\nnew\n<!-- /generated:x -->\nb\n"
+    with pytest.raises(ZooError, match="no section 'y'"):
+        write_generated_section(page, "y", "z")
+    assert page.read_text().count("new") == 1

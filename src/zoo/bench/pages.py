@@ -1,12 +1,15 @@
 """The pages and plots the benchmarks write: every generated page of ``docs/benchmarks/``
 is headed the same way (:func:`write_results_page`: title, what was measured, the command,
-the date and machine), and ``zoo-bench``'s tables and plots (:func:`markdown`,
-:func:`summary_markdown`, :func:`plot`)."""
+the date and machine), ``zoo-bench``'s tables and plots (:func:`markdown`,
+:func:`summary_markdown`, :func:`plot`), and the sections of README.md a script writes from
+its results file (:func:`write_generated_section`), so that each number the README shows
+has one home."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import os
 import platform
 import shutil
@@ -16,6 +19,8 @@ from pathlib import Path
 import torch
 
 from zoo.bench.models import Row
+from zoo.errors import ZooError
+from zoo.files import atomic_write
 
 
 def machine_description() -> str:
@@ -122,3 +127,23 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(out / "throughput_vs_params.png")
     return written
+
+
+def generated_section(text: str, name: str) -> tuple[int, int]:
+    """Where the body of the section ``name`` a script writes into a page lies in ``text``:
+    between ``<!-- generated:<name> ... -->`` and ``<!-- /generated:<name> -->``, each on a line
+    of its own."""
+    start = re.search(rf"^<!-- generated:{re.escape(name)}\b.*-->\n", text, re.M)
+    end = re.search(rf"^<!-- /generated:{re.escape(name)} -->$", text, re.M)
+    if start is None or end is None or end.start() < start.end():
+        raise ZooError(f"no section '{name}' (<!-- generated:{name} --> ... <!-- /generated:{name} -->) to write")
+    return start.end(), end.start()
+
+
+def write_generated_section(path: Path, name: str, body: str) -> None:
+    """Replace the body of section ``name`` of ``path`` (README.md) with ``body``, atomically:
+    the numbers the README shows are written by the script that measured them, from its results file."""
+    text = path.read_text()
+    start, end = generated_section(text, name)
+    atomic_write(path, text[:start] + body.rstrip("\n") + "\n" + text[end:])
+    print(f"wrote the '{name}' section of {path}")
