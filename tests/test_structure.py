@@ -116,3 +116,18 @@ def test_the_layout_check_names_each_kind_of_misplaced_test(tmp_path):
         (tests / name).parent.mkdir(parents=True, exist_ok=True)
         (tests / name).touch()
     assert {name: where_it_belongs(tests / name, tests, src) for name in cases} == cases
+
+
+# What may use zoo.finetune: it is about training a pretrained model, so only the command that
+# trains and the builders of its objects; weights themselves are read through zoo.models.
+FINETUNE_USERS = {"cli/build.py", "cli/train.py"}
+
+
+def test_only_training_imports_the_finetune_package_and_it_imports_eagerly():
+    users = {
+        str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+        if path.parent != SRC / "finetune" and any(n == "zoo.finetune" or n.startswith("zoo.finetune.") for n in imported_modules(path))
+    }  # fmt: skip
+    assert users == FINETUNE_USERS
+    tree = ast.parse((SRC / "finetune" / "__init__.py").read_text())
+    assert [n.name for n in tree.body if isinstance(n, ast.FunctionDef)] == []  # no lazy __getattr__
