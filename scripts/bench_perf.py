@@ -56,7 +56,7 @@ from zoo.bench.timing import (
     Setting, TrainStep, compiled_or_eager, cuda_peak_mib, median_ratio, peak_rss_mib, synthetic_batch, time_interleaved,
 )  # fmt: skip
 
-from zoo.cli import schema  # noqa: F401  (registers the configs' schemas: the cifar suite composes a recipe)
+from zoo.cli import config  # noqa: F401  (registers the configs' schemas: the cifar suite composes a recipe)
 from zoo.bench.models import build_step, torchvision_builder
 from zoo.files import config_dir
 

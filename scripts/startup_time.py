@@ -53,7 +53,7 @@ def main() -> None:
     print(f"Measured on {datetime.date.today()}: Python {platform.python_version()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, each command a fresh process, {args.repeats} runs each, interleaved.\n")  # fmt: skip
     print("`--help`, `--cfg job` and a refused value answer before torch is imported (`zoo.cli.launch`"
-          " composes the config first, `zoo.cli.entry` checks it); a training run then pays for torch and"
+          " composes the config first, `zoo.cli.config` checks it); a training run then pays for torch and"
           " Lightning. `zoo-models` builds every model on the meta device, which needs torch but not Lightning.\n")
     print("| command | median (s) | worst (s) | median / import torch |")
     print("|---|---|---|---|")

@@ -27,7 +27,7 @@ RUN = [
 KILLED_RUN = """
 import os, signal, sys
 import lightning as L
-from zoo.cli import common, launch
+from zoo.cli import build, launch
 
 KILL_AT = int(sys.argv[1])
 
@@ -36,8 +36,8 @@ class Kill(L.Callback):
         if trainer.global_step == KILL_AT:
             os.kill(os.getpid(), signal.SIGKILL)
 
-build_callbacks = common.build_callbacks
-common.build_callbacks = lambda *a, **k: build_callbacks(*a, **k) + [Kill()]
+build_callbacks = build.build_callbacks
+build.build_callbacks = lambda *a, **k: build_callbacks(*a, **k) + [Kill()]
 sys.argv = ["zoo-train", *sys.argv[2:]]
 launch.train()
 """
