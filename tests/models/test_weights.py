@@ -122,6 +122,8 @@ def test_registered_weights_are_named_in_full_or_by_tag_and_join_the_models_list
     assert zoo.list_weights("lenet5") == [entry]
     assert find_weights("digits", "lenet5") is entry and find_weights("DEFAULT", "lenet5") is entry
     assert find_weights("lenet5.digits", None) is entry
+    assert find_weights("lenet5.digits", "mlp") is entry  # in full, whichever model asks (load_into then checks the fit)
+    assert find_weights("digits", "mlp") is None
     cfg = pretrained_config("lenet5")
     assert (cfg.input_size, cfg.mean, cfg.std, cfg.crop_pct, cfg.weights) == (16, (0.3,), (0.4,), 1.0, (entry,))
     assert registered("lenet5", "digits", tmp_path / "w.pth", num_classes=10, dataset="digits",

@@ -367,8 +367,9 @@ def find_weights(name: str, model: str | None) -> Weights | None:
         enum = type(weights).__name__
         owner = next((m for m, d in DECLARED_WEIGHTS.items() if getattr(d, "enum", None) == enum), model or "")
         return _torchvision_entry(weights, owner, weights is type(weights).DEFAULT)
-    if model is None and "." in name and name.split(".", 1)[0] in MODELS:  # "vit_tiny.digits"
-        return find_weights(name, name.split(".", 1)[0])
+    owner = name.split(".", 1)[0]
+    if "." in name and owner in MODELS and owner != model:  # another model's own, named in full: "vit_tiny.digits"
+        return find_weights(name, owner)
     return None
 
 
