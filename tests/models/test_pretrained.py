@@ -11,11 +11,10 @@ import torch
 import torchvision
 from PIL import Image
 from safetensors.torch import save_file
-from torchvision.models import get_model_weights
 from torchvision.models.vision_transformer import interpolate_embeddings
 
 import zoo
-from tests.helpers import QUIET, compose_config, run_main
+from tests.helpers import QUIET, compose_config
 from zoo.cli.train import train
 from zoo.errors import ConfigError
 from zoo.models.weights import WeightsError, find_weights
@@ -125,46 +124,6 @@ def test_the_command_line_fine_tunes_a_vit_at_another_resolution(tmp_path, one_t
     assert ckpt["hyper_parameters"]["model"]["image_size"] == 48
     assert ckpt["datamodule_hyper_parameters"]["image_size"] == 48  # the data follows the model's size
     assert ckpt["state_dict"]["net.encoder.pos_embedding"].shape == (1, 12 * 12 + 1, 192)
-
-
-# --------------------------------------------------------------------------- weights metadata
-
-
-def _models_with_weights() -> list[str]:
-    return [name for name in zoo.list_models() if zoo.list_weights(name)]
-
-
-def test_list_weights_is_torchvisions_metadata_for_every_model_that_has_weights():
-    names = _models_with_weights()
-    assert len(names) >= 30 and {"alexnet", "resnet50", "vit_h_14", "efficientnet_b7"} <= set(names)
-    for name in names:
-        enum = get_model_weights(name)
-        infos = zoo.list_weights(name)
-        assert [w.name for w in infos] == [f"{enum.__name__}.{m.name}" for m in enum]
-        for info, weights in zip(infos, enum):
-            meta, preset = weights.meta, weights.transforms()
-            pre = info.preprocessing
-            assert (info.dataset, dict(info.metrics)) == ("ImageNet-1K", meta["_metrics"]["ImageNet-1K"])
-            assert (info.gflops, info.file_size_mb, info.num_params) == (meta["_ops"], meta["_file_size"], meta["num_params"])
-            assert (pre.resize_size, pre.image_size) == (preset.resize_size[0], preset.crop_size[0])
-            assert (pre.mean, pre.std, pre.interpolation) == (tuple(preset.mean), tuple(preset.std), preset.interpolation.value)
-            assert (info.recipe, info.source, info.is_default) == (meta["recipe"], weights.url, weights is enum.DEFAULT)
-            assert (info.model, info.license, info.sha256) == (name, meta.get("license"), weights.url.rsplit("-", 1)[1][:-4])
-    # Published figures (torchvision's model table): ResNet-50 V2 and ViT-B/16 SWAG end-to-end at 384 px.
-    v2 = next(w for w in zoo.list_weights("resnet50") if w.member == "IMAGENET1K_V2")
-    assert (v2.metrics["acc@1"], v2.metrics["acc@5"], v2.preprocessing.resize_size, v2.preprocessing.image_size) == (80.858, 95.434, 232, 224)
-    assert v2.is_default and v2.num_classes == 1000
-    swag = next(w for w in zoo.list_weights("vit_b_16") if w.member == "IMAGENET1K_SWAG_E2E_V1")
-    assert (swag.metrics["acc@1"], swag.preprocessing.image_size, swag.preprocessing.interpolation) == (85.304, 384, "bicubic")
-    assert swag.license == "https://github.com/facebookresearch/SWAG/blob/main/LICENSE"
-    assert zoo.list_weights("lenet5") == []
-
-
-def test_zoo_models_lists_the_weights_with_their_published_accuracy():
-    result = run_main("zoo-models", "--weights", "resnet50", env={"COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if "IMAGENET1K_V2" in line)
-    assert "(DEFAULT)" in row and "80.858" in row and "95.434" in row and "232->224 bilinear" in row
 
 
 # --------------------------------------------------------------------------- bad input

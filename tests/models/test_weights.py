@@ -21,6 +21,7 @@ from zoo.cli.train import train
 from zoo.data.digits import split_indices
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.models.factory import DECLARED_WEIGHTS
+import zoo.models.weights as weights_module
 from zoo.models.weights import (
     Preprocessing, WeightsError, find_weights, pretrained_config, register_weights, unregister_weights,
     weights_from_yaml,
@@ -69,7 +70,8 @@ def test_a_pretrained_config_holds_the_default_weights_preprocessing_and_where_t
     vit = pretrained_config("vit_b_16")
     assert (vit.input_size, vit.first_conv, vit.classifier) == (224, "conv_proj", "heads.head")
     lenet = pretrained_config("lenet5")  # no weights: its own input size, nothing about normalisation
-    assert (lenet.input_size, lenet.mean, lenet.interpolation, lenet.weights) == (32, None, None, ())
+    assert (lenet.model, lenet.input_size, lenet.mean, lenet.interpolation, lenet.crop_pct, lenet.weights) == (
+        "lenet5", 32, None, None, None, ())
     assert (lenet.first_conv, lenet.classifier) == ("c1.0", "classifier.1")
     seq = pretrained_config("transformer_small")
     assert (seq.first_conv, seq.classifier, seq.weights) == (None, None, ())
@@ -84,6 +86,52 @@ def test_names_resolve_in_full_by_their_short_name_for_the_model_and_default_to_
     assert find_weights("IMAGENET1K_V2", "resnet18") is None  # resnet50's member, not resnet18's
     assert find_weights("IMAGENET1K_V1", "lenet5") is None
     assert find_weights("ResNet18_Weights.V9", None) is None
+    assert find_weights("IMAGENET1K_V1", "resnet99") is None  # no such model: no weights, no error
+    v1, v2 = find_weights("ResNet50_Weights.IMAGENET1K_V1", None), find_weights("ResNet50_Weights.IMAGENET1K_V2", None)
+    assert (v1.is_default, v2.is_default) == (False, True)
+    # Weights of a torchvision model the zoo does not have belong to the model that asked, if any.
+    assert find_weights("MobileNet_V2_Weights.IMAGENET1K_V1", "resnet18").model == "resnet18"
+    assert find_weights("MobileNet_V2_Weights.IMAGENET1K_V1", None).model == ""
+
+
+# --------------------------------------------------------------------------- torchvision's entries
+
+
+def _models_with_weights() -> list[str]:
+    return [name for name in zoo.list_models() if zoo.list_weights(name)]
+
+
+def test_list_weights_is_torchvisions_metadata_for_every_model_that_has_weights():
+    names = _models_with_weights()
+    assert len(names) >= 30 and {"alexnet", "resnet50", "vit_h_14", "efficientnet_b7"} <= set(names)
+    for name in names:
+        enum = get_model_weights(name)
+        infos = zoo.list_weights(name)
+        assert [w.name for w in infos] == [f"{enum.__name__}.{m.name}" for m in enum]
+        for info, weights in zip(infos, enum):
+            meta, preset = weights.meta, weights.transforms()
+            pre = info.preprocessing
+            assert (info.dataset, dict(info.metrics)) == ("ImageNet-1K", meta["_metrics"]["ImageNet-1K"])
+            assert (info.gflops, info.file_size_mb, info.num_params) == (meta["_ops"], meta["_file_size"], meta["num_params"])
+            assert (pre.resize_size, pre.image_size) == (preset.resize_size[0], preset.crop_size[0])
+            assert (pre.mean, pre.std, pre.interpolation) == (tuple(preset.mean), tuple(preset.std), preset.interpolation.value)
+            assert (info.recipe, info.source, info.is_default) == (meta["recipe"], weights.url, weights is enum.DEFAULT)
+            assert (info.model, info.license, info.sha256) == (name, meta.get("license"), weights.url.rsplit("-", 1)[1][:-4])
+    # Published figures (torchvision's model table): ResNet-50 V2 and ViT-B/16 SWAG end-to-end at 384 px.
+    v2 = next(w for w in zoo.list_weights("resnet50") if w.member == "IMAGENET1K_V2")
+    assert (v2.metrics["acc@1"], v2.metrics["acc@5"], v2.preprocessing.resize_size, v2.preprocessing.image_size) == (80.858, 95.434, 232, 224)
+    assert v2.is_default and v2.num_classes == 1000
+    swag = next(w for w in zoo.list_weights("vit_b_16") if w.member == "IMAGENET1K_SWAG_E2E_V1")
+    assert (swag.metrics["acc@1"], swag.preprocessing.image_size, swag.preprocessing.interpolation) == (85.304, 384, "bicubic")
+    assert swag.license == "https://github.com/facebookresearch/SWAG/blob/main/LICENSE"
+    assert zoo.list_weights("lenet5") == []
+
+
+def test_zoo_models_lists_the_weights_with_their_published_accuracy():
+    result = run_main("zoo-models", "--weights", "resnet50", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "IMAGENET1K_V2" in line)
+    assert "(DEFAULT)" in row and "80.858" in row and "95.434" in row and "232->224 bilinear" in row
 
 
 # --------------------------------------------------------------------------- the evaluation transform
@@ -99,6 +147,12 @@ def test_the_transform_is_torchvisions_preset_to_the_bit_for_pil_images_and_uint
     for x in (image, tensor):
         out = transform(x)
         assert out.shape == (3, *preset.crop_size * 2) and torch.equal(out, preset(x))
+
+
+def test_the_default_transform_is_the_default_weights():
+    expected = get_model_weights("resnet50").DEFAULT.transforms()
+    image = Image.new("RGB", (300, 260), (10, 200, 90))
+    assert torch.equal(zoo.weights_transforms("resnet50")(image), expected(image))
 
 
 def test_an_unknown_name_lists_the_names_the_model_has():
@@ -152,6 +206,36 @@ def test_a_registration_that_cannot_be_used_is_refused_in_one_line(tmp_path, reg
     assert zoo.list_weights("lenet5") == []
 
 
+def test_every_fact_of_a_registration_is_kept(tmp_path, registered):
+    entry = registered("lenet5", "mine", tmp_path / "w.pth", image_size=1, resize_size=1, mean=0.5, std=(0.25,),
+                       interpolation="nearest", num_classes=7, dataset="my set", metrics={"acc@1": 1, "top5": 2.5},
+                       sha256="ab" * 32, recipe="docs/recipe.md", license="CC-BY-4.0", default=True)  # fmt: skip
+    assert (entry.num_classes, entry.dataset, dict(entry.metrics), entry.recipe, entry.license) == (
+        7, "my set", {"acc@1": 1, "top5": 2.5}, "docs/recipe.md", "CC-BY-4.0")
+    assert (entry.preprocessing, entry.sha256, entry.is_default) == (Preprocessing(1, (0.5,), (0.25,), 1, "nearest"), "ab" * 32, True)
+
+
+def test_without_a_default_the_pretrained_config_reads_the_first_weights(tmp_path, registered):
+    registered("lenet5", "a", tmp_path / "a.pth", image_size=20, resize_size=25, mean=[0.1], std=[0.2])
+    registered("lenet5", "b", tmp_path / "b.pth", image_size=28, mean=[0.3], std=[0.4])
+    cfg = pretrained_config("lenet5")
+    assert (cfg.input_size, cfg.mean, cfg.crop_pct, cfg.interpolation) == (20, (0.1,), 0.8, "bilinear")
+
+
+def test_taking_weights_out_leaves_the_table_as_it_was(tmp_path, registered):
+    unregister_weights("mlp", "never-registered")  # nothing to take out: nothing happens
+    registered("mlp", "a", tmp_path / "a.pth", **DIGITS)
+    unregister_weights("mlp", "a")
+    assert zoo.list_weights("mlp") == [] and "mlp" not in weights_module._REGISTERED
+    assert registered("mlp", "a", tmp_path / "a.pth", **DIGITS).name == "mlp.a"  # and it registers again
+
+
+@pytest.mark.parametrize("mean", [[], ["0.3"], [True], "0.3", None])
+def test_a_mean_that_is_not_a_number_per_channel_is_refused(tmp_path, registered, mean):
+    with pytest.raises(ConfigError, match="mean must be a number per channel"):
+        registered("lenet5", "t", tmp_path / "w.pth", image_size=16, mean=mean, std=[] if mean == [] else [0.4])
+
+
 def test_a_second_registration_under_a_taken_name_is_refused(tmp_path, registered):
     registered("lenet5", "digits", tmp_path / "a.pth", **DIGITS)
     with pytest.raises(ConfigError, match=r"lenet5 already has weights called 'digits' \(lenet5.digits\)"):
@@ -195,9 +279,27 @@ def test_yaml_declarations_in_the_working_directory_join_the_table(tmp_path, mon
     assert dict(entry.metrics) == {"acc@1": 97.5} and not entry.is_default
 
 
+def test_a_yaml_declaration_names_its_tag_and_the_packages_configs_are_read_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    monkeypatch.setattr(weights_module, "config_dir", lambda: str(tmp_path / "package"))
+    _yaml(tmp_path / "package" / "weights", "any_name.yaml",
+          "model: lenet5\ntag: digits_v2\nfile: w.pth\nimage_size: 16\nmean: [0.3]\nstd: [0.4]\ndefault: true\n")
+    (entry,) = zoo.list_weights("lenet5")
+    assert (entry.name, entry.is_default, entry.file()) == ("lenet5.digits_v2", True, tmp_path / "package" / "weights" / "w.pth")
+
+
+def test_a_yaml_declaration_that_takes_a_registered_name_is_refused(tmp_path, monkeypatch, registered):
+    monkeypatch.chdir(tmp_path)
+    registered("lenet5", "digits", tmp_path / "a.pth", **DIGITS)
+    _yaml(tmp_path / "configs" / "weights", "digits.yaml", "model: lenet5\nfile: b.pth\nimage_size: 16\nmean: [0.3]\nstd: [0.4]\n")
+    with pytest.raises(ConfigError, match=r"lenet5 already has weights called 'digits' \(lenet5.digits\)"):
+        zoo.list_weights("lenet5")
+
+
 @pytest.mark.parametrize(("text", "message"), [
-    ("model: lenet5\nfile: w.pth\nimage_size: 16\nmean: [0.3]\n", "missing std"),
-    ("model: lenet5\nfile: w.pth\nimage_size: 16\nmean: [0.3]\nstd: [0.4]\ncolour: red\n", "unknown keys colour; the keys are model"),
+    ("model: lenet5\nfile: w.pth\nimage_size: 16\n", "bad.yaml: missing mean, std$"),
+    ("model: lenet5\nfile: w.pth\nimage_size: 16\nmean: [0.3]\nstd: [0.4]\ncolour: red\nsize: 3\n",
+     "unknown keys colour, size; the keys are model, tag, file, image_size, mean, std, resize_size,"),
     ("- model: lenet5\n", "a weights declaration is a mapping of model, tag, file"),
     ("model: [lenet5\n", "cannot read the weights declaration .*bad.yaml: while parsing"),
     ("model: lenet5\nfile: w.pth\nimage_size: 16\nmean: [0.3]\nstd: [-1]\n", "bad.yaml: weights lenet5.bad: mean and std"),

@@ -236,8 +236,11 @@ def register_weights(
 
 
 def unregister_weights(model: str, tag: str) -> None:
-    """Take weights added by :func:`register_weights` out of the table again."""
-    _REGISTERED.get(model, {}).pop(tag, None)
+    """Take weights added by :func:`register_weights` out of the table again (none: nothing to do)."""
+    entries = _REGISTERED.get(model, {})
+    entries.pop(tag, None)
+    if not entries:
+        _REGISTERED.pop(model, None)
 
 
 def _user_entry(model: str, tag: str, file: str | Path, **facts: Any) -> Weights:
@@ -312,13 +315,11 @@ def weights_from_yaml(path: str | Path) -> Weights:
         raise ConfigError(f"{path}: unknown keys {', '.join(map(str, unknown))}; the keys are {', '.join(YAML_KEYS)}")
     if missing := [k for k in ("model", "file", "image_size", "mean", "std") if k not in spec]:
         raise ConfigError(f"{path}: missing {', '.join(missing)}")
-    options = {k: spec[k] for k in YAML_KEYS if k in spec and k not in ("model", "tag", "file")}
-    options.setdefault("interpolation", "bilinear")
-    options.setdefault("default", False)
+    facts = {k: spec.get(k) for k in YAML_KEYS[3:]}  # what register_weights takes besides model, tag and file
+    facts["interpolation"] = spec.get("interpolation", "bilinear")
     file = path.parent / Path(str(spec["file"])).expanduser()
     try:
-        return _user_entry(str(spec["model"]), str(spec.get("tag", path.stem)), file,
-                           **{k: options.get(k) for k in YAML_KEYS[3:]})  # fmt: skip
+        return _user_entry(str(spec["model"]), str(spec.get("tag", path.stem)), file, **facts)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
