@@ -282,7 +282,7 @@ def _floats(what: str, values: Any) -> tuple[float, ...]:
 
 def _check_new(entry: Weights, existing: Sequence[Weights]) -> None:
     for other in existing:
-        if other.name == entry.name and other != entry or other.member == entry.member and other.name != entry.name:
+        if other.member == entry.member and other != entry:  # a taken name (full or short), other facts
             raise ConfigError(f"weights {entry.name}: {entry.model} already has weights called {other.member!r} ({other.name})")
         if entry.is_default and other.is_default and other.name != entry.name:
             raise ConfigError(f"weights {entry.name}: {entry.model}'s DEFAULT weights are {other.name} already")
