@@ -228,3 +228,20 @@ def test_an_oversized_image_in_a_folder_names_the_file(tmp_path, monkeypatch):
     next(iter(dm.train_dataloader()))  # the others are read
     with pytest.raises(DataError, match=f"image {big} is 30 x 20 = 600 pixels, over the limit of 500"):
         next(iter(dm.val_dataloader()))
+
+
+def test_the_image_folder_resizes_with_its_interpolation_as_the_weights_transform_does(tmp_path):
+    """``data.interpolation=bicubic`` (filled from bicubic weights) feeds a folder's images as
+    the weights' own transform does, up to the uint8 rounding of torchvision's presets; the
+    default, bilinear, does not."""
+    from zoo.models.weights import Preprocessing
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (260, 300, 3), dtype=np.uint8))
+    reference = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 256, "bicubic").transforms()(image)
+    gaps = {}
+    for mode in ("bicubic", "bilinear", None):
+        dm = build_datamodule(name="imagefolder", root=str(tmp_path), interpolation=mode)
+        gaps[mode] = (dm.predict_transform()(image) - reference).abs().mean().item()
+    assert gaps["bicubic"] < 0.01 and gaps["bilinear"] > 0.1 and gaps[None] == gaps["bilinear"]
+    with pytest.raises(DataError, match="data.interpolation must be null or one of nearest, bilinear, bicubic; got 'area'"):
+        build_datamodule(name="imagefolder", root=str(tmp_path), interpolation="area")

@@ -282,3 +282,16 @@ def test_pretrained_preprocessing_fills_the_datas_inferred_options_unless_asked_
     imagenet = Pretrained("x", {}, preprocessing=Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     gray = adapt_data_config(data_cfg, model_cfg, FinetuneConfig.from_dict({"weights": "x"}), imagenet)
     assert gray["mean"] == pytest.approx([0.449]) and gray["image_size"] == 224
+
+
+def test_the_weights_interpolation_fills_a_null_one_and_an_explicit_one_is_kept():
+    folder = {**FOLDER, "interpolation": None}  # configs/data/imagefolder.yaml
+    bicubic = Pretrained("w.pth", {}, Preprocessing(384, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), 384, "bicubic"))
+    vit = {"name": "vit_b_16"}
+    assert adapt_data_config(folder, vit, FROM_WEIGHTS, bicubic)["interpolation"] == "bicubic"
+    assert adapt_data_config(folder, vit, FROM_WEIGHTS, RESNET18)["interpolation"] == "bilinear"
+    assert adapt_data_config({**folder, "interpolation": "nearest"}, vit, FROM_WEIGHTS, bicubic)["interpolation"] == "nearest"
+    own = FinetuneConfig.from_dict({"weights": "w.pth", "preprocessing": "data"})
+    assert adapt_data_config(folder, vit, own, bicubic)["interpolation"] is None  # the data's own: bilinear
+    assert "interpolation" not in adapt_data_config(DIGITS, {"name": "lenet5"}, FROM_WEIGHTS, bicubic)  # no such option
+

@@ -53,7 +53,7 @@ def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
     pre = pretrained.preprocessing
     size = cfg.image_size or pre.image_size or 224
     prep = ImageFolderDataModule(
-        root=cfg.folder, image_size=size, resize_size=cfg.resize_size or pre.resize_size,
+        root=cfg.folder, image_size=size, resize_size=cfg.resize_size or pre.resize_size, interpolation=pre.interpolation,
         mean=pre.mean or IMAGENET_MEAN, std=pre.std or IMAGENET_STD,
     )  # fmt: skip
     try:

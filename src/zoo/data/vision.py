@@ -44,7 +44,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.datasets.vision import StandardTransform
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from zoo.data.base import DATASETS, ImageDataModule, check_split_sizes
 from zoo.data.images import read_image, walk_files
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGEFOLDER_IMAGE_SIZE = 224  # what data=imagefolder's image_size=None means
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # of data=imagefolder's resizes
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ class ImageFolderDataModule(ImageDataModule):
         resize_size: int | None = None,
         auto_augment: str | None = None,
         random_erasing: float = 0.0,
+        interpolation: str | None = None,
     ):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
@@ -270,6 +272,9 @@ class ImageFolderDataModule(ImageDataModule):
         # None: ImageNet's 224 px and statistics (fine-tuning fills them from the weights first)
         self.root, self.image_size = Path(root), IMAGEFOLDER_IMAGE_SIZE if image_size is None else image_size
         self.resize_size = resize_size or int(round(self.image_size / 0.875))  # 256 for 224, as torchvision evaluates
+        self.interpolation = interpolation or "bilinear"  # of every resize, training's random crop included
+        if self.interpolation not in INTERPOLATIONS:
+            raise DataError(f"data.interpolation must be null or one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
         self.in_channels = 1 if grayscale else 3
         self.mean = IMAGENET_MEAN if mean is None else tuple(mean)
         self.std = IMAGENET_STD if std is None else tuple(std)
@@ -304,7 +309,8 @@ class ImageFolderDataModule(ImageDataModule):
     def _transform(self, train: bool) -> v2.Compose:
         steps = []  # the loader gives the model's channels (grayscale or RGB)
         if train and self.augment:
-            crop = [v2.RandomResizedCrop(self.image_size, antialias=True), v2.RandomHorizontalFlip()]
+            mode = InterpolationMode(self.interpolation)
+            crop = [v2.RandomResizedCrop(self.image_size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip()]
             normalize = v2.Normalize(self.mean, self.std)
             steps += train_augmentation(crop, self.auto_augment, self.random_erasing, normalize)
         else:
@@ -313,11 +319,9 @@ class ImageFolderDataModule(ImageDataModule):
 
     def eval_steps(self) -> list:
         """torchvision's eval crop: resize the shorter side to ``resize_size`` (by default
-        ``image_size / 0.875``: 256 for 224), keep the central ``image_size`` square."""
-        return [
-            *_to_tensor(), v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size),
-            v2.Normalize(self.mean, self.std),
-        ]  # fmt: skip
+        ``image_size / 0.875``: 256 for 224) with ``interpolation``, keep the central ``image_size`` square."""
+        resize = v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True)
+        return [*_to_tensor(), resize, v2.CenterCrop(self.image_size), v2.Normalize(self.mean, self.std)]
 
     @property
     def class_names(self) -> list[str]:

@@ -48,8 +48,8 @@ def adapt_data_config(
     ``preprocessing=pretrained``, the options the weights can supply are filled where they
     are ``null``: ``image_size`` (``model.image_size`` where given, a ViT fine-tuned at
     another resolution than its weights', else the weights' crop size), ``mean`` and ``std``
-    (averaged for data of another channel count), and ``resize_size`` (the weights' own,
-    where the data is fed at their crop size). An explicit ``image_size``, ``mean`` or
+    (averaged for data of another channel count), ``resize_size`` (the weights' own,
+    where the data is fed at their crop size) and ``interpolation`` (the resize's). An explicit ``image_size``, ``mean`` or
     ``std`` that differs from the weights' is used with one warning that says what they
     expect; an explicit ``data.image_size`` other than an explicit ``model.image_size`` is
     refused later, where the model is fitted to the data. What stays ``null`` is the data
@@ -90,6 +90,8 @@ def adapt_data_config(
         size = changed.get("image_size", data_cfg.get("image_size"))
         if facts.resize_size and data_cfg.get("resize_size", 0) is None and size == facts.image_size:  # 0: no option
             changed["resize_size"] = facts.resize_size
+        if data_cfg.get("interpolation", 0) is None:  # the weights' resize: bicubic for some (ViT SWAG, EfficientNet V1)
+            changed["interpolation"] = facts.interpolation
     if changed:
         log.info("data settings from the pretrained weights (finetune.preprocessing=data keeps the data's): %s", changed)
     return {**data_cfg, **changed}
@@ -110,7 +112,7 @@ def _explicit_wins(key: str, given: Any, expected: Any, pretrained: Pretrained) 
 
 
 # The options a data module may infer (left null in configs/data): filled in with what ran.
-INFERRED_DATA_OPTIONS = ("image_size", "resize_size", "mean", "std")
+INFERRED_DATA_OPTIONS = ("image_size", "resize_size", "interpolation", "mean", "std")
 
 
 def data_options_used(data_cfg: Mapping[str, Any], datamodule: Any) -> dict[str, Any]:

@@ -98,7 +98,8 @@ def _checkpoint_preprocessing(ckpt: Mapping[str, Any]) -> Preprocessing:
         return next((s[key] for s in sources if s.get(key)), None)
 
     mean, std = fact("mean"), fact("std")
-    return Preprocessing(fact("image_size"), tuple(mean) if mean else None, tuple(std) if std else None)
+    interpolation = fact("interpolation") or "bilinear"
+    return Preprocessing(fact("image_size"), tuple(mean) if mean else None, tuple(std) if std else None, None, interpolation)
 
 
 def load_pretrained(weights: str, download: bool = True, model: str | None = None) -> Pretrained:
