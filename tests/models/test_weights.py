@@ -77,6 +77,12 @@ def test_a_pretrained_config_holds_the_default_weights_preprocessing_and_where_t
     assert (seq.first_conv, seq.classifier, seq.weights) == (None, None, ())
 
 
+def test_a_torchvision_entry_lives_in_torch_hubs_cache_as_torchvision_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    entry = find_weights("ResNet18_Weights.IMAGENET1K_V1", None)
+    assert (entry.is_url, entry.file()) == (True, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+
+
 def test_names_resolve_in_full_by_their_short_name_for_the_model_and_default_to_the_marked_one():
     assert find_weights("IMAGENET1K_V1", "resnet50").name == "ResNet50_Weights.IMAGENET1K_V1"
     assert find_weights("DEFAULT", "resnet50").name == "ResNet50_Weights.IMAGENET1K_V2"  # the member it aliases
@@ -161,8 +167,9 @@ def test_an_unknown_name_lists_the_names_the_model_has():
         zoo.weights_transforms("resnet50", "V9")
     with pytest.raises(WeightsError, match="for lenet5: not a file, and no weights are declared or registered for it"):
         zoo.weights_transforms("lenet5")
-    with pytest.raises(WeightsError, match="do not say how their images were fed"):
-        Preprocessing(32).transforms()
+    for facts in (Preprocessing(32), Preprocessing(32, mean=(0.5,)), Preprocessing(32, std=(0.5,)), Preprocessing(None, (0.5,), (0.5,))):
+        with pytest.raises(WeightsError, match="do not say how their images were fed"):
+            facts.transforms()
 
 
 # --------------------------------------------------------------------------- a user's own weights
@@ -225,12 +232,15 @@ def test_without_a_default_the_pretrained_config_reads_the_first_weights(tmp_pat
 def test_taking_weights_out_leaves_the_table_as_it_was(tmp_path, registered):
     unregister_weights("mlp", "never-registered")  # nothing to take out: nothing happens
     registered("mlp", "a", tmp_path / "a.pth", **DIGITS)
+    kept = registered("mlp", "b", tmp_path / "b.pth", **DIGITS)
     unregister_weights("mlp", "a")
+    assert zoo.list_weights("mlp") == [kept]  # only the one named
+    unregister_weights("mlp", "b")
     assert zoo.list_weights("mlp") == [] and "mlp" not in weights_module._REGISTERED
     assert registered("mlp", "a", tmp_path / "a.pth", **DIGITS).name == "mlp.a"  # and it registers again
 
 
-@pytest.mark.parametrize("mean", [[], ["0.3"], [True], "0.3", None])
+@pytest.mark.parametrize("mean", [[], ["0.3"], [True], "0.3", None, {0.3}])
 def test_a_mean_that_is_not_a_number_per_channel_is_refused(tmp_path, registered, mean):
     with pytest.raises(ConfigError, match="mean must be a number per channel"):
         registered("lenet5", "t", tmp_path / "w.pth", image_size=16, mean=mean, std=[] if mean == [] else [0.4])
