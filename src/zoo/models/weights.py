@@ -45,15 +45,15 @@ from urllib.parse import urlparse
 
 import torch
 import yaml
-from torch import nn
 
 from zoo.checkpoint import CheckpointError
 from zoo.errors import ConfigError
 from zoo.files import config_dir
 from zoo.models.base import ImageModel
 from zoo.models.factory import DECLARED_WEIGHTS, MODELS, build_on_meta
+from zoo.weight_import import EvalTransform, torchvision_member, torchvision_members
 
-# "ResNet50_Weights.IMAGENET1K_V2": an enum of torchvision.models and one of its members.
+# "ResNet50_Weights.IMAGENET1K_V2": one of torchvision's weights enums and one of its members.
 TORCHVISION_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -80,31 +80,6 @@ class Preprocessing:
         if self.image_size is None or self.mean is None or self.std is None:
             raise WeightsError("these weights do not say how their images were fed (image size, mean and std)")
         return EvalTransform(self.image_size, self.resize_size or self.image_size, self.mean, self.std, self.interpolation)
-
-
-class EvalTransform(nn.Module):
-    """A PIL image or a uint8 (C, H, W) tensor as the network was fed: the shorter side
-    resized to ``resize_size`` (antialiased), the centre ``crop_size`` square, values scaled
-    to [0, 1], normalised per channel. The steps and their order are those of torchvision's
-    weights presets (``ImageClassification``), so the two give the same tensor to the bit."""
-
-    def __init__(self, crop_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str):
-        super().__init__()
-        self.crop_size, self.resize_size = crop_size, resize_size
-        self.mean, self.std, self.interpolation = list(mean), list(std), interpolation
-
-    def forward(self, image: Any) -> torch.Tensor:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as F
-
-        x = image if isinstance(image, torch.Tensor) else F.pil_to_tensor(image)
-        x = F.resize(x, [self.resize_size], interpolation=InterpolationMode(self.interpolation), antialias=True)
-        x = F.center_crop(x, [self.crop_size])
-        return F.normalize(F.convert_image_dtype(x, torch.float), self.mean, self.std)
-
-    def extra_repr(self) -> str:
-        return (f"resize_size={self.resize_size}, crop_size={self.crop_size}, interpolation={self.interpolation}, "
-                f"mean={self.mean}, std={self.std}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,10 +129,7 @@ class TorchvisionWeights:
     enum: str  # "ResNet50_Weights"
 
     def entries(self, model: str) -> list[Weights]:
-        from torchvision.models import get_weight
-
-        default = get_weight(f"{self.enum}.DEFAULT")
-        return [_torchvision_entry(w, model, w is default) for w in type(default)]
+        return [_torchvision_entry(facts, model) for facts in torchvision_members(self.enum)]
 
 
 def torchvision_weights(enum: str) -> TorchvisionWeights:
@@ -165,18 +137,11 @@ def torchvision_weights(enum: str) -> TorchvisionWeights:
     return TorchvisionWeights(enum)
 
 
-def _torchvision_entry(weights: Any, model: str, is_default: bool) -> Weights:
-    meta, preset = weights.meta, weights.transforms()  # ImageClassification: resize, crop, normalise
-    dataset, metrics = next(iter(meta["_metrics"].items()))
-    return Weights(
-        name=f"{type(weights).__name__}.{weights.name}", model=model, source=weights.url,
-        preprocessing=Preprocessing(preset.crop_size[0], tuple(preset.mean), tuple(preset.std), preset.resize_size[0],
-                                    preset.interpolation.value),
-        sha256=torch.hub.HASH_REGEX.search(Path(urlparse(weights.url).path).name).group(1), is_default=is_default,
-        num_classes=len(meta["categories"] or ()) or None, dataset=dataset, metrics=dict(metrics), num_params=meta["num_params"],
-        gflops=meta["_ops"], file_size_mb=meta["_file_size"], recipe=meta["recipe"],
-        license=meta.get("license"),  # where torchvision names one (the SWAG weights)
-    )  # fmt: skip
+def _torchvision_entry(facts: dict[str, Any], model: str) -> Weights:
+    pre = Preprocessing(facts["crop_size"], facts["mean"], facts["std"], facts["resize_size"], facts["interpolation"])
+    keep = ("name", "source", "sha256", "is_default", "num_classes", "dataset", "metrics", "num_params", "gflops",
+            "file_size_mb", "recipe", "license")  # fmt: skip
+    return Weights(model=model, preprocessing=pre, **{k: facts[k] for k in keep})
 
 
 @dataclass(frozen=True)
@@ -359,15 +324,11 @@ def find_weights(name: str, model: str | None) -> Weights | None:
             if name in (entry.name, entry.member) or name == "DEFAULT" and entry.is_default:
                 return entry
     if TORCHVISION_NAME.match(name):  # another model's torchvision weights, named in full
-        from torchvision.models import get_weight
-
-        try:
-            weights = get_weight(name)
-        except (ValueError, KeyError, AttributeError):
+        facts = torchvision_member(name)
+        if facts is None:
             return None
-        enum = type(weights).__name__
-        owner = next((m for m, d in DECLARED_WEIGHTS.items() if getattr(d, "enum", None) == enum), model or "")
-        return _torchvision_entry(weights, owner, weights is type(weights).DEFAULT)
+        owner = next((m for m, d in DECLARED_WEIGHTS.items() if getattr(d, "enum", None) == facts["enum"]), model or "")
+        return _torchvision_entry(facts, owner)
     owner = name.split(".", 1)[0]
     if "." in name and owner in MODELS and owner != model:  # another model's own, named in full: "vit_tiny.digits"
         return find_weights(name, owner)
@@ -411,7 +372,7 @@ def pretrained_config(model: str) -> PretrainedConfig:
 
 
 __all__ = [
-    "INTERPOLATIONS", "EvalTransform", "Preprocessing", "PretrainedConfig", "TorchvisionWeights", "Weights", "WeightsError", "find_weights",
+    "INTERPOLATIONS", "Preprocessing", "PretrainedConfig", "TorchvisionWeights", "Weights", "WeightsError", "find_weights",
     "list_weights", "pretrained_config", "register_weights", "torchvision_weights", "unknown_weights",
     "unregister_weights", "weights_from_yaml", "weights_folders", "weights_transforms",
 ]  # fmt: skip
