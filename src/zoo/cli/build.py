@@ -18,12 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks import EpochLog, ExactResume, ModelSummaryWithMACs, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.cli.config import plain
 from zoo.cli.entry import rank_zero
 from zoo.data import DataModule
-from zoo.cli.config import plain
 from zoo.errors import ConfigError, config_errors
-from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
 from zoo.finetune import FinetuneConfig, finetune_callbacks
+from zoo.loggers import ResumableCSVLogger, mlflow_logger, wandb_logger
+from zoo.models import MODELS, build_on_meta
 from zoo.perf import accelerator_type, choose_precision, require_cuda, speed_up
 from zoo.tasks import TASKS
 
@@ -88,9 +89,6 @@ def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_nam
 def fit_data_to_model(data_cfg: dict[str, Any], model_name: str) -> dict[str, Any]:
     """A ``null`` (inferred) ``data.image_size`` takes the size the model's architecture
     is fixed to (LeNet-5: 32) where it has one; otherwise the data module's default stays."""
-    from zoo.models import MODELS
-    from zoo.models.factory import build_on_meta
-
     if "image_size" not in data_cfg or data_cfg["image_size"] is not None:
         return data_cfg
     fixed = getattr(type(build_on_meta(MODELS.get(model_name))), "fixed_image_size", None)  # the class's, not an instance's

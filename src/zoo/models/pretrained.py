@@ -33,9 +33,6 @@ from zoo.models.weights import TORCHVISION_NAME, Preprocessing, Weights, Weights
 
 log = logging.getLogger(__name__)
 
-# What makes a missing "name.ext" a file rather than the name of weights (vit_tiny.digits).
-FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".bin", ".pt2", ".onnx", ".pkl", ".pickle", ".npz", ".h5")
-
 #: What a weights argument may be, for messages.
 EXPECTED = (
     "a state_dict (.pth/.pt), a .safetensors file, a zoo checkpoint (.ckpt) or the name of weights the model "
@@ -121,8 +118,8 @@ def load_pretrained(weights: str, download: bool = True, model: str | None = Non
             return _from_entry(entry, download)
         if TORCHVISION_NAME.match(weights):
             raise WeightsError(f"unknown torchvision weights name {weights!r}; expected {EXPECTED}")
-        if model is not None and not re.search(r"[/\\]", weights) and path.suffix.lower() not in FILE_SUFFIXES:
-            raise unknown_weights(weights, model)  # a name, not a path
+        if model is not None and not re.search(r"[./\\]", weights):  # a bare name, not a path
+            raise unknown_weights(weights, model)
     return _from_file(path)
 
 

@@ -29,7 +29,7 @@ The table has three sources:
       std: [0.4]
       num_classes: 10
       dataset: digits
-      metrics: {acc@1: 91.4}
+      metrics: {acc@1: 90.0}         # your run's test accuracy, in percent
 
 Reading the files and fitting them to a network: :mod:`zoo.models.pretrained`.
 """
@@ -190,7 +190,7 @@ def register_weights(
     ``file`` is a state_dict (``.pth``/``.pt``), ``.safetensors`` or a ``zoo-train``
     checkpoint, read when the weights are loaded (checked against ``sha256`` where given);
     ``image_size``, ``mean`` and ``std`` (and ``resize_size``, ``interpolation``) are the
-    evaluation transform its ``metrics`` (``{"acc@1": 91.4}`` on ``dataset``) were measured with.
+    evaluation transform its ``metrics`` (``{"acc@1": <percent>}`` on ``dataset``) were measured with.
     """
     entry = _user_entry(model, tag, file, image_size=image_size, mean=mean, std=std, resize_size=resize_size,
                         interpolation=interpolation, num_classes=num_classes, dataset=dataset, metrics=metrics,
@@ -337,9 +337,8 @@ def find_weights(name: str, model: str | None) -> Weights | None:
 
 def unknown_weights(weights: str, model: str) -> WeightsError:
     """The error for a weights name that is neither a file nor one of ``model``'s weights."""
-    names = [w.member for w in list_weights(model)]
-    if any(w.is_default for w in list_weights(model)):
-        names.append("DEFAULT")
+    entries = list_weights(model)
+    names = [w.member for w in entries] + (["DEFAULT"] if any(w.is_default for w in entries) else [])
     accepted = f"its weights are {', '.join(names)}" if names else "no weights are declared or registered for it"
     return WeightsError(f"unknown weights {weights!r} for {model}: not a file, and {accepted}")
 
