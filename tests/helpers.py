@@ -27,6 +27,13 @@ from zoo.models.factory import build_on_meta
 
 CONFIGS = Path(config_dir())
 QUIET = ["callbacks.progress_bar=none", "trainer.enable_model_summary=false"]
+# A GRU barely trained on a few reversed strings: a real seq2seq checkpoint in a second or two.
+TINY_SEQ2SEQ = [
+    "model=seq2seq_gru", "data=reverse", "sched=none", "data.train_size=32", "data.val_size=8", "data.test_size=8",
+    "data.min_len=2", "data.max_len=5", "data.num_symbols=8", "model.hidden=16", "model.emb_dim=8",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1", "~logger", *QUIET,
+]  # fmt: skip
 
 
 def compose_config(name: str, run_dir: Path, overrides: list[str]) -> DictConfig:

@@ -30,6 +30,7 @@ import zoo
 from zoo.cli.export import export as export_cli
 from zoo.cli.train import train
 from zoo.data import build_datamodule
+from zoo.data.inputs import ImageInputs
 from zoo.errors import ConfigError, ZooError
 from zoo.export import ExportError, export_model, export_onnx, export_program, image_metadata, program_metadata
 from zoo.inference import classify, load_trained
@@ -273,11 +274,11 @@ def exported(request) -> tuple[Path, Path]:
 def test_onnx_metadata_is_what_the_checkpoints_datamodule_says(exported):
     ckpt, path = exported
     trained = load_trained(ckpt)
-    dm, name = trained.datamodule, trained.module.hparams["model"]["name"]
+    dm, name = trained.inputs, trained.model_name
     c, s = dm.in_channels, dm.image_size
-    resize = getattr(dm, "resize_size", s)  # ImageFolder resizes to more than it keeps
+    resize = dm.resize_size or s  # ImageFolder resizes to more than it keeps
     assert (name, c, resize, s) in {("lenet5", 1, 32, 32), ("mlp", 3, 20, 16)}
-    assert dm.mean != dm.std and len(set(dm.class_names)) == dm.num_classes > 2  # a swap or a shuffle shows
+    assert dm.mean != dm.std and len(set(dm.class_names)) == len(dm.class_names) > 2  # a swap or a shuffle shows
     model = onnx.load(str(path))
     metadata = {p.key: p.value for p in model.metadata_props}
     assert metadata == {
@@ -287,7 +288,7 @@ def test_onnx_metadata_is_what_the_checkpoints_datamodule_says(exported):
         "resize_antialias": "true", "center_crop_size": str(s), "scale": repr(1 / 255),
         "mean": json.dumps(list(dm.mean)), "std": json.dumps(list(dm.std)), "class_names": json.dumps(dm.class_names),
     }  # fmt: skip
-    assert json.loads(metadata["mean"]) == list(dm.mean) and json.loads(metadata["class_names"]) == dm.class_names
+    assert json.loads(metadata["mean"]) == list(dm.mean) and json.loads(metadata["class_names"]) == list(dm.class_names)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map == metadata  # as onnxruntime reads them
     assert [i.name for i in session.get_inputs()] == [metadata["input_name"]]
@@ -365,15 +366,18 @@ def test_image_metadata_reads_the_predict_transform_and_refuses_what_it_cannot_s
     write_image_folder(tmp_path / "pets", classes=("owl", "cat"))
     dm = build_datamodule(name="imagefolder", root=str(tmp_path / "pets"), image_size=24, num_workers=0, grayscale=True,
                           mean=[0.25], std=[0.5])  # fmt: skip
-    metadata = image_metadata(dm)
+    metadata = image_metadata(dm.inputs())
     assert [metadata[k] for k in ("image_mode", "input_channels", "mean", "std")] == ["L", "1", "[0.25]", "[0.5]"]
     assert (metadata["resize_size"], metadata["center_crop_size"]) == ("27", "24")  # round(24 / 0.875)
     assert json.loads(metadata["class_names"]) == ["cat", "owl"]  # the folders, sorted: the training's indices
 
-    dm.eval_steps = lambda: [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize((24, 24))]
+    class Stretched(ImageInputs):  # a transform the keys cannot describe: no crop
+        def eval_steps(self) -> list:
+            return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize((24, 24))]
+
     with pytest.raises(ExportError, match=r"to_mode -> ToImage -> ToDtype -> Resize -> CenterCrop -> Normalize.*"
                                           r"to_mode -> ToImage -> ToDtype -> Resize\(size=\[24, 24\]"):
-        image_metadata(dm)
+        image_metadata(Stretched(**{k: v for k, v in vars(dm.inputs()).items()}))
 
 
 # -- the library's refusals ---------------------------------------------------------------

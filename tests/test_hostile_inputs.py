@@ -436,11 +436,11 @@ CASES: dict[str, Case] = {
     ),
     "a data state that says image_size=3000": Case(
         "zoo-predict", (f"ckpt_path={CKPT}", "inputs={run}/curves.png"), "its data settings do not fit its network: MLP expects 32x32 images",
-        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(image_size=3000))),
+        _write("file.ckpt", _edited(lambda k: k["zoo_inputs"].update(image_size=3000))),
     ),
     "fine-tuning weights whose data state says image_size=3000": Case(
         "zoo-train", (*TRAIN, "finetune=freeze", f"finetune.weights={CKPT}"), "its network takes 32-pixel images but its data settings say 3000",
-        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(image_size=3000))),
+        _write("file.ckpt", _edited(lambda k: k["zoo_inputs"].update(image_size=3000))),
     ),
     # Outputs: refused before any work where they cannot be written; files from checkpoints printed safely.
     "zoo-export out= under a regular file": Case(
@@ -457,7 +457,7 @@ CASES: dict[str, Case] = {
     ),
     "class names holding terminal escape codes": Case(
         "zoo-predict", (f"ckpt_path={CKPT}", "inputs={run}/curves.png", "top_k=10"), "\\x1b[2J\\x1b[31mcat",
-        _write("file.ckpt", _edited(lambda k: k["DigitsDataModule"].update(class_names=["\x1b[2J\x1b[31mcat", *map(str, range(1, 10))]))),
+        _write("file.ckpt", _edited(lambda k: k["zoo_inputs"].update(class_names=["\x1b[2J\x1b[31mcat", *map(str, range(1, 10))]))),
         code=0, forbidden=("\x1b",),
     ),
     # Values that cannot train.

@@ -2,6 +2,9 @@
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.helpers import QUIET, compose_config, run_main, write_image_folder
+from tests.helpers import QUIET, TINY_SEQ2SEQ, compose_config, run_main, write_image_folder
 
 from zoo.cli.train import train
-from zoo.data.base import to_mode
+from zoo.data.images import to_mode
 from zoo.inference import load_trained
 
 
@@ -28,6 +31,38 @@ def digits_ckpt(tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return run_dir / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def seq2seq_ckpt(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("seq2seq_run")
+    train(compose_config("train", run_dir, TINY_SEQ2SEQ))
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+def _imported(importtime_report: str) -> set[str]:
+    """The top-level packages a process imported, from the report ``python -X importtime`` writes."""
+    rows = [line.rpartition("|")[2].strip() for line in importtime_report.splitlines() if line.startswith("import time:")]
+    return {name.partition(".")[0] for name in rows[1:]}  # the first row is the report's header
+
+
+@pytest.mark.parametrize("use", ["zoo.load", "zoo-predict", "zoo-translate", "zoo-export"])
+def test_using_a_trained_model_imports_no_lightning(use, digits_ckpt, seq2seq_ckpt, tmp_path):
+    """Each way of using a checkpoint, in a fresh interpreter: torch and torchvision, no Lightning."""
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    scripts = Path(sys.executable).parent
+    command = {
+        "zoo.load": [sys.executable, "-c", f"import zoo; print(zoo.load({str(digits_ckpt)!r}).classes)"],
+        "zoo-predict": [scripts / "zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}"],
+        "zoo-translate": [scripts / "zoo-translate", f"ckpt_path={seq2seq_ckpt}", "text=abc"],
+        "zoo-export": [scripts / "zoo-export", f"ckpt_path={digits_ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}"],
+    }[use]
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = _imported(result.stderr)
+    assert {"zoo", "torch", "torchvision"} <= imported  # the report was read
+    assert not imported & {"lightning", "pytorch_lightning"}, sorted(imported)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -59,7 +94,7 @@ def test_digit_images_in_every_mode_match_the_network_on_the_dataset_pipeline(di
     top1 = {Path(r["path"]).name: (r["class_name"], float(r["probability"])) for r in rows if r["rank"] == "1"}
 
     # What the network gives on the same digits fed as the data module feeds them.
-    dm = trained.datamodule
+    dm = trained.inputs
     images = torch.tensor(load_digits().images[indices], dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=(dm.image_size, dm.image_size), mode="bilinear", align_corners=False)
     images = (images - dm.mean[0]) / dm.std[0]
@@ -149,7 +184,7 @@ def _error_line(result) -> str:
 
 def test_class_names_with_terminal_escapes_are_printed_and_written_escaped(digits_ckpt, tmp_path):
     ckpt = torch.load(digits_ckpt, weights_only=True)
-    ckpt["DigitsDataModule"]["class_names"] = ["\x1b[2J\x1b[31mcat"] + [f"d\x9b{i}" for i in range(1, 10)]
+    ckpt["zoo_inputs"]["class_names"] = ["\x1b[2J\x1b[31mcat"] + [f"d\x9b{i}" for i in range(1, 10)]
     torch.save(ckpt, tmp_path / "escapes.ckpt")
     Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
     out = tmp_path / "p.csv"
@@ -207,8 +242,8 @@ def test_a_csv_over_the_file_size_limit_leaves_the_old_file_whole_and_no_part(di
 def test_hyperparameters_that_outgrow_the_weights_are_refused_before_the_network_is_built(
     digits_ckpt, tmp_path, monkeypatch
 ):
+    from zoo import inference
     from zoo.models import get_model
-    from zoo.tasks import classification
 
     ckpt = torch.load(digits_ckpt, weights_only=True)
     ckpt["hyper_parameters"]["model"]["num_classes"] = 100_000_000  # a 33.6 GB classifier, were it built
@@ -222,7 +257,7 @@ def test_hyperparameters_that_outgrow_the_weights_are_refused_before_the_network
             raise AssertionError("the network the file describes was built before its weights were checked")
         return get_model(name, **kwargs)
 
-    monkeypatch.setattr(classification, "get_model", recording)
+    monkeypatch.setattr(inference, "get_model", recording)
     result = run_main("zoo-predict", f"ckpt_path={edited}", f"inputs={tmp_path}")
     assert _error_line(result) == (
         f"Error: {edited.resolve()}: its weights do not fit the network its hyperparameters describe "
@@ -238,7 +273,7 @@ def test_hyperparameters_that_outgrow_the_weights_are_refused_before_the_network
 
 def test_data_settings_the_network_cannot_take_are_refused_before_any_image_is_resized(digits_ckpt, tmp_path):
     ckpt = torch.load(digits_ckpt, weights_only=True)
-    ckpt["DigitsDataModule"]["image_size"] = 3000  # 36 MB per image, for a network that takes 32x32
+    ckpt["zoo_inputs"]["image_size"] = 3000  # 36 MB per image, for a network that takes 32x32
     torch.save(ckpt, tmp_path / "edited.ckpt")
     Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
     result = run_main("zoo-predict", f"ckpt_path={tmp_path / 'edited.ckpt'}", f"inputs={tmp_path / 'a.png'}")
@@ -267,7 +302,7 @@ def test_image_files_are_each_file_given_then_each_folders_files_sorted_without_
 def test_load_trained_gives_the_path_and_names_the_checkpoint_in_its_errors(digits_ckpt, tmp_path):
     from zoo.checkpoint import CheckpointError
     from zoo.errors import ConfigError
-    from zoo.inference import cannot_write
+    from zoo.inference import cannot_write, restore_datamodule
 
     trained = load_trained(str(digits_ckpt))
     assert trained.path == digits_ckpt and next(trained.net.parameters()).device.type == "cpu"
@@ -277,11 +312,13 @@ def test_load_trained_gives_the_path_and_names_the_checkpoint_in_its_errors(digi
     ckpt = torch.load(digits_ckpt, weights_only=True)
     bare = tmp_path / "bare.ckpt"
     torch.save({k: v for k, v in ckpt.items() if k != "datamodule_hyper_parameters"}, bare)
+    assert load_trained(bare).classes == trained.classes  # the inputs record is enough
+    torch.save({k: v for k, v in ckpt.items() if k not in ("datamodule_hyper_parameters", "zoo_inputs")}, bare)
     with pytest.raises(CheckpointError) as err:
         load_trained(bare)
     assert str(err.value) == f"{bare.resolve()} records no data settings; it was not written by zoo-train"
     with pytest.raises(ConfigError) as err:
-        load_trained(digits_ckpt, no_such_data_option=1)  # a data override the data module refuses
+        restore_datamodule(ckpt, digits_ckpt, no_such_data_option=1)  # a data override the data module refuses (zoo-eval)
     assert str(err.value).startswith(f"data 'digits' of {digits_ckpt}: ")
     ckpt["hyper_parameters"]["model"]["no_such_option"] = 1
     edited = tmp_path / "edited.ckpt"

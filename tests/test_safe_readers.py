@@ -364,7 +364,7 @@ def hostile_vocab_checkpoint(tmp_path_factory) -> Path:
         "data.test_size=8", "model.hidden=16", "model.emb_dim=8", "trainer.max_epochs=1", "~logger", *QUIET,
     ]))  # fmt: skip
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    (state,) = [v for k, v in ckpt.items() if k.endswith("DataModule")]
+    state = ckpt["zoo_inputs"]  # what using the checkpoint reads
     tokens = state["tgt_vocab"]["tokens"]
     state["tgt_vocab"]["tokens"] = tokens[:4] + [f"\x1b[2J\x1b[31m{t}" for t in tokens[4:]]  # every output token
     torch.save(ckpt, run / "hostile.ckpt")

@@ -27,6 +27,10 @@ from zoo.errors import ZooError
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+# Where training writes what using the network needs of its inputs (zoo.data.inputs).
+INPUTS_KEY = "zoo_inputs"
+
+
 class CheckpointError(ZooError):
     """A checkpoint or weights file is missing, truncated, foreign or unsafe."""
 

@@ -35,7 +35,7 @@ does (``docs/inference.md`` has such a program). Every file has :func:`onnx_meta
 keys: ``model`` (the registry name; the class name unless ``name`` is given),
 ``zoo_version``, ``input_name``, ``output_name`` and ``input_shape`` (JSON,
 ``["batch", C, H, W]``). ``zoo-export`` adds :func:`image_metadata`'s, read off the very
-transform ``zoo-predict`` applies (the checkpoint's ``predict_transform()``), in the order
+transform ``zoo-predict`` applies (the checkpoint's ``ImageInputs.transform()``), in the order
 they apply:
 
 - ``input_layout`` (``NCHW``) and ``input_channels``;
@@ -97,8 +97,8 @@ from torch.utils._pytree import tree_leaves
 from torchvision.transforms import InterpolationMode, v2
 
 from zoo import __version__
-from zoo.data import ImageDataModule
-from zoo.data.base import to_mode
+from zoo.data.images import to_mode
+from zoo.data.inputs import ImageInputs
 from zoo.errors import UnknownNameError, ZooError
 from zoo.inference import cannot_write, check_output
 from zoo.models.base import Seq2SeqModel
@@ -188,30 +188,30 @@ def _describe_step(step: Any) -> tuple[str, dict[str, str]]:
     return repr(step), {}
 
 
-def image_metadata(datamodule: ImageDataModule) -> dict[str, str]:
+def image_metadata(inputs: ImageInputs) -> dict[str, str]:
     """The preprocessing and class names of an image checkpoint, as ONNX metadata (see the module docs).
 
-    Read off ``datamodule.predict_transform()`` and ``datamodule.class_names``, the objects
-    ``zoo-predict`` classifies with, so the file says what the checkpoint does.
+    Read off ``inputs.transform()`` and ``inputs.class_names`` (:mod:`zoo.data.inputs`), the
+    objects ``zoo-predict`` classifies with, so the file says what the checkpoint does.
 
     Raises:
         ExportError: the predict transform is not ``to_mode -> ToImage -> ToDtype -> Resize
             (shorter side) -> CenterCrop (square) -> Normalize``, which the keys cannot describe.
     """
-    transform = datamodule.predict_transform()
+    transform = inputs.transform()
     steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
     described = [_describe_step(step) for step in steps]
     kinds = tuple(kind for kind, _ in described)
     if kinds != _PREDICT_STEPS:
         raise ExportError(
             f"the ONNX metadata describes predict transforms of the steps {' -> '.join(_PREDICT_STEPS)} "
-            f"(one square crop, a resize of the shorter side); {type(datamodule).__name__}'s is "
+            f"(one square crop, a resize of the shorter side); the checkpoint's is "
             f"{' -> '.join(kinds)}"
         )
-    metadata = {"input_layout": "NCHW", "input_channels": str(datamodule.in_channels)}
+    metadata = {"input_layout": "NCHW", "input_channels": str(inputs.in_channels)}
     for _, keys in described:
         metadata.update(keys)
-    metadata["class_names"] = json.dumps(datamodule.class_names)
+    metadata["class_names"] = json.dumps(list(inputs.class_names))
     return metadata
 
 

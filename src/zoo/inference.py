@@ -1,14 +1,15 @@
 """A trained model back from its checkpoint alone, for prediction, translation and export.
 
 A ``zoo-train`` checkpoint holds everything needed to use the model without its data:
-the task's hyper-parameters (network name and options), the weights, the data settings
-(``datamodule_hyper_parameters``) and the data module's state (the preprocessing and
-class names of image data, the vocabularies of text data). :func:`load_trained` rebuilds
-the task module and the data module from these, reading the file through
-:mod:`zoo.checkpoint` (``weights_only=True``, no import targets) and no data at all. The
-network is first built on the ``meta`` device and its names and shapes compared with the
-file's weights (:func:`zoo.checkpoint.check_fits`), and the data settings with what it takes
-(``check_model``, as training checked them): hyperparameters edited to describe a huge
+the task's hyper-parameters (network name and options), the weights, and what the
+network's inputs need (:mod:`zoo.data.inputs`: the preprocessing and class names of image
+data, the vocabularies of text data). :func:`load_trained` rebuilds the network and that
+record, reading the file through :mod:`zoo.checkpoint` (``weights_only=True``, no import
+targets) with torch and torchvision only: no data, no data module and no Lightning, whose
+import alone costs seconds (checkpoints written before the record are read through their
+data module, which imports it). The network is first built on the ``meta`` device and its
+names and shapes compared with the file's weights (:func:`zoo.checkpoint.check_fits`), and
+the recorded image size with what it takes: hyperparameters edited to describe a huge
 network, or images far larger than it takes, are refused before anything is allocated.
 
 What the commands write (``zoo-predict csv=``, ``zoo-translate heatmap=``, ``zoo-export
@@ -24,24 +25,27 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from PIL import Image, ImageOps
 
-from zoo.checkpoint import CheckpointError, check_fits, load_lightning_checkpoint
-from zoo.data import DataModule, ImageDataModule, build_datamodule
-from zoo.data.base import to_mode
-from zoo.data.images import read_image
-from zoo.data.text import TextDataModule
-from zoo.data.vocab import EOS, EOS_IDX, tokenize
+from zoo.checkpoint import INPUTS_KEY, CheckpointError, check_fits, load_lightning_checkpoint
+from zoo.data.images import read_image, to_mode
+from zoo.data.inputs import ImageInputs, TextInputs, inputs_from_state
+from zoo.data.vocab import EOS, EOS_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError, ZooError, config_errors
 from zoo.files import atomic_writer
+from zoo.models import get_model
+from zoo.models.base import Seq2SeqModel
 from zoo.models.decoding import check_nbest
-from zoo.perf import require_cuda
 from zoo.models.factory import build_on_meta
-from zoo.tasks import TASKS
-from zoo.tasks.base import TaskModule
+from zoo.perf import require_cuda
+
+if TYPE_CHECKING:
+    from zoo.data.base import DataModule
+
+NET = "net."  # the task modules hold the network as .net: its weights are net.* in the checkpoint
 
 log = logging.getLogger("zoo")
 
@@ -88,39 +92,45 @@ def output_writer(path: str | Path) -> Iterator[IO[bytes]]:
 @dataclass
 class Trained:
     """A trained model back from its checkpoint (``zoo.load(path)``): the network in eval
-    mode, what its inputs need (``transform`` and ``classes`` for images, the vocabularies
-    for text), and the task and data modules it was trained with (the data not read)."""
+    mode and what its inputs need (:mod:`zoo.data.inputs`: ``transform`` and ``classes`` for
+    images, the vocabularies for text), rebuilt with torch and torchvision only."""
 
-    module: TaskModule
-    datamodule: DataModule
+    net: torch.nn.Module
+    inputs: ImageInputs | TextInputs
     path: Path
+    hparams: dict[str, Any]  # the task's hyperparameters: hparams["model"] builds the network
 
     @property
-    def net(self) -> torch.nn.Module:
-        """The network, in eval mode: ``trained.net(trained.transform(image)[None])`` gives logits."""
-        return self.module.net
+    def model_name(self) -> str:
+        """The network's registry name (``zoo.list_models()``)."""
+        return self.hparams["model"]["name"]
 
     @property
     def transform(self) -> Any:
         """Image checkpoints: the evaluation transform of their data, PIL image -> (C, H, W)
         tensor (resize, crop, gray/colour, normalisation as in training); else ``None``."""
-        return self.datamodule.predict_transform() if isinstance(self.datamodule, ImageDataModule) else None
+        return self.inputs.transform() if isinstance(self.inputs, ImageInputs) else None
 
     @property
     def classes(self) -> list[str] | None:
         """Image checkpoints: the class names in the order of the logits; else ``None``."""
-        return self.datamodule.class_names if isinstance(self.datamodule, ImageDataModule) else None
+        return list(self.inputs.class_names) if isinstance(self.inputs, ImageInputs) else None
 
     @property
-    def vocabs(self) -> tuple[Any, Any] | None:
+    def vocabs(self) -> tuple[Vocab, Vocab] | None:
         """Sequence checkpoints: the source and target vocabularies; else ``None``."""
-        if isinstance(self.datamodule, TextDataModule):
-            return self.datamodule.src_vocab, self.datamodule.tgt_vocab
-        return None
+        return (self.inputs.src_vocab, self.inputs.tgt_vocab) if isinstance(self.inputs, TextInputs) else None
 
 
 def restore_datamodule(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> DataModule:
-    """The data module of a training checkpoint with its recorded state, without reading data."""
+    """The data module of a training checkpoint with its recorded state, without reading data.
+
+    It imports the data modules, and so Lightning: ``zoo-eval`` tests a checkpoint on its own
+    data with it, and checkpoints written before the :mod:`zoo.data.inputs` record are used
+    through it.
+    """
+    from zoo.data.modules import build_datamodule  # Lightning, for these two uses only
+
     data_hparams = ckpt.get("datamodule_hyper_parameters")
     if not data_hparams:
         raise CheckpointError(f"{Path(path).resolve()} records no data settings; it was not written by zoo-train")
@@ -133,27 +143,66 @@ def restore_datamodule(ckpt: dict[str, Any], path: str | Path, **overrides: Any)
     return datamodule
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu", **data_overrides: Any) -> Trained:
-    """Rebuild the task module (weights loaded strictly, eval mode, on ``device``) and the
-    data module of a ``zoo-train`` checkpoint."""
-    if str(device).startswith("cuda"):
-        require_cuda(f"device={device}")
-    ckpt = load_lightning_checkpoint(path)
-    datamodule = restore_datamodule(ckpt, path, **data_overrides)
+def checkpoint_inputs(ckpt: dict[str, Any], path: str | Path) -> ImageInputs | TextInputs:
+    """What the network of a training checkpoint needs of its inputs: the record training
+    wrote (:data:`zoo.checkpoint.INPUTS_KEY`), else, in checkpoints older than the record,
+    what the data module rebuilt from its settings and state says."""
+    if INPUTS_KEY in ckpt:
+        return inputs_from_state(ckpt[INPUTS_KEY], path)
+    inputs = restore_datamodule(ckpt, path).inputs()
+    if inputs is None:
+        raise CheckpointError(f"{Path(path).resolve()} holds no text vocabularies (was it trained on text pairs?)")
+    return inputs
+
+
+def check_network(net: torch.nn.Module, inputs: ImageInputs | TextInputs, name: str, path: str | Path) -> None:
+    """Refuse a network that cannot take the inputs the checkpoint records: the wrong kind
+    of model, or images of a size it cannot take (checked on the ``meta`` device)."""
+    where = Path(path).resolve()
+    if isinstance(inputs, TextInputs):
+        if not isinstance(net, Seq2SeqModel):
+            raise CheckpointError(f"{where}: model '{name}' is not a sequence-to-sequence model, but its data is text")
+        return
+    check_input = getattr(net, "check_input", None)
+    if check_input is None:
+        raise CheckpointError(f"{where}: model '{name}' is not an image model, but its data is images")
+    c, s = inputs.in_channels, inputs.image_size
+    try:
+        check_input(torch.empty(1, c, s, s, device="meta"))
+    except ValueError as err:
+        raise CheckpointError(f"{where}: its data settings do not fit its network: {err} ({c}x{s}x{s} images)") from None
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], ImageInputs | TextInputs]:
+    """The model options of a training checkpoint (``{"name": ..., **options}``) and what its
+    inputs need, once its weights are known to fit the network they describe, and its inputs
+    that network: refused otherwise, in one line naming ``path``, before anything is allocated."""
+    inputs = checkpoint_inputs(ckpt, path)
+    hparams = ckpt["hyper_parameters"]
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise CheckpointError(f"{Path(path).resolve()} names no model in its hyperparameters")
     with config_errors(f"checkpoint {path}"):
-        task = TASKS.get(datamodule.task)
         # The sizes come from the file: its weights must fit them before anything is allocated,
         # and its data must fit the network (an image size the network cannot take is refused
         # before images are resized to it).
-        skeleton = build_on_meta(task, **ckpt["hyper_parameters"])
-        check_fits(ckpt["state_dict"], skeleton.state_dict(), path)
-        try:
-            datamodule.check_model(skeleton.net, dict(skeleton.hparams.get("model") or {}))
-        except ConfigError as err:
-            raise CheckpointError(f"{Path(path).resolve()}: its data settings do not fit its network: {err}") from None
-        module = task(**ckpt["hyper_parameters"])
-        module.load_state_dict(ckpt["state_dict"])
-    return Trained(module.to(device).eval(), datamodule, Path(path))
+        skeleton = build_on_meta(get_model, **model)
+    check_fits(ckpt["state_dict"], {f"{NET}{k}": v for k, v in skeleton.state_dict().items()}, path)
+    check_network(skeleton, inputs, model["name"], path)
+    return dict(model), inputs
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Trained:
+    """Rebuild the network of a ``zoo-train`` checkpoint (weights loaded strictly, eval mode,
+    on ``device``) and what its inputs need, with torch and torchvision only."""
+    if str(device).startswith("cuda"):
+        require_cuda(f"device={device}")
+    ckpt = load_lightning_checkpoint(path)
+    model, inputs = check_checkpoint(ckpt, path)
+    with config_errors(f"checkpoint {path}"):
+        net = get_model(**model)
+    net.load_state_dict({k[len(NET) :]: v for k, v in ckpt["state_dict"].items()})
+    return Trained(net.to(device).eval(), inputs, Path(path), dict(ckpt["hyper_parameters"]))
 
 
 # -- images --------------------------------------------------------------------------
@@ -193,10 +242,9 @@ def classify(
     are skipped). ``invert`` turns dark-on-light images into the light-on-dark digits of
     ``digits`` and MNIST checkpoints.
     """
-    datamodule = trained.datamodule
-    if not isinstance(datamodule, ImageDataModule):
+    if not isinstance(trained.inputs, ImageInputs):
         raise ConfigError(f"{trained.path} was not trained on images; it cannot classify image files")
-    transform, names = datamodule.predict_transform(), datamodule.class_names
+    transform, names = trained.transform, trained.classes
     k = min(top_k, len(names))
     device = next(trained.net.parameters()).device
     predictions, failures = [], []
@@ -256,7 +304,7 @@ def _positive_or_none(key: str, value: Any) -> int | None:
     return value
 
 
-def source_limit(datamodule: TextDataModule, max_source_len: int | None = None) -> tuple[int, str]:
+def source_limit(inputs: TextInputs, max_source_len: int | None = None) -> tuple[int, str]:
     """The most source tokens (``<eos>`` included) to decode, and where that number comes from.
 
     ``max_source_len`` if given, else :data:`SOURCE_LIMIT_FACTOR` times the longest training
@@ -264,11 +312,11 @@ def source_limit(datamodule: TextDataModule, max_source_len: int | None = None) 
     """
     if _positive_or_none("max_source_len", max_source_len) is not None:
         return max_source_len, "max_source_len"
-    if datamodule.longest_source is None:
+    if inputs.longest_source is None:
         return FALLBACK_MAX_SOURCE_LEN, "the default for checkpoints that record no training lengths"
     return (
-        SOURCE_LIMIT_FACTOR * datamodule.longest_source,
-        f"{SOURCE_LIMIT_FACTOR} x the longest training source, {datamodule.longest_source} tokens",
+        SOURCE_LIMIT_FACTOR * inputs.longest_source,
+        f"{SOURCE_LIMIT_FACTOR} x the longest training source, {inputs.longest_source} tokens",
     )
 
 
@@ -287,8 +335,8 @@ def translate(
     (default 2 * source length + 10), and never more than the source limit, so the time and
     memory of decoding stay bounded whatever the input.
     """
-    datamodule, net = trained.datamodule, trained.net
-    if not isinstance(datamodule, TextDataModule) or datamodule.src_vocab is None:
+    inputs, net = trained.inputs, trained.net
+    if not isinstance(inputs, TextInputs):
         raise DataError(f"{trained.path} holds no text vocabularies (was it trained on text pairs?)")
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ConfigError(f"beam_size must be a whole number of at least 1, got {beam_size!r}")
@@ -296,10 +344,10 @@ def translate(
     _positive_or_none("max_len", max_len)
     if not isinstance(truncate, bool):
         raise ConfigError(f"truncate must be true or false, got {truncate!r}")
-    limit, origin = source_limit(datamodule, max_source_len)
+    limit, origin = source_limit(inputs, max_source_len)
     if max_len is not None and max_len > limit:
         log.warning("max_len=%d is over the source limit (%s); decoding at most %d tokens", max_len, origin, limit)
-    src_vocab, tgt_vocab = datamodule.src_vocab, datamodule.tgt_vocab
+    src_vocab, tgt_vocab = inputs.src_vocab, inputs.tgt_vocab
     sources = []  # every text checked before any is decoded
     for text in texts:
         ids = src_vocab.encode(text, eos=True)

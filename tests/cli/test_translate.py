@@ -10,14 +10,8 @@ from zoo.cli.train import train
 from zoo.data import build_datamodule
 from zoo.inference import FALLBACK_MAX_SOURCE_LEN, load_trained, source_limit, translate
 
-from tests.helpers import QUIET, compose_config, run_main
-
-TINY = [
-    "model=seq2seq_gru", "data=reverse", "sched=none", "data.train_size=32", "data.val_size=8", "data.test_size=8",
-    "data.min_len=2", "data.max_len=5", "data.num_symbols=8", "model.hidden=16", "model.emb_dim=8",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1", "~logger", *QUIET,
-]  # fmt: skip
+from tests.helpers import TINY_SEQ2SEQ as TINY
+from tests.helpers import compose_config, run_main
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def _refused(result, *phrases):
 def test_the_default_limit_is_twice_the_longest_training_source(one_thread, tiny):
     ckpt, longest = tiny
     assert torch.load(ckpt, weights_only=True)["SymbolsDataModule"]["longest_source"] == longest
-    assert source_limit(load_trained(ckpt).datamodule)[0] == 2 * longest
+    assert source_limit(load_trained(ckpt).inputs)[0] == 2 * longest
     at_limit = "a" * (2 * longest - 1)  # + <eos>: exactly the limit
     assert _translate(ckpt, f"text={at_limit}").returncode == 0
     _refused(_translate(ckpt, f"text={at_limit}a"), f"{2 * longest + 1} tokens", f"limit of {2 * longest} ")
@@ -113,10 +107,10 @@ def test_max_source_len_raises_and_lowers_the_limit(one_thread, tiny):
 def test_a_checkpoint_without_the_record_falls_back_to_the_fixed_limit(one_thread, tiny, tmp_path):
     ckpt, longest = tiny
     old = torch.load(ckpt, weights_only=True)
-    del old["SymbolsDataModule"]["longest_source"]  # as written before the record existed
+    del old["SymbolsDataModule"]["longest_source"], old["zoo_inputs"]  # as written before either record existed
     torch.save(old, tmp_path / "old.ckpt")
     assert FALLBACK_MAX_SOURCE_LEN == 512  # the number the docs and configs/translate.yaml give
-    assert load_trained(tmp_path / "old.ckpt").datamodule.longest_source is None
+    assert load_trained(tmp_path / "old.ckpt").inputs.longest_source is None
     over_the_recorded_limit = "a" * (4 * longest)
     assert _translate(tmp_path / "old.ckpt", f"text={over_the_recorded_limit}").returncode == 0
     _refused(_translate(tmp_path / "old.ckpt", "text=" + "a" * 512), "513 tokens",

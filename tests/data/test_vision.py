@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import datasets
+from torchvision.transforms import v2
 
 from tests.helpers import write_image_folder
 
@@ -211,7 +212,7 @@ def test_16_bit_and_palette_images_read_the_same_for_training_and_prediction(tmp
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         x, y = next(iter(loader))
         torch.testing.assert_close(x, expected[y][:, :, None, None].expand(-1, -1, 8, 8), rtol=0, atol=1e-6)
-    predict = dm.predict_transform()
+    predict = dm.inputs().transform()
     for name, (image, _) in images.items():
         from_file = predict(Image.open(tmp_path / "val" / name / "0.png"))
         torch.testing.assert_close(from_file, expected[dm.classes.index(name)][:, None, None].expand(-1, 8, 8),
@@ -241,7 +242,7 @@ def test_the_image_folder_resizes_with_its_interpolation_as_the_weights_transfor
     gaps = {}
     for mode in ("bicubic", "bilinear", None):
         dm = build_datamodule(name="imagefolder", root=str(tmp_path), interpolation=mode)
-        gaps[mode] = (dm.predict_transform()(image) - reference).abs().mean().item()
+        gaps[mode] = (v2.Compose(dm.eval_steps())(image) - reference).abs().mean().item()
     assert gaps["bicubic"] < 0.01 and gaps["bilinear"] > 0.1 and gaps[None] == gaps["bilinear"]
     with pytest.raises(DataError, match="data.interpolation must be null or one of nearest, bilinear, bicubic; got 'area'"):
         build_datamodule(name="imagefolder", root=str(tmp_path), interpolation="area")

@@ -154,7 +154,7 @@ def test_translate_nbest_prints_each_input_then_its_best_outputs_by_descending_s
 
 def _forward_score(trained, text: str, output: str, length_penalty: float = 1.0) -> float:
     """``log p(output | text) / len ** length_penalty``, ``<eos>`` counted, by teacher forcing."""
-    net, data = trained.net, trained.datamodule
+    net, data = trained.net, trained.inputs
     src = torch.tensor([data.src_vocab.encode(text, eos=True)])
     tgt = torch.tensor([data.tgt_vocab.encode(output, eos=True)])
     tgt_in = torch.cat([torch.tensor([[net.bos_idx]]), tgt[:, :-1]], dim=1)

@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from zoo.errors import config_errors
 from zoo.cli.build import fit_model_to_data, quiet_known_warnings, trainer_options
@@ -32,18 +33,27 @@ from zoo.cli.config import plain
 from zoo.cli.outputs import write_metrics
 from zoo.data.vision import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, ImageFolderDataModule, load_image
 from zoo.errors import ConfigError, DataError
-from zoo.inference import load_trained
+from zoo.checkpoint import load_lightning_checkpoint
+from zoo.inference import check_checkpoint, restore_datamodule
 from zoo.models.pretrained import load_into, load_pretrained
 from zoo.models.weights import WeightsError
+from zoo.tasks import TASKS
 from zoo.tasks.classification import ImageClassifier
 
 log = logging.getLogger("zoo")
 
 
 def checkpoint_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
-    trained = load_trained(cfg.ckpt_path, **(plain(cfg.get("data")) or {}))
-    trained.datamodule.setup("test")
-    return trained.module, {"datamodule": trained.datamodule}
+    """The task module of a checkpoint and its data module (with ``data`` overrides), to test."""
+    ckpt = load_lightning_checkpoint(cfg.ckpt_path)
+    check_checkpoint(ckpt, cfg.ckpt_path)
+    datamodule = restore_datamodule(ckpt, cfg.ckpt_path, **(plain(cfg.get("data")) or {}))
+    with config_errors(f"checkpoint {cfg.ckpt_path}"):
+        module = TASKS.get(datamodule.task)(**ckpt["hyper_parameters"])
+        datamodule.check_model(module.net, dict(module.hparams.get("model") or {}))  # with the overrides
+    module.load_state_dict(ckpt["state_dict"])
+    datamodule.setup("test")
+    return module, {"datamodule": datamodule}
 
 
 def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
@@ -57,7 +67,7 @@ def weights_test(cfg: DictConfig) -> tuple[L.LightningModule, dict]:
         mean=pre.mean or IMAGENET_MEAN, std=pre.std or IMAGENET_STD,
     )  # fmt: skip
     try:
-        folder = ImageFolder(cfg.folder, transform=prep.predict_transform(), loader=load_image)  # symlink loops skipped
+        folder = ImageFolder(cfg.folder, transform=v2.Compose(prep.eval_steps()), loader=load_image)  # symlink loops skipped
     except FileNotFoundError as err:
         raise DataError(f"{Path(cfg.folder).resolve()}: {err} (expected <folder>/<class>/<image>)") from None
     facts = {"num_classes": len(folder.classes), "in_channels": 3, "image_size": size}

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from zoo import export as exporting
 from zoo import inference
-from zoo.data import ImageDataModule
+from zoo.data.inputs import ImageInputs
 from zoo.errors import ConfigError
 
 
@@ -37,14 +37,14 @@ def export(cfg: DictConfig) -> exporting.Exported:
     out = Path(cfg.out) if cfg.out else exporting.default_path(cfg.ckpt_path, cfg.format)
     inference.check_output(out)  # a folder, or a path under a file: refused before any work
     trained = inference.load_trained(cfg.ckpt_path, cfg.device)
-    name = trained.module.hparams["model"]["name"]
+    name = trained.model_name
     exporting.check_exportable(trained.net, cfg.format, name)
-    datamodule = trained.datamodule
-    if not isinstance(datamodule, ImageDataModule):
+    inputs = trained.inputs
+    if not isinstance(inputs, ImageInputs):
         raise ConfigError(f"{trained.path} was not trained on images; zoo-export exports image classifiers")
-    c, s = datamodule.in_channels, datamodule.image_size
+    c, s = inputs.in_channels, inputs.image_size
     example = torch.randn(cfg.batch_size, c, s, s, generator=torch.Generator().manual_seed(0))
-    metadata = exporting.image_metadata(datamodule)
+    metadata = exporting.image_metadata(inputs)
     result = exporting.export_model(
         trained.net, example, out, cfg.format, opset=cfg.opset, name=name, metadata=metadata
     )
@@ -52,7 +52,7 @@ def export(cfg: DictConfig) -> exporting.Exported:
     runner = "onnxruntime" if result.format == "onnx" else "torch.export.load"
     print(f"wrote {result.path} ({kind}, input (batch, {c}, {s}, {s}))")
     where = "metadata_props" if result.format == "onnx" else f"extra file {exporting.PROGRAM_METADATA}"
-    print(f"with the preprocessing and {len(datamodule.class_names)} class names in its {where}")
+    print(f"with the preprocessing and {len(inputs.class_names)} class names in its {where}")
     print(
         f"checked with {runner} at batch sizes {', '.join(map(str, result.batch_sizes))}: "
         f"max abs difference to the eager network {result.max_abs_diff:.3g}"

@@ -26,7 +26,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from zoo import inference
-from zoo.data import ImageDataModule
+from zoo.data.inputs import ImageInputs
 from zoo.errors import ConfigError, DataError
 from zoo.sanitize import printable
 
@@ -99,7 +99,7 @@ def predict(cfg: DictConfig) -> int:
     if cfg.csv:
         inference.check_output(cfg.csv)  # before the work whose results it would receive
     trained = inference.load_trained(cfg.ckpt_path, cfg.device)
-    if isinstance(trained.datamodule, ImageDataModule):
+    if isinstance(trained.inputs, ImageInputs):
         if cfg.inputs is None:
             raise ConfigError("inputs=<image file or folder> is required for an image checkpoint")
         return predict_images(cfg, trained)

@@ -16,19 +16,15 @@ Rules every data module follows:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
-from PIL import Image
 from torch import nn
 from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
-from torchvision.transforms import v2
 
-from zoo.data.images import to_mode
+from zoo.data.inputs import ImageInputs, TextInputs, eval_steps
 from zoo.errors import ConfigError, DataError
 from zoo.registry import Registry
 
@@ -182,6 +178,11 @@ class DataModule(L.LightningDataModule):
         """Model constructor arguments fixed by the data (``num_classes``, vocabulary sizes, ...)."""
         raise NotImplementedError
 
+    def inputs(self) -> ImageInputs | TextInputs | None:
+        """What a network trained on this data needs to be used without it (:mod:`zoo.data.inputs`),
+        recorded in every checkpoint; ``None`` before :meth:`setup` has made it."""
+        raise NotImplementedError
+
     def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
         """Raise :class:`ConfigError` before training if ``net`` cannot take this data."""
 
@@ -236,7 +237,8 @@ class ImageDataModule(DataModule):
     """Images and class labels for the ``classification`` task.
 
     Subclasses set ``num_classes``, ``in_channels``, ``image_size`` (square side after
-    the eval transform) and ``mean``/``std`` (per channel, used for normalisation).
+    the eval transform) and ``mean``/``std`` (per channel, used for normalisation), and may
+    set the evaluation resize (``resize_size``, ``interpolation``).
     """
 
     task = "classification"
@@ -245,6 +247,8 @@ class ImageDataModule(DataModule):
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize_size: int | None = None  # the shorter side before the eval crop; None: image_size
+    interpolation: str = "bilinear"
 
     def model_facts(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
@@ -275,21 +279,14 @@ class ImageDataModule(DataModule):
         if state.get("class_names"):
             self._class_names = list(state["class_names"])
 
-    def predict_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        """Any PIL image (grayscale, RGB, RGBA, palette; any size) to a normalised
-        (C, H, W) tensor fed as the evaluation data is: converted by :func:`to_mode` to
-        the model's channels, then :meth:`eval_steps`."""
-        return v2.Compose([v2.Lambda(partial(to_mode, channels=self.in_channels)), *self.eval_steps()])
+    def inputs(self) -> ImageInputs:
+        return ImageInputs(self.in_channels, self.image_size, tuple(self.mean), tuple(self.std), tuple(self.class_names),
+                           self.resize_size, self.interpolation)  # fmt: skip
 
     def eval_steps(self) -> list:
-        """The evaluation transform from a PIL image in the right mode to the model's input:
-        a [0, 1] float tensor, resized (shorter side) and centre-cropped to ``image_size``,
-        normalised with ``mean``/``std``. Data modules with another eval crop override it."""
-        size = self.image_size
-        return [
-            v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize(size, antialias=True),
-            v2.CenterCrop(size), v2.Normalize(self.mean, self.std),
-        ]  # fmt: skip
+        """The evaluation transform (:func:`zoo.data.inputs.eval_steps`): shorter side resized to
+        ``resize_size`` (``None``: ``image_size``) with ``interpolation``, centre crop ``image_size``."""
+        return eval_steps(self.image_size, self.mean, self.std, self.resize_size, self.interpolation)
 
     def check_model(self, net: nn.Module, model_cfg: dict[str, Any]) -> None:
         c, s = self.in_channels, self.image_size

@@ -42,6 +42,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from zoo.data.base import DATASETS, DataModule, TensorBatches, check_split_sizes
+from zoo.data.inputs import TextInputs
 from zoo.data.vocab import BOS_IDX, EOS_IDX, PAD_IDX, Vocab, tokenize
 from zoo.errors import ConfigError, DataError
 
@@ -137,6 +138,11 @@ class TextDataModule(DataModule):
 
     def collate_fn(self, batch: list) -> dict[str, torch.Tensor]:
         return collate_pairs(batch)
+
+    def inputs(self) -> TextInputs | None:
+        if self.src_vocab is None or self.tgt_vocab is None:
+            return None
+        return TextInputs(self.src_vocab, self.tgt_vocab, self.longest_source)
 
     # The vocabularies and the longest training source are the data module's state:
     # Lightning writes it into every checkpoint (under the class name) and restores it

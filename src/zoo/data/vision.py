@@ -48,6 +48,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from zoo.data.base import DATASETS, ImageDataModule, check_split_sizes
 from zoo.data.images import read_image, walk_files
+from zoo.data.inputs import INTERPOLATIONS
 from zoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGEFOLDER_IMAGE_SIZE = 224  # what data=imagefolder's image_size=None means
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # of data=imagefolder's resizes
 
 
 @dataclass(frozen=True)
@@ -316,12 +316,6 @@ class ImageFolderDataModule(ImageDataModule):
         else:
             steps += self.eval_steps()
         return v2.Compose(steps)
-
-    def eval_steps(self) -> list:
-        """torchvision's eval crop: resize the shorter side to ``resize_size`` (by default
-        ``image_size / 0.875``: 256 for 224) with ``interpolation``, keep the central ``image_size`` square."""
-        resize = v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True)
-        return [*_to_tensor(), resize, v2.CenterCrop(self.image_size), v2.Normalize(self.mean, self.std)]
 
     @property
     def class_names(self) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.checkpoint import CheckpointError, check_fits, load_file, load_lightning_checkpoint
+from zoo.checkpoint import INPUTS_KEY, CheckpointError, check_fits, load_file, load_lightning_checkpoint
 from zoo.errors import ZooError, config_errors
 from zoo.models.base import ImageModel
 from zoo.models.factory import MODELS, build_on_meta, get_model
@@ -85,10 +85,12 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint_preprocessing(ckpt: Mapping[str, Any]) -> Preprocessing:
-    """What an :class:`~zoo.data.ImageDataModule` recorded in a zoo checkpoint: its state
-    (``image_size``, ``mean``, ``std``), else its hyper-parameters."""
+    """What a zoo checkpoint records of its images: the inputs record training writes
+    (:data:`zoo.checkpoint.INPUTS_KEY`), else, in older checkpoints, the state of its
+    :class:`~zoo.data.ImageDataModule` (``image_size``, ``mean``, ``std``), else its hyper-parameters."""
     hparams = ckpt.get("datamodule_hyper_parameters") or {}
     states = [v for k, v in ckpt.items() if k != "datamodule_hyper_parameters" and isinstance(v, Mapping)]
+    states.sort(key=lambda state: state is not ckpt.get(INPUTS_KEY))  # the record first
     sources = [v for v in states if {"image_size", "mean", "std"} <= set(v)] + [hparams]
 
     def fact(key: str) -> Any:

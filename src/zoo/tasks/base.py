@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from zoo.checkpoint import INPUTS_KEY
 from zoo.errors import ConfigError
 from zoo.optim import build_optimizer, build_scheduler
 
@@ -98,10 +99,15 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # The schedule's length travels in the checkpoint: a resume that would stretch a
-    # schedule whose shape is fixed by its length is refused above, in one line.
+    # schedule whose shape is fixed by its length is refused above, in one line. So does what
+    # using the network needs from its data (zoo.data.inputs), read back without Lightning.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if getattr(self, "_schedule", None):
             checkpoint["zoo_schedule"] = dict(self._schedule)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        inputs = datamodule.inputs() if datamodule is not None else None
+        if inputs is not None:
+            checkpoint[INPUTS_KEY] = inputs.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_schedule = checkpoint.get("zoo_schedule")
