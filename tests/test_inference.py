@@ -329,3 +329,116 @@ def test_load_trained_gives_the_path_and_names_the_checkpoint_in_its_errors(digi
     message = str(cannot_write(tmp_path / "x.csv", OSError(27, "File too large")))
     assert message == f"cannot write {tmp_path / 'x.csv'}: File too large"
     assert str(cannot_write(tmp_path / "x.csv", OSError("no reason given"))) == f"cannot write {tmp_path / 'x.csv'}: no reason given"
+
+
+# -- how the network runs: batches, workers, precision, memory format, ONNX Runtime ---------
+
+
+@pytest.fixture(scope="module")
+def digits_test_images(tmp_path_factory) -> Path:
+    """The 360 images of the digits test split (zoo-train's default split), as 8-bit PNG
+    files named ``<index>_<label>.png``."""
+    from zoo.data.digits import split_indices
+
+    digits = load_digits()
+    _, _, test = split_indices(torch.tensor(digits.target), 0.1, 0.2, 0)
+    folder = tmp_path_factory.mktemp("digits_test")
+    for i in test:
+        Image.fromarray(_digit_png_pixels(i), mode="L").save(folder / f"{i:04d}_{digits.target[i]}.png")
+    return folder
+
+
+def _predicted(ckpt: Path, folder: Path, tmp_path: Path, *args: str) -> tuple[dict[str, list[tuple[str, float]]], str]:
+    """zoo-predict's top-5 of each file, by file name (from its CSV), and its stderr."""
+    out = tmp_path / f"p{len(list(tmp_path.glob('p*.csv')))}.csv"
+    result = run_main("zoo-predict", f"ckpt_path={ckpt}", f"inputs={folder}", f"csv={out}", *args)
+    assert result.returncode == 0, result.stderr
+    rows: dict[str, list[tuple[str, float]]] = {}
+    for row in _read_csv(out):
+        rows.setdefault(Path(row["path"]).name, []).append((row["class_name"], float(row["probability"])))
+    return rows, result.stderr
+
+
+def _accuracy(rows: dict[str, list[tuple[str, float]]]) -> float:
+    return 100 * sum(top[0][0] == name.split("_")[1].split(".")[0] for name, top in rows.items()) / len(rows)
+
+
+def test_bf16_keeps_top1_within_half_a_point_and_channels_last_and_workers_change_nothing(
+    digits_ckpt, digits_test_images, tmp_path, one_thread
+):
+    fp32, said = _predicted(digits_ckpt, digits_test_images, tmp_path, "precision=auto", "batch_size=64")
+    # LeNet-5 was not measured faster in bf16: auto is fp32, and says why
+    assert "running: torch eager, fp32 (auto: bf16-mixed was not measured faster for LeNet5), NCHW" in said
+    assert len(fp32) == 360 and _accuracy(fp32) > 80  # a trained network, or equal answers prove nothing
+    bf16, said = _predicted(digits_ckpt, digits_test_images, tmp_path, "precision=bf16", "batch_size=64")
+    assert "bf16 autocast (precision=bf16, as set)" in said
+    assert abs(_accuracy(bf16) - _accuracy(fp32)) <= 0.5
+    gaps = [abs(bf16[n][0][1] - fp32[n][0][1]) for n in fp32]
+    assert max(gaps) > 1e-4  # it did run in bfloat16
+    assert max(gaps) < 0.05
+    # channels_last, DataLoader workers and another batch size: the same numbers, the same order
+    other, said = _predicted(digits_ckpt, digits_test_images, tmp_path, "precision=fp32", "channels_last=true",
+                             "num_workers=2", "batch_size=7")  # fmt: skip
+    assert "fp32 (precision=fp32, as set), channels_last" in said
+    assert list(other) == list(fp32) == sorted(fp32)
+    for name, top in fp32.items():
+        assert [c for c, _ in other[name]] == [c for c, _ in top]
+        assert [p for _, p in other[name]] == pytest.approx([p for _, p in top], abs=2e-6)
+
+
+def test_onnxruntime_gives_the_same_top5_as_torch_on_the_digits_test_images(digits_ckpt, digits_test_images, tmp_path):
+    onnx_file = tmp_path / "lenet.onnx"
+    assert run_main("zoo-export", f"ckpt_path={digits_ckpt}", f"out={onnx_file}").returncode == 0
+    torch_rows, _ = _predicted(digits_ckpt, digits_test_images, tmp_path, "precision=fp32")
+    ort_rows, said = _predicted(digits_ckpt, digits_test_images, tmp_path, "backend=onnxruntime", f"onnx={onnx_file}")
+    assert f"running: onnxruntime " in said and str(onnx_file) in said
+    assert list(ort_rows) == list(torch_rows) and len(ort_rows) == 360
+    for name, top in torch_rows.items():
+        assert [c for c, _ in ort_rows[name]] == [c for c, _ in top], name
+        assert [p for _, p in ort_rows[name]] == pytest.approx([p for _, p in top], abs=1e-5)
+
+
+def test_an_onnx_file_that_is_not_the_checkpoints_export_is_refused(digits_ckpt, tmp_path):
+    from zoo.checkpoint import INPUTS_KEY
+
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    ckpt = f"ckpt_path={digits_ckpt}"
+
+    def refusal(*args: str) -> str:
+        result = run_main("zoo-predict", *args, f"inputs={tmp_path / 'a.png'}", "backend=onnxruntime")
+        assert result.returncode == 1 and result.stdout == ""
+        return _error_line(result)
+
+    missing = digits_ckpt.with_suffix(".onnx")
+    assert refusal(ckpt) == (f"Error: backend=onnxruntime runs {missing}, which is not a file: write it with "
+                             f"zoo-export ckpt_path={digits_ckpt} (or give onnx=<file>)")  # fmt: skip
+    assert run_main("zoo-export", ckpt, f"out={tmp_path / 'm.onnx'}").returncode == 0
+    other = torch.load(digits_ckpt, weights_only=True)
+    other["state_dict"]["net.classifier.1.bias"] += 0.5  # other weights, the same everything else
+    torch.save(other, tmp_path / "other.ckpt")
+    line = refusal(f"ckpt_path={tmp_path / 'other.ckpt'}", f"onnx={tmp_path / 'm.onnx'}")
+    assert line.startswith(f"Error: {tmp_path / 'm.onnx'} is not the export of {tmp_path / 'other.ckpt'}: its logits differ")
+    assert line.endswith(f"up to 0.5; export it again with zoo-export ckpt_path={tmp_path / 'other.ckpt'}")
+    other = torch.load(digits_ckpt, weights_only=True)
+    other[INPUTS_KEY]["class_names"][3] = "three"
+    torch.save(other, tmp_path / "renamed.ckpt")
+    assert refusal(f"ckpt_path={tmp_path / 'renamed.ckpt'}", f"onnx={tmp_path / 'm.onnx'}") == (
+        f"Error: {tmp_path / 'm.onnx'} is not the export of {tmp_path / 'renamed.ckpt'}: its class_names differ; "
+        f"export it again with zoo-export ckpt_path={tmp_path / 'renamed.ckpt'}"
+    )
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07 not a model")
+    assert refusal(ckpt, f"onnx={tmp_path / 'broken.onnx'}").startswith(f"Error: cannot read {tmp_path / 'broken.onnx'} with onnxruntime: ")
+    assert refusal(ckpt, f"onnx={tmp_path / 'm.onnx'}", "precision=bf16").startswith("Error: precision= and channels_last= choose")
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("precision=fp16",), "precision must be one of auto, fp32, bf16; got 'fp16'"),
+    (("channels_last=maybe",), "channels_last must be true, false or auto; got 'maybe'"),
+    (("backend=tensorrt",), "backend must be one of torch, onnxruntime; got 'tensorrt'"),
+    (("num_workers=-1",), "num_workers must be a whole number of at least 0, got -1"),
+    (("batch_size=0",), "batch_size must be a whole number of at least 1, got 0"),
+])  # fmt: skip
+def test_how_to_run_is_checked_in_one_line(digits_ckpt, tmp_path, args, line):
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}", *args)
+    assert _error_line(result) == f"Error: {line}" and result.stdout == ""

@@ -100,7 +100,7 @@ from zoo import __version__
 from zoo.data.images import to_mode
 from zoo.data.inputs import ImageInputs
 from zoo.errors import UnknownNameError, ZooError
-from zoo.inference import cannot_write, check_output
+from zoo.inference import Runner, Trained, cannot_write, check_output
 from zoo.models.base import Seq2SeqModel
 
 FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}  # format -> file suffix
@@ -417,6 +417,60 @@ def _validate(
             f"at batch sizes {batch_sizes}; nothing was written"
         )
     return worst, batch_sizes
+
+
+# -- ONNX Runtime as an inference backend ---------------------------------------------
+
+
+def onnx_runner(trained: Trained, path: str | Path | None = None) -> Runner:
+    """The exported ONNX file of a checkpoint run by ONNX Runtime (CPU), for
+    :func:`zoo.inference.classify` (``zoo-predict backend=onnxruntime``): the checkpoint gives
+    the preprocessing and the class names, the file the logits.
+
+    ``path`` defaults to where ``zoo-export`` writes (:func:`default_path`). The file must be
+    this checkpoint's export: its metadata must be what ``zoo-export`` would write now (model,
+    input shape, preprocessing, class names) and its logits the checkpoint's network's on a
+    random batch (within :data:`DEFAULT_ATOL`), else an :class:`ExportError` says to export
+    again. ONNX Runtime uses torch's thread count (``torch.get_num_threads()``).
+    """
+    path = Path(path) if path else default_path(trained.path, "onnx")
+    check_format("onnx")
+    if not path.is_file():
+        raise ExportError(
+            f"backend=onnxruntime runs {path}, which is not a file: write it with zoo-export ckpt_path={trained.path} "
+            f"(or give onnx=<file>)"
+        )
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own error types are not exported
+        raise ExportError(f"cannot read {path} with onnxruntime: {_first_line(err)}") from None
+    c, s = trained.inputs.in_channels, trained.inputs.image_size
+    expected = onnx_metadata(trained.model_name, torch.empty(1, c, s, s), image_metadata(trained.inputs))
+    written = session.get_modelmeta().custom_metadata_map
+    differ = sorted(key for key, value in expected.items() if key != "zoo_version" and written.get(key) != value)
+    if differ:
+        raise ExportError(
+            f"{path} is not the export of {trained.path}: its {', '.join(differ)} differ; "
+            f"export it again with zoo-export ckpt_path={trained.path}"
+        )
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(["logits"], {"images": x.cpu().numpy()})[0])
+
+    x = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (forward(x) - trained.net(x.to(next(trained.net.parameters()).device)).float().cpu()).abs().max().item()
+    if diff > DEFAULT_ATOL:
+        raise ExportError(
+            f"{path} is not the export of {trained.path}: its logits differ from the checkpoint's by up to {diff:.3g}; "
+            f"export it again with zoo-export ckpt_path={trained.path}"
+        )
+    return Runner(forward, f"onnxruntime {ort.__version__} (CPU, {torch.get_num_threads()} threads), {path}")
 
 
 # -- exporters --------------------------------------------------------------------------

@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
 
 from zoo.checkpoint import INPUTS_KEY, CheckpointError, check_fits, load_lightning_checkpoint
 from zoo.data.images import read_image, to_mode
@@ -40,7 +41,7 @@ from zoo.models import get_model
 from zoo.models.base import Seq2SeqModel
 from zoo.models.decoding import check_nbest
 from zoo.models.factory import build_on_meta
-from zoo.perf import require_cuda
+from zoo.perf import choose_precision, require_cuda, speed_up
 
 if TYPE_CHECKING:
     from zoo.data.base import DataModule
@@ -232,44 +233,105 @@ def image_files(inputs: str | Path | list) -> list[Path]:
     return paths
 
 
+# The numbers zoo-predict and classify() run the network in (``precision=``).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class Runner:
+    """The logits of a batch of preprocessed images (``forward``), and how they are computed."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+
+
+def torch_runner(trained: Trained, precision: str = "fp32", channels_last: bool | str = False) -> Runner:
+    """The checkpoint's network run eagerly by torch, as training runs it (:mod:`zoo.perf`).
+
+    ``precision``: ``fp32``, ``bf16`` (bfloat16 autocast: matrix products and convolutions in
+    bfloat16; on a CPU, depthwise convolutions stay in float32) or ``auto``, training's rule:
+    bf16 for the families measured faster so (``ImageModel.fast_path``) on hardware with native
+    bfloat16, else fp32. ``channels_last``: true, false or ``auto`` (with bf16 on those families).
+    Changes the network in place (memory format, depthwise forward).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if channels_last not in (True, False, "auto"):
+        raise ConfigError(f"channels_last must be true, false or auto; got {channels_last!r}")
+    net = trained.net
+    device = next(net.parameters()).device
+    if precision == "auto":
+        chosen, why = choose_precision("auto", device.type, net)
+        bf16 = str(chosen).startswith("bf16")
+    else:
+        bf16, why = precision == "bf16", f"precision={precision}, as set"
+    applied = speed_up(net, "bf16-mixed" if bf16 else "32-true", channels_last, None, device.type)
+    layout = torch.channels_last if applied["channels_last"] else torch.contiguous_format
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return net(x.to(device, memory_format=layout)).float()
+
+    shown = f"torch eager, {'bf16 autocast' if bf16 else 'fp32'} ({why}), {'channels_last' if applied['channels_last'] else 'NCHW'}"
+    return Runner(forward, shown)
+
+
+class ImageFiles(Dataset):
+    """Image files preprocessed for the network; a file that cannot be read gives its message instead."""
+
+    def __init__(self, paths: list[Path], transform: Callable, invert: bool = False):
+        self.paths, self.transform, self.invert = paths, transform, invert
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            image = read_image(self.paths[i])
+        except DataError as err:
+            return i, None, str(err)
+        if self.invert:
+            image = ImageOps.invert(to_mode(image, channels=3))
+        return i, self.transform(image), None
+
+
+def _as_read(items: list) -> list:
+    return items  # the batch's (index, tensor or None, message or None), as ImageFiles gave them
+
+
 @torch.no_grad()
 def classify(
     trained: Trained, paths: list[Path], top_k: int = 5, batch_size: int = 32, invert: bool = False,
+    runner: Runner | None = None, num_workers: int = 0,
 ) -> tuple[list[Prediction], list[str]]:  # fmt: skip
     """Classify image files with the checkpoint's own preprocessing.
 
-    Returns the predictions and one message per file that could not be read (those files
-    are skipped). ``invert`` turns dark-on-light images into the light-on-dark digits of
-    ``digits`` and MNIST checkpoints.
+    Returns the predictions, in the order of ``paths``, and one message per file that could
+    not be read (those files are skipped). ``invert`` turns dark-on-light images into the
+    light-on-dark digits of ``digits`` and MNIST checkpoints. Files are read and preprocessed
+    in ``num_workers`` DataLoader processes (0: in this one) and run ``batch_size`` at a time
+    by ``runner`` (:func:`torch_runner`'s fp32 eager network unless given; ONNX Runtime:
+    :func:`zoo.export.onnx_runner`).
     """
     if not isinstance(trained.inputs, ImageInputs):
         raise ConfigError(f"{trained.path} was not trained on images; it cannot classify image files")
-    transform, names = trained.transform, trained.classes
+    for key, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key} must be a whole number of at least {least}, got {value!r}")
+    runner = runner or torch_runner(trained)
+    names = trained.classes
     k = min(top_k, len(names))
-    device = next(trained.net.parameters()).device
+    files = ImageFiles(paths, trained.transform, invert)
+    loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_read)
     predictions, failures = [], []
-    batch: list[tuple[Path, torch.Tensor]] = []
-
-    def flush() -> None:
-        probs = trained.net(torch.stack([x for _, x in batch]).to(device)).float().softmax(dim=1)
-        top = probs.topk(k, dim=1)
-        for (path, _), p, i in zip(batch, top.values.tolist(), top.indices.tolist()):
-            predictions.append(Prediction(path, i, [names[j] for j in i], p))
-        batch.clear()
-
-    for path in paths:
-        try:
-            image = read_image(path)
-        except DataError as err:
-            failures.append(str(err))
+    for items in loader:
+        failures += [message for _, x, message in items if x is None]
+        read = [(i, x) for i, x, _ in items if x is not None]
+        if not read:
             continue
-        if invert:
-            image = ImageOps.invert(to_mode(image, channels=3))
-        batch.append((path, transform(image)))
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
+        top = runner.forward(torch.stack([x for _, x in read])).softmax(dim=1).topk(k, dim=1)
+        for (i, _), p, j in zip(read, top.values.tolist(), top.indices.tolist()):
+            predictions.append(Prediction(paths[i], j, [names[c] for c in j], p))
     return predictions, failures
 
 

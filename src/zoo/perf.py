@@ -27,7 +27,6 @@ checkpoints do not depend on the switch.
 from __future__ import annotations
 
 import functools
-import logging
 import shutil
 import sys
 import warnings
@@ -37,8 +36,6 @@ import torch
 from torch import nn
 
 from zoo.errors import ConfigError
-
-log = logging.getLogger("zoo")
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "64", "transformer-engine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -163,7 +160,7 @@ def _float32_forward(forward: Any, device_type: str, x: torch.Tensor) -> torch.T
 
 def speed_up(net: nn.Module, precision: Any, channels_last: Any = "auto", compile: str | None = None, accelerator: str = "auto") -> dict[str, Any]:
     """Apply the ``perf`` switches to ``net`` (in place) for a run at ``precision`` (resolved);
-    returns what was applied, for the log."""
+    returns what was applied, for the caller's log."""
     applied: dict[str, Any] = {"precision": precision, "channels_last": False, "compile": None}
     if use_channels_last(channels_last, precision, net):
         net.to(memory_format=torch.channels_last)
@@ -173,5 +170,4 @@ def speed_up(net: nn.Module, precision: Any, channels_last: Any = "auto", compil
         depthwise_in_float32(net, device_type)
     if compile and compile_network(net, compile, device_type):
         applied["compile"] = compile
-    log.info("speed: precision %s, channels_last %s, compile %s", *applied.values())
     return applied

@@ -758,7 +758,7 @@ def test_the_mlflow_store_is_under_the_output_folder(tmp_path, lenet, trackers):
 
 def test_the_perf_switches_and_the_accelerator_reach_speed_up(tmp_path, lenet, monkeypatch):
     calls = []
-    monkeypatch.setattr(build, "speed_up", lambda *args: calls.append(args))
+    monkeypatch.setattr(build, "speed_up", lambda *args: calls.append(args) or {"precision": args[1], "channels_last": 0, "compile": 0})
     devices = []
     monkeypatch.setattr(
         build,

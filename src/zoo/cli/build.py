@@ -215,7 +215,8 @@ def build_trainer(
                  device, options["precision"], why, torch.get_num_threads(), run_dir)  # fmt: skip
     perf = plain(cfg.get("perf")) or {}
     with config_errors("perf"):
-        speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
+        applied = speed_up(net, options["precision"], perf.get("channels_last", "auto"), perf.get("compile"), options.get("accelerator", "auto"))
+    log.info("speed: precision %s, channels_last %s, compile %s", *applied.values())
     loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs")))
     callbacks = build_callbacks(cfg.callbacks, run_dir, has_logger=bool(loggers), task=type(module))
     if finetune is not None:

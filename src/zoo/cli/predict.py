@@ -4,7 +4,12 @@ Image checkpoints print the ``top_k`` classes of each image with their probabili
 named as the training data named them (ImageFolder folder names, CIFAR class names,
 digits), after the checkpoint's own preprocessing (any size; grayscale, RGB, RGBA and
 palette images converted to the model's channels). Files that cannot be read are
-reported by name and skipped; the exit code is 1 if there were any.
+reported by name and skipped; the exit code is 1 if there were any. Images are read in
+``num_workers`` DataLoader processes and run ``batch_size`` at a time, by torch
+(``backend=torch``: ``precision=auto|fp32|bf16`` and ``channels_last=auto|true|false`` as
+training chooses them, :func:`zoo.inference.torch_runner`) or by ONNX Runtime on the
+checkpoint's ``zoo-export`` file (``backend=onnxruntime``, ``onnx=<file>``;
+:func:`zoo.export.onnx_runner`); stderr says which.
 
 Seq2seq checkpoints translate each line of the text files in ``inputs`` (or each string
 in ``text``) with :func:`zoo.inference.translate`, which ``zoo-translate`` uses too.
@@ -25,12 +30,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from zoo import export as exporting
 from zoo import inference
 from zoo.data.inputs import ImageInputs
 from zoo.errors import ConfigError, DataError
 from zoo.sanitize import printable
 
 log = logging.getLogger("zoo")
+
+BACKENDS = ("torch", "onnxruntime")  # what runs the network on images (backend=)
 
 
 def _listed(value) -> list:
@@ -53,8 +61,17 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
     if cfg.top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {cfg.top_k}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {cfg.backend!r}")
     paths = inference.image_files(_listed(cfg.inputs))
-    predictions, failures = inference.classify(trained, paths, cfg.top_k, cfg.batch_size, cfg.invert)
+    if cfg.backend == "onnxruntime":
+        if (cfg.precision, cfg.channels_last) != ("auto", "auto"):
+            raise ConfigError("precision= and channels_last= choose how torch runs the network; backend=onnxruntime runs the ONNX file as exported")
+        runner = exporting.onnx_runner(trained, cfg.onnx)
+    else:
+        runner = inference.torch_runner(trained, cfg.precision, cfg.channels_last)
+    log.info("running: %s", runner.description)
+    predictions, failures = inference.classify(trained, paths, cfg.top_k, cfg.batch_size, cfg.invert, runner, cfg.num_workers)
     for p in predictions:
         shown = ", ".join(f"{printable(name)} {prob:.4f}" for name, prob in zip(p.names, p.probabilities))
         print(f"{printable(str(p.path))}: {shown}")
