@@ -116,6 +116,13 @@ class InferStep:
         return out
 
 
+def size_options(name: str, size: int) -> dict[str, int]:
+    """The constructor option that sizes model ``name`` for ``size``-pixel images: ``image_size``
+    for a model whose input size is fixed at another (ViT's position embeddings), else none."""
+    fixed = getattr(build_on_meta(MODELS.get(name)), "fixed_image_size", None)
+    return {"image_size": size} if fixed is not None and fixed != size else {}
+
+
 def build_step(
     source: str, name: str, batch_size: int, size: int, setting: Setting = Setting(),
     device: str = "cpu", num_classes: int = 1000,
@@ -124,8 +131,7 @@ def build_step(
     set up as zoo-train would run it (bf16 on a CPU: ``zoo.perf.speed_up``). Module-level,
     so that a fresh process can build it for the memory measurement."""
     torch.manual_seed(0)
-    fixed = getattr(build_on_meta(MODELS.get(name)), "fixed_image_size", None)
-    options = {"image_size": size} if fixed is not None and fixed != size else {}
+    options = size_options(name, size)
     if source == "ours":
         model = MODELS.build(name, num_classes=num_classes, **options)
         if setting.precision == "bf16" and torch.device(device).type == "cpu":

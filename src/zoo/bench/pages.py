@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import re
 import os
 import platform
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from zoo.bench.inference import BACKENDS, InferRow, fastest
+from zoo.bench.inference import table as inference_table
 from zoo.bench.models import Row
 from zoo.errors import ZooError
 from zoo.files import atomic_write
@@ -42,6 +45,32 @@ def write_results_page(
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + "\n")
     print(f"wrote {page}")
+
+
+def write_inference_page(page: Path, command: str, rows: Sequence[InferRow], warnings: Sequence[str] = ()) -> None:
+    """``docs/benchmarks/inference.md``: ``zoo-bench --infer``'s table, the fastest backend of
+    each model on this machine, and the warnings of the run."""
+    intro = [
+        "How fast each model answers, on each backend, beside torchvision's same architecture in the same process:"
+        " batch-1 latency and batch throughput, medians over rounds with (min-max); the ratio is ours' speed over"
+        " torchvision's, taken round by round (each round times the two back to back), so above 1 is faster."
+        " Inputs are normal noise at each model's default size, 1000 classes, eval mode without autograd."
+        " The backends are those of `zoo-predict` (`precision=`, `channels_last=`, `backend=onnxruntime`);"
+        " `torch.compile` compiles in the untimed warm-up. Written by:",
+    ]
+    best = fastest(rows)
+    body = [*(f"**Warning:** {w}" for w in warnings), "", *inference_table(rows), "", "Fastest on this machine, ours:", ""]
+    body += [f"- `{name}`: batch 1 {BACKENDS[b1]}, batch {rows[0].batch_size} {BACKENDS[bn]}" for name, (b1, bn) in best.items()]
+    versions = ", ".join(f"{p} {_version(p)}" for p in ("torchvision", "onnxruntime"))
+    machine = f"{machine_description()}, {versions}, {torch.get_num_threads()} threads"
+    write_results_page(page, "Inference speed", intro, command, body, machine=machine)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def markdown(rows: list[Row], args: argparse.Namespace, warnings: list[str] = ()) -> str:

@@ -21,7 +21,14 @@ published one, or MACs more than 2% off, is flagged in the table. ``--page`` als
 the accuracy plot beside it. The table on stdout follows ``--format`` (``zoo.cli.tables``):
 fitted to the terminal, Markdown in a pipe or file, or CSV.
 
+``--infer`` times using the image models instead (:mod:`zoo.bench.inference`): batch-1
+latency and ``--batch-size`` (default 32) throughput per backend (``--backends``: eager fp32,
+bf16 + channels_last, torch.compile, ONNX Runtime), beside torchvision's same architecture
+pair by pair; writes ``inference.csv`` and ``inference.md`` into ``--out``, and with
+``--page`` the documentation page.
+
     zoo-bench --page docs/benchmarks/models.md      # the docs' model table
+    zoo-bench --infer resnet18 resnet50 --threads 2 --page docs/benchmarks/inference.md
     zoo-bench 'resnet*'
     zoo-bench resnet50 vgg16 --throughput --batch-size 16 --image-size 112 --compare torchvision --threads 2
     zoo-bench 'efficientnet*' --throughput --device cuda --precision bf16 --channels-last
@@ -40,13 +47,56 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from zoo.bench.inference import BACKENDS, InferRow
+from zoo.bench.inference import measure as measure_inference
+from zoo.bench.inference import table as inference_table
 from zoo.bench.models import Row, load_reference, measure, static_row
-from zoo.bench.pages import markdown, plot, summary_markdown, write_page
+from zoo.bench.pages import markdown, plot, summary_markdown, write_inference_page, write_page
 from zoo.bench.timing import SPREAD_LIMIT, busy_warning
 from zoo.cli import tables
 from zoo.cli.tables import Column, TextTable
 from zoo.errors import ZooError
 from zoo.models import MODELS
+
+def bench_inference(args: argparse.Namespace) -> list[InferRow]:
+    """``zoo-bench --infer``: time the models' inference per backend, write the CSV, the table and the page."""
+    names = list(dict.fromkeys(n for pattern in args.patterns for n in MODELS.names(pattern)))
+    if not names:
+        raise ZooError(f"no registered model matches {args.patterns}; available: {', '.join(MODELS.names())}")
+    if unknown := [b for b in args.backends if b not in BACKENDS]:
+        raise ZooError(f"--backends takes {', '.join(BACKENDS)}; got {', '.join(unknown)}")
+    if args.threads is not None and args.threads < 1:
+        raise ZooError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    warnings = [busy] if (busy := busy_warning()) else []
+    rows: list[InferRow] = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("zoo-bench --infer", total=len(names))
+        for name in names:
+            progress.update(task, description=f"zoo-bench --infer {name}")
+            rows += measure_inference(name, args.backends, args.batch_size, args.image_size, args.rounds,
+                                      args.steps, args.warmup)  # fmt: skip
+            progress.advance(task)
+    if unsteady := [u for row in rows for u in row.unsteady()]:
+        warnings.append(f"figures unreliable: rounds spread beyond {SPREAD_LIMIT:.0%} ({'; '.join(unsteady)})")
+    records = [row.record() for row in rows]
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    with open(out / "inference.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+    lines = inference_table(rows)
+    (out / "inference.md").write_text("\n".join(lines) + "\n")
+    if args.page:
+        write_inference_page(Path(args.page), args.command, rows, warnings)
+    print("\n".join(lines))
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    return rows
+
 
 def bench(args: argparse.Namespace) -> list[Row]:
     reference = load_reference(args.reference)
@@ -145,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"], help="autocast precision")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default=None, help="a torch.compile mode")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 8 (--throughput), 32 (--infer)")
     parser.add_argument("--image-size", type=int, default=None, help="default: each model's published input size")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median, min and max are reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the timings (default: torch's)")
@@ -153,9 +203,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     parser.add_argument("--compare", choices=["torchvision"], default=None)
+    parser.add_argument("--infer", action="store_true", help="time inference per backend instead (zoo.bench.inference)")
+    parser.add_argument("--backends", type=lambda text: text.split(","), default=list(BACKENDS),
+                        help=f"with --infer: comma-separated, of {','.join(BACKENDS)} (default: all)")
     parser.add_argument("--page", default=None, help="also write the summary as this documentation page (Markdown)")
     tables.add_format_argument(parser)
     args = parser.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 32 if args.infer else 8
     args.command = shlex.join(["zoo-bench", *(sys.argv[1:] if argv is None else argv)])
     return args
 
@@ -163,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        bench(args)
+        bench_inference(args) if args.infer else bench(args)
     except ZooError as err:
         raise SystemExit(f"Error: {err}") from None
 

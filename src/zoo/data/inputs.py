@@ -13,6 +13,9 @@ this record and the weights only: it is read with torch and torchvision, without
 modules and without Lightning, whose import alone takes seconds. The data modules evaluate
 with the same steps (:func:`eval_steps`), so a prediction is preprocessed as the test split was.
 
+torchvision is imported when an image transform is made, not with this module: it takes
+over a second to import, which ``zoo-translate`` has no use for.
+
 Records hold plain values (what a ``weights_only`` checkpoint may hold) and are checked when
 read: a damaged or edited record is a :class:`zoo.checkpoint.CheckpointError` naming the file.
 """
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.transforms import InterpolationMode, v2
 
 from zoo.checkpoint import INPUTS_KEY, CheckpointError
 from zoo.data.images import to_mode
@@ -40,6 +42,8 @@ def eval_steps(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
     """The evaluation transform from a PIL image in the model's mode to its input: a [0, 1]
     float tensor, the shorter side resized to ``resize_size`` (``None``: ``image_size``) with
     ``interpolation``, the central ``image_size`` square kept, normalised with ``mean``/``std``."""
+    from torchvision.transforms import InterpolationMode, v2  # 1.3 s to import: image inputs only, not zoo-translate's
+
     resize = v2.Resize(resize_size or image_size, interpolation=InterpolationMode(interpolation), antialias=True)
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), resize, v2.CenterCrop(image_size), v2.Normalize(mean, std)]
 
@@ -62,9 +66,11 @@ class ImageInputs:
         """:func:`eval_steps` with this record's values."""
         return eval_steps(self.image_size, self.mean, self.std, self.resize_size, self.interpolation)
 
-    def transform(self) -> v2.Compose:
+    def transform(self) -> Any:
         """Any PIL image (grayscale, RGB, RGBA, palette; any size) to the network's (C, H, W)
         input: converted to its channels by :func:`zoo.data.images.to_mode`, then :meth:`eval_steps`."""
+        from torchvision.transforms import v2  # see eval_steps
+
         return v2.Compose([v2.Lambda(partial(to_mode, channels=self.in_channels)), *self.eval_steps()])
 
     def state(self) -> dict[str, Any]:

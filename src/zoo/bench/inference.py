@@ -1,0 +1,193 @@
+"""How fast a trained image model answers, beside torchvision's same architecture: ``zoo-bench --infer``.
+
+For each model and each backend (:data:`BACKENDS`): the latency of one image (batch 1, in
+milliseconds) and the throughput of a batch (``--batch-size``, images per second), ours and
+torchvision's built in the same process with the same input (normal noise at the model's
+default size or ``--image-size``), in eval mode without autograd. Each figure is the median
+of ``--rounds`` rounds with its minimum and maximum; in each round ours and torchvision's
+run back to back (:func:`zoo.bench.timing.time_interleaved`), and the ratio (ours' speed
+over torchvision's: above 1 is faster) is taken round by round, pair by pair, never as a
+ratio of the two medians, so that a moment of load slows both sides of a pair alike.
+
+Backends:
+
+- ``eager``: fp32, NCHW, the network as it is;
+- ``bf16``: bfloat16 autocast and channels-last memory, as ``zoo-predict precision=bf16
+  channels_last=true`` runs ours (:func:`zoo.perf.speed_up`: on a CPU, depthwise
+  convolutions stay in float32), and torchvision's with plain autocast;
+- ``compile``: ``torch.compile`` (default mode) of the fp32 network; compilation happens in
+  the untimed warm-up;
+- ``onnxruntime``: the network exported to ONNX (:func:`zoo.export.export_onnx`, checked
+  against the eager network) and run by ONNX Runtime's CPU provider with torch's thread count.
+
+Models without a torchvision counterpart (LeNet-5, the MLP) are timed alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.bench.models import size_options, torchvision_builder
+from zoo.bench.timing import SPREAD_LIMIT, round_ratios, spread, time_interleaved
+from zoo.errors import ZooError
+from zoo.export import export_onnx
+from zoo.models import MODELS, ImageModel
+from zoo.models.factory import build_on_meta
+from zoo.perf import speed_up
+
+BACKENDS = {
+    "eager": "eager fp32",
+    "bf16": "eager bf16 + channels_last",
+    "compile": "torch.compile fp32",
+    "onnxruntime": "ONNX Runtime fp32",
+}
+SOURCES = ("ours", "torchvision")
+
+
+@dataclass
+class InferRow:
+    """One model on one backend: per source and batch size, the seconds of each round."""
+
+    model: str
+    backend: str
+    image_size: int
+    batch_size: int
+    seconds: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (source, batch) -> per round
+
+    def record(self) -> dict[str, Any]:
+        """The row as the CSV and the page give it: latency (ms) at batch 1, throughput
+        (images/s) at ``batch_size``, each median, min and max over rounds, and the
+        round-by-round ratio of ours to torchvision's speed."""
+        out: dict[str, Any] = {"model": self.model, "backend": self.backend, "image_size": self.image_size,
+                               "batch_size": self.batch_size}  # fmt: skip
+        for source in SOURCES:
+            if (source, 1) in self.seconds:
+                ms = [1000 * s for s in self.seconds[source, 1]]
+                out |= _stats(f"{source}_b1_ms", ms)
+            if (source, self.batch_size) in self.seconds:
+                rates = [self.batch_size / s for s in self.seconds[source, self.batch_size]]
+                out |= _stats(f"{source}_b{self.batch_size}_img_s", rates)
+        for n in (1, self.batch_size):
+            if ("torchvision", n) in self.seconds:  # torchvision's seconds over ours: ours' speed over its
+                out |= _stats(f"b{n}_ratio_vs_torchvision", round_ratios(self.seconds["ours", n], self.seconds["torchvision", n]))
+        return out
+
+    def unsteady(self) -> list[str]:
+        return [f"{self.model} {self.backend} {source} batch {n}: rounds {spread(s):.0%} apart"
+                for (source, n), s in self.seconds.items() if spread(s) > SPREAD_LIMIT]  # fmt: skip
+
+
+def _stats(key: str, values: Sequence[float]) -> dict[str, float]:
+    return {key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)}
+
+
+def build(source: str, name: str, size: int) -> nn.Module | None:
+    """``name`` from ``source`` (ours or torchvision, ``None`` where it has none) for ``size``-pixel
+    images, 1000 classes, seeded, in eval mode."""
+    builder = (lambda **kw: MODELS.build(name, **kw)) if source == "ours" else torchvision_builder(name)
+    if builder is None:
+        return None
+    torch.manual_seed(0)
+    return builder(num_classes=1000, **size_options(name, size)).eval()
+
+
+def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Path, ours: bool) -> Callable[[torch.Tensor], Callable[[], object]]:
+    """``model`` set up for ``backend``; returns what makes the timed call for an input batch."""
+    if backend == "onnxruntime":
+        import onnxruntime as ort  # the export extra
+
+        path = folder / f"{'ours' if ours else 'torchvision'}.onnx"
+        export_onnx(model, example, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def session_call(x: torch.Tensor) -> Callable[[], object]:
+            feed = {"images": x.numpy()}
+            return lambda: session.run(None, feed)
+
+        return session_call
+    layout = torch.channels_last if backend == "bf16" else torch.contiguous_format
+    if backend == "bf16":
+        if ours:
+            speed_up(model, "bf16-mixed", True, accelerator="cpu")
+        model = model.to(memory_format=layout)
+    forward = torch.compile(model) if backend == "compile" else model
+
+    def call(x: torch.Tensor) -> Callable[[], object]:
+        x = x.contiguous(memory_format=layout)
+
+        def run() -> object:
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if backend == "bf16" else contextlib.nullcontext()
+            with torch.inference_mode(), autocast:
+                return forward(x)
+
+        return run
+
+    return call
+
+
+def measure(name: str, backends: Sequence[str], batch_size: int, size: int | None = None, rounds: int = 5,
+            steps: int = 2, warmup: int = 2) -> list[InferRow]:  # fmt: skip
+    """One :class:`InferRow` per backend for image model ``name`` (``size``: its default input size)."""
+    skeleton = build_on_meta(MODELS.get(name))
+    if not isinstance(skeleton, ImageModel):
+        raise ZooError(f"zoo-bench --infer times image models; {name} is not one")
+    size = size or skeleton.default_image_size
+    generator = torch.Generator().manual_seed(0)
+    inputs = {n: torch.randn(n, skeleton.in_channels, size, size, generator=generator) for n in (1, batch_size)}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-infer-") as folder:
+        for backend in backends:
+            row = InferRow(name, backend, size, batch_size)
+            models = {s: m for s in SOURCES if (m := build(s, name, size)) is not None}
+            calls = {s: predictor(m, backend, inputs[batch_size][:2], Path(folder), s == "ours") for s, m in models.items()}
+            for n, x in inputs.items():
+                # a batch of one takes a small share of a round: more of them per round
+                timed = time_interleaved({s: call(x) for s, call in calls.items()}, rounds=rounds,
+                                         steps_per_round=steps * (10 if n == 1 < batch_size else 1), warmup=warmup)  # fmt: skip
+                row.seconds |= {(s, n): per_round for s, per_round in timed.items()}
+            rows.append(row)
+    return rows
+
+
+def fastest(rows: Sequence[InferRow]) -> dict[str, tuple[str, str]]:
+    """Per model, our fastest backend at batch 1 (lowest median latency) and at the batch size
+    (highest median throughput)."""
+    best: dict[str, tuple[str, str]] = {}
+    for name in dict.fromkeys(r.model for r in rows):
+        records = [r.record() for r in rows if r.model == name]
+        n = records[0]["batch_size"]
+        latency = min(records, key=lambda r: r["ours_b1_ms"])["backend"]
+        throughput = max(records, key=lambda r: r[f"ours_b{n}_img_s"])["backend"]
+        best[name] = (latency, throughput)
+    return best
+
+
+def _cell(record: dict[str, Any], key: str, digits: int = 3) -> str:
+    if key not in record:
+        return "-"
+    return f"{record[key]:.{digits}g} ({record[key + '_min']:.{digits}g}-{record[key + '_max']:.{digits}g})"
+
+
+def table(rows: Sequence[InferRow]) -> list[str]:
+    """The page's table: one line per model and backend, medians with (min-max) over rounds."""
+    n = rows[0].batch_size if rows else 1
+    lines = [
+        f"| model | backend | batch 1 ms, ours | ours / torchvision speed | batch {n} img/s, ours | ours / torchvision speed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        r = row.record()
+        lines.append(f"| `{row.model}` | {BACKENDS[row.backend]} | {_cell(r, 'ours_b1_ms')} | {_cell(r, 'b1_ratio_vs_torchvision')} "
+                     f"| {_cell(r, f'ours_b{n}_img_s')} | {_cell(r, f'b{n}_ratio_vs_torchvision')} |")  # fmt: skip
+    return lines

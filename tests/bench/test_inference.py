@@ -1,0 +1,91 @@
+"""zoo-bench --infer: the figures are the documented arithmetic of the timed rounds."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+
+import pytest
+
+from zoo.bench import inference
+from zoo.cli.bench import main
+
+
+def _planted(seconds_by_call):
+    """A stand-in for ``time_interleaved`` that gives each call's per-round seconds in turn."""
+    calls = iter(seconds_by_call)
+
+    def time_interleaved(steps, *, rounds, steps_per_round, warmup):
+        planted = next(calls)
+        assert set(steps) == set(planted) and all(len(s) == rounds for s in planted.values())
+        return planted
+
+    return time_interleaved
+
+
+def test_ratios_are_taken_pair_by_pair_and_figures_are_medians_with_their_range(monkeypatch):
+    ours, tv = [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]  # each side's median is 2 s: a ratio of medians would say 1
+    big_ours, big_tv = [0.5, 0.25, 1.0], [0.25, 1.0, 0.75]
+    monkeypatch.setattr(inference, "time_interleaved", _planted([
+        {"ours": ours, "torchvision": tv}, {"ours": big_ours, "torchvision": big_tv},
+    ]))  # fmt: skip
+    (row,) = inference.measure("resnet18", ["eager"], 4, size=32, rounds=3)
+    r = row.record()
+    assert (r["model"], r["backend"], r["image_size"], r["batch_size"]) == ("resnet18", "eager", 32, 4)
+    assert (r["ours_b1_ms"], r["ours_b1_ms_min"], r["ours_b1_ms_max"]) == (2000, 1000, 3000)
+    assert r["torchvision_b1_ms"] == 2000
+    # torchvision's seconds over ours, round by round: 3, 0.5, 2/3
+    assert r["b1_ratio_vs_torchvision"] == pytest.approx(2 / 3)
+    assert (r["b1_ratio_vs_torchvision_min"], r["b1_ratio_vs_torchvision_max"]) == (0.5, 3.0)
+    assert (r["ours_b4_img_s"], r["ours_b4_img_s_min"], r["ours_b4_img_s_max"]) == (8, 4, 16)
+    assert r["torchvision_b4_img_s"] == pytest.approx(16 / 3)
+    assert r["b4_ratio_vs_torchvision"] == 0.75 and r["b4_ratio_vs_torchvision_min"] == 0.5
+    assert r["b4_ratio_vs_torchvision_max"] == 4.0
+    assert statistics.median(big_tv) / statistics.median(big_ours) != r["b4_ratio_vs_torchvision"]  # pairs, not medians
+    assert any("rounds" in u for u in row.unsteady())  # 1 s to 3 s is no steady machine
+
+
+def test_the_fastest_backend_is_chosen_per_batch_size(monkeypatch):
+    monkeypatch.setattr(inference, "time_interleaved", _planted([
+        {"ours": [0.010] * 2}, {"ours": [0.5] * 2},  # eager: the quicker single image
+        {"ours": [0.020] * 2}, {"ours": [0.25] * 2},  # onnxruntime: the larger throughput
+    ]))  # fmt: skip
+    rows = inference.measure("lenet5", ["eager", "onnxruntime"], 8, rounds=2)
+    assert inference.fastest(rows) == {"lenet5": ("eager", "onnxruntime")}
+    assert [row.record()["ours_b8_img_s"] for row in rows] == [16, 32]
+    assert "b1_ratio_vs_torchvision" not in rows[0].record()  # LeNet-5 has no torchvision counterpart
+    (line,) = [line for line in inference.table(rows) if "ONNX" in line]
+    assert line == "| `lenet5` | ONNX Runtime fp32 | 20 (20-20) | - | 32 (32-32) | - |"
+
+
+def test_zoo_bench_infer_writes_the_csv_the_table_and_the_page(tmp_path, capsys, one_thread):
+    page = tmp_path / "inference.md"
+    main(["--infer", "lenet5", "resnet18", "--image-size", "32", "--batch-size", "4", "--rounds", "2",
+          "--backends", "eager,onnxruntime", "--out", str(tmp_path), "--page", str(page)])  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "inference.csv").open()))
+    assert [(r["model"], r["backend"]) for r in rows] == [
+        ("lenet5", "eager"), ("lenet5", "onnxruntime"), ("resnet18", "eager"), ("resnet18", "onnxruntime"),
+    ]  # fmt: skip
+    for r in rows:
+        assert float(r["ours_b1_ms_min"]) <= float(r["ours_b1_ms"]) <= float(r["ours_b1_ms_max"])
+        assert float(r["ours_b4_img_s"]) > 0
+    for r in rows[2:]:  # resnet18 is timed beside torchvision's
+        low, mid, high = (float(r[f"b4_ratio_vs_torchvision{s}"]) for s in ("_min", "", "_max"))
+        assert low <= mid <= high and 0.2 < mid < 5
+    assert rows[0]["b1_ratio_vs_torchvision"] == ""
+    text = page.read_text()
+    assert text.startswith("# Inference speed\n") and "zoo-bench --infer lenet5 resnet18" in text
+    assert "| `resnet18` | ONNX Runtime fp32 |" in text and "- `lenet5`: batch 1 " in text
+    assert "1 threads" in text and "onnxruntime " in text
+    assert "| `resnet18` | eager fp32 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["--infer", "lenet5", "--backends", "eager,tensorrt"], "--backends takes eager, bf16, compile, onnxruntime; got tensorrt"),
+    (["--infer", "seq2seq_gru"], "zoo-bench --infer times image models; seq2seq_gru is not one"),
+    (["--infer", "nosuch*"], "no registered model matches ['nosuch*']"),
+])  # fmt: skip
+def test_what_cannot_be_timed_is_one_line(tmp_path, argv, line):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--out", str(tmp_path), "--rounds", "1"])
+    assert str(exit_.value).startswith(f"Error: {line}")
