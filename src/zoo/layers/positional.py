@@ -38,6 +38,8 @@ def sinusoidal_table(length: int, dim: int, device: torch.device | None = None) 
     """
     if dim % 2:
         raise ValueError(f"the sinusoidal encoding needs an even width, got {dim}")
+    if torch.empty(0, device=device).is_meta:  # a model built on the meta device: no values to compute
+        return torch.empty(length, dim, device=device)
     position = torch.arange(length, dtype=torch.float64, device=device).unsqueeze(1)  # (L, 1)
     two_i = torch.arange(0, dim, 2, dtype=torch.float64, device=device)  # 2i = 0, 2, ..., d - 2
     angle = position / torch.pow(10000.0, two_i / dim)  # pos / 10000^(2i/d): (L, d/2)

@@ -9,7 +9,9 @@ family, so the registry is complete from then on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
 import torch
@@ -44,9 +46,38 @@ def register_model(fn: F | None = None, *, weights: Any = None) -> F | Callable[
     return decorator(fn) if fn is not None else decorator
 
 
+# torch.nn.init's in-place initialisers (normal_, kaiming_uniform_, ...), which every layer's
+# reset_parameters calls through the module, so replacing them here reaches every layer.
+_INITIALISERS = [name for name in vars(nn.init) if name.endswith("_") and not name.startswith("_")]
+
+
+def _skipping_meta(initialise: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(initialise)
+    def initialise_unless_meta(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return tensor if tensor.is_meta else initialise(tensor, *args, **kwargs)
+
+    return initialise_unless_meta
+
+
+@contextlib.contextmanager
+def _no_meta_initialisation() -> Iterator[None]:
+    """``torch.nn.init``'s initialisers leave ``meta`` tensors as they are (they hold no
+    values): some of them run on meta tensors through torch's Python references, whose first
+    call imports ``torch._dynamo``, over a second. Real tensors are initialised as always, so
+    a model built meanwhile in another thread is unaffected."""
+    saved = {name: vars(nn.init)[name] for name in _INITIALISERS}
+    try:
+        for name, initialise in saved.items():
+            setattr(nn.init, name, _skipping_meta(initialise))
+        yield
+    finally:
+        for name, initialise in saved.items():
+            setattr(nn.init, name, initialise)
+
+
 def build_on_meta(builder: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
     """Build a model on the ``meta`` device: shapes without storage or initialisation cost."""
-    with torch.device("meta"):
+    with torch.device("meta"), _no_meta_initialisation():
         return builder(**kwargs)
 
 

@@ -78,6 +78,8 @@ class PartialConv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         # Same rule as nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in per map.
+        if self.weight.is_meta:  # built on the meta device (zoo.models.build_on_meta): no values to draw
+            return
         bound = torch.tensor(self.fan_in, dtype=torch.float32, device=self.bias.device).rsqrt()
         with torch.no_grad():
             self.weight.uniform_(-1, 1).mul_(bound[self.out_idx].view(-1, 1, 1))
