@@ -105,9 +105,11 @@ def main() -> None:
         print(f"| `{name}` | {median:.2f} | {max(times[name]):.2f} | {median / torch_median:.2f} |")
     print("\n## Using a trained model\n")
     print("Each command against the plain script beside it: the least a user's own script does with the same"
-          " checkpoint (import torch and torchvision, `torch.load(weights_only=True)`, transform the input). The"
+          " checkpoint (import torch, and torchvision for an image; `torch.load(weights_only=True)`; transform the input). The"
           " commands read the network and its preprocessing from the checkpoint with torch and torchvision only;"
-          " they import no Lightning.\n")
+          " they import no Lightning. What remains above the plain script is the command line's own work: importing"
+          " Hydra and composing the config, which Hydra does twice (once to choose between a run and a multirun),"
+          " and the network built twice (on the meta device to check the file's weights fit it, then for real).\n")
     print("| command | median (s) | worst (s) | median / plain script |")
     print("|---|---|---|---|")
     for (plain, _), (name, _) in zip(used[::2], used[1::2]):

@@ -19,6 +19,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -243,6 +244,8 @@ def test_exported_models_given_as_checkpoints_or_weights_are_refused_in_one_line
 # A call that reads back a file this process just wrote says so on its line; nothing else may
 # reach these readers (the export's read-back of its own temporary file is the one use).
 OWN_FILE = "# own file"
+# ONNX Runtime given the bytes of a file checked to name no external data (zoo.export.onnx_session).
+CHECKED_BYTES = "# checked bytes"
 _UNSAFE = {
     "torch.export.load", "pickle.load", "pickle.loads", "pickle.Unpickler", "torch.jit.load",
     "torch.package.PackageImporter", "onnx.load", "onnx.load_model", "onnx.load_external_data_for_model", "ort.InferenceSession",
@@ -265,22 +268,23 @@ def _calls(tree: ast.AST, function: str = "") -> list[tuple[str, ast.Call]]:
 
 
 def _calls_in_src() -> list[tuple[Path, str, ast.Call, bool]]:
-    """Every call in ``src/zoo``: its file, function, node and whether its line says ``# own file``."""
+    """Every call in ``src/zoo``: its file, function, node and the marker its line ends with (or "")."""
     found = []
     for path in sorted(SRC.rglob("*.py")):
         source = path.read_text()
         lines = source.splitlines()
         for function, call in _calls(ast.parse(source, str(path))):
-            found.append((path, function, call, lines[call.end_lineno - 1].rstrip().endswith(OWN_FILE)))
+            line = lines[call.end_lineno - 1].rstrip()
+            found.append((path, function, call, next((m for m in (OWN_FILE, CHECKED_BYTES) if line.endswith(m)), "")))
     return found
 
 
 def test_no_module_gives_a_file_to_a_reader_that_unpickles_or_follows_external_data():
     offences = []
-    for path, function, call, own_file in _calls_in_src():
+    for path, function, call, marker in _calls_in_src():
         name = _dotted(call.func)
         where = f"{path.relative_to(SRC)}:{call.lineno} {function}"
-        if name in _UNSAFE and not own_file:
+        if name in _UNSAFE and not marker:
             offences.append(f"{where}: {name}")
         if name in ("torch.load", "np.load", "numpy.load"):
             keywords = {k.arg: getattr(k.value, "value", None) for k in call.keywords}
@@ -292,11 +296,42 @@ def test_no_module_gives_a_file_to_a_reader_that_unpickles_or_follows_external_d
 
 
 def test_the_own_file_readers_read_the_exports_own_temporary_file():
-    own = [(path, function, call) for path, function, call, own_file in _calls_in_src() if own_file and _dotted(call.func) in _UNSAFE]
+    calls = [(path, function, call, marker) for path, function, call, marker in _calls_in_src() if _dotted(call.func) in _UNSAFE]
+    own = [(path, function, call) for path, function, call, marker in calls if marker == OWN_FILE]
     assert all("tmp" in ast.unparse(call.args[0]) for _, _, call in own)  # the path inside the export's mkdtemp folder
     assert sorted((path.name, function, _dotted(call.func)) for path, function, call in own) == [
         ("export.py", "export_onnx", "ort.InferenceSession"), ("export.py", "export_program", "torch.export.load"),
     ]  # fmt: skip
+    # ... and the one door for any other ONNX file: the bytes it read and checked, not a path
+    checked = [(path.name, function, _dotted(call.func), ast.unparse(call.args[0])) for path, function, call, marker in calls
+               if marker == CHECKED_BYTES]  # fmt: skip
+    assert checked == [("export.py", "onnx_session", "ort.InferenceSession", "data")]
+
+
+def test_an_onnx_file_that_names_external_data_is_refused_before_onnxruntime_sees_it(tmp_path):
+    from onnx import numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    from zoo.export import ExportError, onnx_session
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 16)
+    weight = numpy_helper.from_array(np.zeros(4, dtype=np.float32), "w")
+    set_external_data(weight, location=str(secret))  # an absolute path: any file the user can read
+    weight.ClearField("raw_data")
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [4]) for name in "xy")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], initializer=[weight])
+    hostile = tmp_path / "hostile.onnx"
+    hostile.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ExportError) as err:
+        onnx_session(hostile)
+    assert str(err.value) == (f"{hostile} is refused: its tensors w keep their data in other files (ONNX external data), "
+                              f"which zoo does not follow; export the model as one file")  # fmt: skip
+    (tmp_path / "plain.onnx").write_bytes(_onnx_bytes())
+    assert onnx_session(tmp_path / "plain.onnx").run(None, {"x": np.ones(1, dtype=np.float32)})[0].tolist() == [1.0]
+    (tmp_path / "noise.onnx").write_bytes(b"\xff\xfe not protobuf")
+    with pytest.raises(ExportError, match=f"^cannot read {tmp_path / 'noise.onnx'} as an ONNX model: "):
+        onnx_session(tmp_path / "noise.onnx")
 
 
 # -- printing what files say ------------------------------------------------------------------

@@ -75,6 +75,7 @@ and ``zoo-translate`` decode checkpoints); ONNX without the ``export`` extra ins
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import json
 import os
@@ -422,33 +423,83 @@ def _validate(
 # -- ONNX Runtime as an inference backend ---------------------------------------------
 
 
+def _graphs(graph: Any) -> Iterator[Any]:
+    """``graph`` and every graph nested in its nodes' attributes (If, Loop, Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for inner in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graphs(inner)
+
+
+def _external_tensors(model: Any) -> list[str]:
+    """The names of the tensors of an ONNX ``model`` whose data lives in another file."""
+    from onnx import TensorProto
+
+    names = []
+    for graph in _graphs(model.graph):
+        tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
+        for node in graph.node:
+            tensors += [t for a in node.attribute for t in ([a.t] if a.HasField("t") else []) + list(a.tensors)]
+        names += [t.name or "(unnamed)" for t in tensors if t.data_location == TensorProto.EXTERNAL]
+    return names
+
+
+def onnx_session(path: str | Path) -> Any:
+    """An ONNX Runtime session (CPU provider, torch's thread count) of the ONNX file at ``path``,
+    read the one safe way: the file is parsed as a protobuf message, refused if any of its
+    tensors keeps its data in another file (ONNX's "external data" names a path, relative or
+    not, that the runtime would read: a file from elsewhere could make it read any file), and
+    given to ONNX Runtime as bytes, so that nothing else is opened.
+
+    Raises:
+        ExportError: the packages are missing, the file is not an ONNX model, it names
+            external data, or ONNX Runtime refuses it; one line naming the file.
+    """
+    check_format("onnx")
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        model = onnx.ModelProto.FromString(data)
+    except OSError as err:
+        raise ExportError(f"cannot read {path}: {err.strerror or err}") from None
+    except Exception as err:  # protobuf's DecodeError: not an ONNX model
+        raise ExportError(f"cannot read {path} as an ONNX model: {_first_line(err)}") from None
+    if external := _external_tensors(model):
+        raise ExportError(
+            f"{path} is refused: its tensors {', '.join(external[:3])}{' ...' if len(external) > 3 else ''} keep their "
+            f"data in other files (ONNX external data), which zoo does not follow; export the model as one file"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])  # checked bytes
+    except Exception as err:  # onnxruntime's own error types are not exported
+        raise ExportError(f"cannot read {path} with onnxruntime: {_first_line(err)}") from None
+
+
 def onnx_runner(trained: Trained, path: str | Path | None = None) -> Runner:
     """The exported ONNX file of a checkpoint run by ONNX Runtime (CPU), for
     :func:`zoo.inference.classify` (``zoo-predict backend=onnxruntime``): the checkpoint gives
     the preprocessing and the class names, the file the logits.
 
     ``path`` defaults to where ``zoo-export`` writes (:func:`default_path`). The file must be
-    this checkpoint's export: its metadata must be what ``zoo-export`` would write now (model,
+    this checkpoint's export, read by :func:`onnx_session`: its metadata must be what ``zoo-export`` would write now (model,
     input shape, preprocessing, class names) and its logits the checkpoint's network's on a
     random batch (within :data:`DEFAULT_ATOL`), else an :class:`ExportError` says to export
     again. ONNX Runtime uses torch's thread count (``torch.get_num_threads()``).
     """
     path = Path(path) if path else default_path(trained.path, "onnx")
-    check_format("onnx")
     if not path.is_file():
         raise ExportError(
             f"backend=onnxruntime runs {path}, which is not a file: write it with zoo-export ckpt_path={trained.path} "
             f"(or give onnx=<file>)"
         )
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime's own error types are not exported
-        raise ExportError(f"cannot read {path} with onnxruntime: {_first_line(err)}") from None
+    session = onnx_session(path)
     c, s = trained.inputs.in_channels, trained.inputs.image_size
     expected = onnx_metadata(trained.model_name, torch.empty(1, c, s, s), image_metadata(trained.inputs))
     written = session.get_modelmeta().custom_metadata_map
@@ -470,7 +521,7 @@ def onnx_runner(trained: Trained, path: str | Path | None = None) -> Runner:
             f"{path} is not the export of {trained.path}: its logits differ from the checkpoint's by up to {diff:.3g}; "
             f"export it again with zoo-export ckpt_path={trained.path}"
         )
-    return Runner(forward, f"onnxruntime {ort.__version__} (CPU, {torch.get_num_threads()} threads), {path}")
+    return Runner(forward, f"onnxruntime {importlib.metadata.version('onnxruntime')} (CPU, {torch.get_num_threads()} threads), {path}")
 
 
 # -- exporters --------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from torch import nn
 from zoo.bench.models import size_options, torchvision_builder
 from zoo.bench.timing import SPREAD_LIMIT, round_ratios, spread, time_interleaved
 from zoo.errors import ZooError
-from zoo.export import export_onnx
+from zoo.export import export_onnx, onnx_session
 from zoo.models import MODELS, ImageModel
 from zoo.models.factory import build_on_meta
 from zoo.perf import speed_up
@@ -103,13 +103,9 @@ def build(source: str, name: str, size: int) -> nn.Module | None:
 def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Path, ours: bool) -> Callable[[torch.Tensor], Callable[[], object]]:
     """``model`` set up for ``backend``; returns what makes the timed call for an input batch."""
     if backend == "onnxruntime":
-        import onnxruntime as ort  # the export extra
-
         path = folder / f"{'ours' if ours else 'torchvision'}.onnx"
         export_onnx(model, example, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path)
 
         def session_call(x: torch.Tensor) -> Callable[[], object]:
             feed = {"images": x.numpy()}
