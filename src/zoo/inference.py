@@ -41,7 +41,7 @@ from zoo.models import get_model
 from zoo.models.base import Seq2SeqModel
 from zoo.models.decoding import check_nbest
 from zoo.models.factory import build_on_meta
-from zoo.perf import choose_precision, require_cuda, speed_up
+from zoo.perf import choose_precision, require_cuda, use_channels_last
 
 if TYPE_CHECKING:
     from zoo.data.base import DataModule
@@ -249,10 +249,11 @@ def torch_runner(trained: Trained, precision: str = "fp32", channels_last: bool 
     """The checkpoint's network run eagerly by torch, as training runs it (:mod:`zoo.perf`).
 
     ``precision``: ``fp32``, ``bf16`` (bfloat16 autocast: matrix products and convolutions in
-    bfloat16; on a CPU, depthwise convolutions stay in float32) or ``auto``, training's rule:
+    bfloat16, depthwise ones included: training keeps them in float32 on a CPU for the sake of
+    their backward pass, which inference has not) or ``auto``, training's rule:
     bf16 for the families measured faster so (``ImageModel.fast_path``) on hardware with native
     bfloat16, else fp32. ``channels_last``: true, false or ``auto`` (with bf16 on those families).
-    Changes the network in place (memory format, depthwise forward).
+    Changes the network's memory format in place.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -265,14 +266,15 @@ def torch_runner(trained: Trained, precision: str = "fp32", channels_last: bool 
         bf16 = str(chosen).startswith("bf16")
     else:
         bf16, why = precision == "bf16", f"precision={precision}, as set"
-    applied = speed_up(net, "bf16-mixed" if bf16 else "32-true", channels_last, None, device.type)
-    layout = torch.channels_last if applied["channels_last"] else torch.contiguous_format
+    last = use_channels_last(channels_last, "bf16-mixed" if bf16 else "32-true", net)
+    layout = torch.channels_last if last else torch.contiguous_format
+    net.to(memory_format=layout)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return net(x.to(device, memory_format=layout)).float()
 
-    shown = f"torch eager, {'bf16 autocast' if bf16 else 'fp32'} ({why}), {'channels_last' if applied['channels_last'] else 'NCHW'}"
+    shown = f"torch eager, {'bf16 autocast' if bf16 else 'fp32'} ({why}), {'channels_last' if last else 'NCHW'}"
     return Runner(forward, shown)
 
 

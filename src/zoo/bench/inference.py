@@ -13,8 +13,7 @@ Backends:
 
 - ``eager``: fp32, NCHW, the network as it is;
 - ``bf16``: bfloat16 autocast and channels-last memory, as ``zoo-predict precision=bf16
-  channels_last=true`` runs ours (:func:`zoo.perf.speed_up`: on a CPU, depthwise
-  convolutions stay in float32), and torchvision's with plain autocast;
+  channels_last=true`` runs it;
 - ``compile``: ``torch.compile`` (default mode) of the fp32 network; compilation happens in
   the untimed warm-up;
 - ``onnxruntime``: the network exported to ONNX (:func:`zoo.export.export_onnx`, checked
@@ -42,7 +41,6 @@ from zoo.errors import ZooError
 from zoo.export import export_onnx, onnx_session
 from zoo.models import MODELS, ImageModel
 from zoo.models.factory import build_on_meta
-from zoo.perf import speed_up
 
 BACKENDS = {
     "eager": "eager fp32",
@@ -100,10 +98,11 @@ def build(source: str, name: str, size: int) -> nn.Module | None:
     return builder(num_classes=1000, **size_options(name, size)).eval()
 
 
-def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Path, ours: bool) -> Callable[[torch.Tensor], Callable[[], object]]:
-    """``model`` set up for ``backend``; returns what makes the timed call for an input batch."""
+def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Path, label: str) -> Callable[[torch.Tensor], Callable[[], object]]:
+    """``model`` set up for ``backend`` (its ONNX file, if any, named ``label`` in ``folder``);
+    returns what makes the timed call for an input batch."""
     if backend == "onnxruntime":
-        path = folder / f"{'ours' if ours else 'torchvision'}.onnx"
+        path = folder / f"{label}.onnx"
         export_onnx(model, example, path)
         session = onnx_session(path)
 
@@ -114,8 +113,6 @@ def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Pat
         return session_call
     layout = torch.channels_last if backend == "bf16" else torch.contiguous_format
     if backend == "bf16":
-        if ours:
-            speed_up(model, "bf16-mixed", True, accelerator="cpu")
         model = model.to(memory_format=layout)
     forward = torch.compile(model) if backend == "compile" else model
 
@@ -146,7 +143,7 @@ def measure(name: str, backends: Sequence[str], batch_size: int, size: int | Non
         for backend in backends:
             row = InferRow(name, backend, size, batch_size)
             models = {s: m for s in SOURCES if (m := build(s, name, size)) is not None}
-            calls = {s: predictor(m, backend, inputs[batch_size][:2], Path(folder), s == "ours") for s, m in models.items()}
+            calls = {s: predictor(m, backend, inputs[batch_size][:2], Path(folder), s) for s, m in models.items()}
             for n, x in inputs.items():
                 # a batch of one takes a small share of a round: more of them per round
                 timed = time_interleaved({s: call(x) for s, call in calls.items()}, rounds=rounds,
