@@ -393,7 +393,7 @@ def test_onnxruntime_gives_the_same_top5_as_torch_on_the_digits_test_images(digi
     assert run_main("zoo-export", f"ckpt_path={digits_ckpt}", f"out={onnx_file}").returncode == 0
     torch_rows, _ = _predicted(digits_ckpt, digits_test_images, tmp_path, "precision=fp32")
     ort_rows, said = _predicted(digits_ckpt, digits_test_images, tmp_path, "backend=onnxruntime", f"onnx={onnx_file}")
-    assert f"running: onnxruntime " in said and str(onnx_file) in said
+    assert "running: onnxruntime " in said and str(onnx_file) in said
     assert list(ort_rows) == list(torch_rows) and len(ort_rows) == 360
     for name, top in torch_rows.items():
         assert [c for c, _ in ort_rows[name]] == [c for c, _ in top], name

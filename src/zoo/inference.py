@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.checkpoint import INPUTS_KEY, CheckpointError, check_fits, load_lightning_checkpoint

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import shlex
 import sys
 from datetime import datetime
@@ -56,7 +57,17 @@ from zoo.bench.timing import SPREAD_LIMIT, busy_warning
 from zoo.cli import tables
 from zoo.cli.tables import Column, TextTable
 from zoo.errors import ZooError
+from zoo.files import atomic_write
 from zoo.models import MODELS
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """``records`` as a CSV file with a column for every key any of them has, written whole."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write(path, text.getvalue())
+
 
 def bench_inference(args: argparse.Namespace) -> list[InferRow]:
     """``zoo-bench --infer``: time the models' inference per backend, write the CSV, the table and the page."""
@@ -82,12 +93,7 @@ def bench_inference(args: argparse.Namespace) -> list[InferRow]:
             progress.advance(task)
     if unsteady := [u for row in rows for u in row.unsteady()]:
         warnings.append(f"figures unreliable: rounds spread beyond {SPREAD_LIMIT:.0%} ({'; '.join(unsteady)})")
-    records = [row.record() for row in rows]
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    with open(out / "inference.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
+    write_records(out / "inference.csv", [row.record() for row in rows])
     lines = inference_table(rows)
     (out / "inference.md").write_text("\n".join(lines) + "\n")
     if args.page:
@@ -122,12 +128,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
                 progress.advance(task)
         if unsteady := [f"{r.model}: {'; '.join(r.unsteady)}" for r in rows if r.unsteady]:
             warnings.append(f"figures unreliable: rounds spread beyond {SPREAD_LIMIT:.0%} ({'; '.join(unsteady)})")
-    records = [r.record() for r in rows]
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
+    write_records(out / "bench.csv", [r.record() for r in rows])
     (out / "bench.md").write_text(markdown(rows, args, warnings))
     (out / "summary.md").write_text(summary_markdown(rows))
     plots = plot(rows, out)
