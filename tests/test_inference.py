@@ -444,3 +444,19 @@ def test_how_to_run_is_checked_in_one_line(digits_ckpt, tmp_path, args, line):
     Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
     result = run_main("zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}", *args)
     assert _error_line(result) == f"Error: {line}" and result.stdout == ""
+
+
+def test_a_record_of_the_wrong_kind_or_no_model_is_one_line_naming_the_file(digits_ckpt, seq2seq_ckpt, tmp_path):
+    from zoo.checkpoint import CheckpointError
+
+    image, text = (torch.load(path, weights_only=True) for path in (digits_ckpt, seq2seq_ckpt))
+    cases = {
+        "text data": ({**image, "zoo_inputs": text["zoo_inputs"]}, "model 'lenet5' is not a sequence-to-sequence model, but its data is text"),
+        "image data": ({**text, "zoo_inputs": image["zoo_inputs"]}, "model 'seq2seq_gru' is not an image model, but its data is images"),
+        "no model": ({**image, "hyper_parameters": {"optim": {}}}, "names no model in its hyperparameters"),
+    }  # fmt: skip
+    for name, (ckpt, message) in cases.items():
+        torch.save(ckpt, tmp_path / f"{name}.ckpt")
+        with pytest.raises(CheckpointError) as err:
+            load_trained(tmp_path / f"{name}.ckpt")
+        assert str(err.value).startswith(f"{(tmp_path / f'{name}.ckpt').resolve()}") and str(err.value).endswith(message), name
