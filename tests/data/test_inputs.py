@@ -75,3 +75,24 @@ def test_a_missing_or_damaged_record_of_either_kind_is_one_line(state, detail):
     with pytest.raises(CheckpointError, match=r"run\.ckpt: its zoo_inputs record ") as err:
         inputs_from_state(state, "run.ckpt")
     assert str(err.value).endswith(detail)
+
+
+def test_the_smallest_records_and_the_keys_older_records_lack_read_back():
+    """Boundaries: one channel, a one-pixel crop, a longest source of one token; a record
+    without resize_size and interpolation resizes to the crop, bilinearly."""
+    state = ImageInputs(1, 1, (0.5,), (0.25,), ("a",)).state()
+    del state["resize_size"], state["interpolation"]
+    assert inputs_from_state(state, "x.ckpt") == ImageInputs(1, 1, (0.5,), (0.25,), ("a",), None, "bilinear")
+    text = TextInputs(Vocab.build(["ab"]), Vocab.build(["ab"]), 1)
+    assert inputs_from_state(text.state(), "x.ckpt").longest_source == 1
+    for bad in ("7", 2.5, 0):
+        with pytest.raises(CheckpointError, match=f"longest_source is {bad!r}, not a positive whole number"):
+            inputs_from_state({**text.state(), "longest_source": bad}, "x.ckpt")
+
+
+def test_a_grayscale_record_converts_colour_images_to_one_channel():
+    colour = Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8), mode="RGB")
+    gray = ImageInputs(1, 8, (0.5,), (0.5,), ("a", "b"))
+    got = gray.transform()(colour)
+    assert got.shape == (1, 8, 8)
+    torch.testing.assert_close(got, v2.Compose(gray.eval_steps())(colour.convert("L")), rtol=0, atol=0)
