@@ -1,11 +1,11 @@
 """How fast a trained image model answers, beside torchvision's same architecture: ``zoo-bench --infer``.
 
-For each model and each backend (:data:`BACKENDS`): the latency of one image (batch 1, in
+For each model and each backend (``BACKENDS``): the latency of one image (batch 1, in
 milliseconds) and the throughput of a batch (``--batch-size``, images per second), ours and
 torchvision's built in the same process with the same input (normal noise at the model's
 default size or ``--image-size``), in eval mode without autograd. Each figure is the median
 of ``--rounds`` rounds with its minimum and maximum; in each round ours and torchvision's
-run back to back (:func:`zoo.bench.timing.time_interleaved`), and the ratio (ours' speed
+run back to back (``zoo.bench.timing.time_interleaved``), and the ratio (ours' speed
 over torchvision's: above 1 is faster) is taken round by round, pair by pair, never as a
 ratio of the two medians, so that a moment of load slows both sides of a pair alike.
 
@@ -16,7 +16,7 @@ Backends:
   channels_last=true`` runs it;
 - ``compile``: ``torch.compile`` (default mode) of the fp32 network; compilation happens in
   the untimed warm-up;
-- ``onnxruntime``: the network exported to ONNX (:func:`zoo.export.export_onnx`, checked
+- ``onnxruntime``: the network exported to ONNX (``zoo.export.export_onnx``, checked
   against the eager network) and run by ONNX Runtime's CPU provider with torch's thread count.
 
 Models without a torchvision counterpart (LeNet-5, the MLP) are timed alone.
@@ -131,7 +131,7 @@ def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Pat
 
 def measure(name: str, backends: Sequence[str], batch_size: int, size: int | None = None, rounds: int = 5,
             steps: int = 2, warmup: int = 2) -> list[InferRow]:  # fmt: skip
-    """One :class:`InferRow` per backend for image model ``name`` (``size``: its default input size)."""
+    """One ``InferRow`` per backend for image model ``name`` (``size``: its default input size)."""
     skeleton = build_on_meta(MODELS.get(name))
     if not isinstance(skeleton, ImageModel):
         raise ZooError(f"zoo-bench --infer times image models; {name} is not one")

@@ -1,23 +1,23 @@
 """What a trained network's inputs need, recorded in its checkpoint and read back without the data.
 
 Training writes one record into every checkpoint, under
-:data:`zoo.checkpoint.INPUTS_KEY` (``zoo_inputs``), from the data module it trained on (:meth:`zoo.data.DataModule.inputs`):
+``zoo.checkpoint.INPUTS_KEY`` (``zoo_inputs``), from the data module it trained on (``zoo.data.DataModule.inputs``):
 
-- images (:class:`ImageInputs`): the channels, the evaluation crop and resize with its
+- images (``ImageInputs``): the channels, the evaluation crop and resize with its
   interpolation, the normalisation and the class names, in the order of the logits;
-- text pairs (:class:`TextInputs`): the source and target vocabularies and the longest
+- text pairs (``TextInputs``): the source and target vocabularies and the longest
   training source.
 
 Using a trained model (``zoo.load``, ``zoo-predict``, ``zoo-translate``, ``zoo-export``) needs
 this record and the weights only: it is read with torch and torchvision, without the data
 modules and without Lightning, whose import alone takes seconds. The data modules evaluate
-with the same steps (:func:`eval_steps`), so a prediction is preprocessed as the test split was.
+with the same steps (``eval_steps``), so a prediction is preprocessed as the test split was.
 
 torchvision is imported when an image transform is made, not with this module: it takes
 over a second to import, which ``zoo-translate`` has no use for.
 
 Records hold plain values (what a ``weights_only`` checkpoint may hold) and are checked when
-read: a damaged or edited record is a :class:`zoo.checkpoint.CheckpointError` naming the file.
+read: a damaged or edited record is a ``zoo.checkpoint.CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ class ImageInputs:
     kind = "image"
 
     def eval_steps(self) -> list:
-        """:func:`eval_steps` with this record's values."""
+        """``eval_steps`` with this record's values."""
         return eval_steps(self.image_size, self.mean, self.std, self.resize_size, self.interpolation)
 
     def transform(self) -> Any:
         """Any PIL image (grayscale, RGB, RGBA, palette; any size) to the network's (C, H, W)
-        input: converted to its channels by :func:`zoo.data.images.to_mode`, then :meth:`eval_steps`."""
+        input: converted to its channels by ``zoo.data.images.to_mode``, then ``eval_steps``."""
         from torchvision.transforms import v2  # see eval_steps
 
         return v2.Compose([v2.Lambda(partial(to_mode, channels=self.in_channels)), *self.eval_steps()])
@@ -128,10 +128,10 @@ KINDS = {cls.kind: cls for cls in (ImageInputs, TextInputs)}
 
 
 def inputs_from_state(state: Any, path: str | Path) -> ImageInputs | TextInputs:
-    """The record :data:`zoo.checkpoint.INPUTS_KEY` of the checkpoint at ``path``, checked.
+    """The record ``zoo.checkpoint.INPUTS_KEY`` of the checkpoint at ``path``, checked.
 
     Raises:
-        CheckpointError: the record is not one of :data:`KINDS` with sound values.
+        CheckpointError: the record is not one of ``KINDS`` with sound values.
     """
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind not in KINDS:
