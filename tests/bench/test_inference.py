@@ -6,18 +6,22 @@ import csv
 import statistics
 
 import pytest
+import torch
 
 from zoo.bench import inference
 from zoo.cli.bench import main
 
 
-def _planted(seconds_by_call):
-    """A stand-in for ``time_interleaved`` that gives each call's per-round seconds in turn."""
+def _planted(seconds_by_call, seen=None):
+    """A stand-in for ``time_interleaved`` that gives each call's per-round seconds in turn
+    (and notes each call's steps per round and warm-up in ``seen``)."""
     calls = iter(seconds_by_call)
 
     def time_interleaved(steps, *, rounds, steps_per_round, warmup):
         planted = next(calls)
         assert set(steps) == set(planted) and all(len(s) == rounds for s in planted.values())
+        if seen is not None:
+            seen.append((steps_per_round, warmup))
         return planted
 
     return time_interleaved
@@ -26,10 +30,12 @@ def _planted(seconds_by_call):
 def test_ratios_are_taken_pair_by_pair_and_figures_are_medians_with_their_range(monkeypatch):
     ours, tv = [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]  # each side's median is 2 s: a ratio of medians would say 1
     big_ours, big_tv = [0.5, 0.25, 1.0], [0.25, 1.0, 0.75]
+    seen = []
     monkeypatch.setattr(inference, "time_interleaved", _planted([
         {"ours": ours, "torchvision": tv}, {"ours": big_ours, "torchvision": big_tv},
-    ]))  # fmt: skip
-    (row,) = inference.measure("resnet18", ["eager"], 4, size=32, rounds=3)
+    ], seen))  # fmt: skip
+    (row,) = inference.measure("resnet18", ["eager"], 4, size=32, rounds=3, steps=3, warmup=1)
+    assert seen == [(30, 1), (3, 1)]  # a single image takes ten times the steps of a batch per round
     r = row.record()
     assert (r["model"], r["backend"], r["image_size"], r["batch_size"]) == ("resnet18", "eager", 32, 4)
     assert (r["ours_b1_ms"], r["ours_b1_ms_min"], r["ours_b1_ms_max"]) == (2000, 1000, 3000)
@@ -42,7 +48,12 @@ def test_ratios_are_taken_pair_by_pair_and_figures_are_medians_with_their_range(
     assert r["b4_ratio_vs_torchvision"] == 0.75 and r["b4_ratio_vs_torchvision_min"] == 0.5
     assert r["b4_ratio_vs_torchvision_max"] == 4.0
     assert statistics.median(big_tv) / statistics.median(big_ours) != r["b4_ratio_vs_torchvision"]  # pairs, not medians
-    assert any("rounds" in u for u in row.unsteady())  # 1 s to 3 s is no steady machine
+    assert row.unsteady() == [
+        "resnet18 eager ours batch 1: rounds 100% apart", "resnet18 eager torchvision batch 1: rounds 100% apart",
+        "resnet18 eager ours batch 4: rounds 150% apart", "resnet18 eager torchvision batch 4: rounds 100% apart",
+    ]  # fmt: skip
+    (line,) = inference.table([row])[2:]
+    assert line == "| `resnet18` | eager fp32 | 2e+03 (1e+03-3e+03) | 0.667 (0.5-3) | 8 (4-16) | 0.75 (0.5-4) |"
 
 
 def test_the_fastest_backend_is_chosen_per_batch_size(monkeypatch):
@@ -89,3 +100,27 @@ def test_what_cannot_be_timed_is_one_line(tmp_path, argv, line):
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--out", str(tmp_path), "--rounds", "1"])
     assert str(exit_.value).startswith(f"Error: {line}")
+
+
+def test_each_backend_runs_the_network_as_it_says(tmp_path):
+    """The timed calls compute the model's own output: fp32 as it is, bf16 under autocast on
+    channels-last weights and inputs, ONNX Runtime on the exported file."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    model = inference.build("ours", "resnet18", 32)
+    assert model.fc.out_features == 1000 and not model.training
+    torch.testing.assert_close(inference.build("ours", "resnet18", 32).state_dict(), model.state_dict())  # seeded
+    with torch.no_grad():
+        expected = model(x)
+    eager = inference.predictor(model, "eager", x[:2], tmp_path, "ours")(x)()
+    assert eager.dtype == torch.float32 and torch.equal(eager, expected)
+    (onnx,) = inference.predictor(model, "onnxruntime", x[:2], tmp_path, "ours")(x)()
+    torch.testing.assert_close(torch.from_numpy(onnx), expected, rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "ours.onnx").is_file()
+    fast = inference.predictor(model, "bf16", x[:2], tmp_path, "ours")(x)()
+    assert fast.dtype == torch.bfloat16 and model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(fast.float(), expected)
+    torch.testing.assert_close(fast.float(), expected, rtol=0.1, atol=0.15)
+    vit = inference.build("torchvision", "vit_b_16", 32)
+    assert vit.image_size == 32 and vit.heads.head.out_features == 1000  # sized for the timed images
+    assert inference.build("torchvision", "lenet5", 32) is None
