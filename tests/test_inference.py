@@ -460,3 +460,9 @@ def test_a_record_of_the_wrong_kind_or_no_model_is_one_line_naming_the_file(digi
         with pytest.raises(CheckpointError) as err:
             load_trained(tmp_path / f"{name}.ckpt")
         assert str(err.value).startswith(f"{(tmp_path / f'{name}.ckpt').resolve()}") and str(err.value).endswith(message), name
+
+
+def test_a_text_checkpoint_refuses_another_backend(seq2seq_ckpt):
+    result = run_main("zoo-predict", f"ckpt_path={seq2seq_ckpt}", "text=abc", "backend=onnxruntime")
+    assert _error_line(result) == f"Error: backend=onnxruntime runs image classifiers; {seq2seq_ckpt} decodes text, which torch runs"
+    assert result.stdout == ""

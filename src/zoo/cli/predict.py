@@ -120,6 +120,8 @@ def predict(cfg: DictConfig) -> int:
         if cfg.inputs is None:
             raise ConfigError("inputs=<image file or folder> is required for an image checkpoint")
         return predict_images(cfg, trained)
+    if cfg.backend != "torch":  # decoding is a loop over the network's steps: torch runs it
+        raise ConfigError(f"backend={cfg.backend} runs image classifiers; {trained.path} decodes text, which torch runs")
     return predict_texts(cfg, trained)
 
 
