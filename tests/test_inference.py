@@ -466,3 +466,42 @@ def test_a_text_checkpoint_refuses_another_backend(seq2seq_ckpt):
     result = run_main("zoo-predict", f"ckpt_path={seq2seq_ckpt}", "text=abc", "backend=onnxruntime")
     assert _error_line(result) == f"Error: backend=onnxruntime runs image classifiers; {seq2seq_ckpt} decodes text, which torch runs"
     assert result.stdout == ""
+
+
+def test_torch_runner_applies_the_precision_and_memory_format_it_names():
+    """On a family with the bf16 fast path: auto follows training's rule on this hardware,
+    and each explicit setting changes the numbers and the layouts it says it does."""
+    import copy
+
+    from zoo.data.inputs import ImageInputs
+    from zoo.inference import Trained, torch_runner
+    from zoo.models import get_model
+    from zoo.perf import fast_bf16
+
+    torch.manual_seed(0)
+    net = get_model("resnet18", num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fp32 = net(x)
+    inputs = ImageInputs(3, 32, (0.5,) * 3, (0.5,) * 3, tuple("abcde"))
+
+    def run(precision, channels_last):
+        trained = Trained(copy.deepcopy(net), inputs, Path("r.ckpt"), {"model": {"name": "resnet18"}})
+        seen = []
+        trained.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        runner = torch_runner(trained, precision, channels_last)
+        with torch.no_grad():
+            out = runner.forward(x)
+        return out, seen[0], trained.net.conv1.weight.is_contiguous(memory_format=torch.channels_last), runner.description
+
+    out, input_last, weight_last, said = run("fp32", True)
+    assert out.dtype == torch.float32 and input_last and weight_last and said.endswith("fp32 (precision=fp32, as set), channels_last")
+    torch.testing.assert_close(out, fp32, rtol=1e-4, atol=1e-4)
+    out, input_last, weight_last, said = run("bf16", False)
+    assert not input_last and not weight_last and "bf16 autocast (precision=bf16, as set), NCHW" in said
+    assert out.dtype == torch.float32 and not torch.allclose(out, fp32, rtol=0, atol=1e-4)
+    torch.testing.assert_close(out, fp32, rtol=0.1, atol=0.1)
+    out, input_last, weight_last, said = run("auto", "auto")
+    bf16 = fast_bf16("cpu")  # training's rule: bf16 + channels_last for this family where the CPU has native bf16
+    assert (input_last, weight_last) == (bf16, bf16) and ("bf16 autocast" in said) == bf16
+    assert said.startswith("torch eager, ")
