@@ -25,7 +25,6 @@ Models without a torchvision counterpart (LeNet-5, the MLP) are timed alone.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.bench.models import size_options, torchvision_builder
-from zoo.bench.timing import SPREAD_LIMIT, round_ratios, spread, time_interleaved
+from zoo.bench.models import build_model
+from zoo.bench.timing import SPREAD_LIMIT, round_ratios, spread, summary, time_interleaved
 from zoo.errors import ZooError
 from zoo.export import export_onnx, onnx_session
 from zoo.models import MODELS, ImageModel
@@ -70,13 +69,13 @@ class InferRow:
         for source in SOURCES:
             if (source, 1) in self.seconds:
                 ms = [1000 * s for s in self.seconds[source, 1]]
-                out |= _stats(f"{source}_b1_ms", ms)
+                out |= summary(f"{source}_b1_ms", ms)
             if (source, self.batch_size) in self.seconds:
                 rates = [self.batch_size / s for s in self.seconds[source, self.batch_size]]
-                out |= _stats(f"{source}_b{self.batch_size}_img_s", rates)
+                out |= summary(f"{source}_b{self.batch_size}_img_s", rates)
         for n in (1, self.batch_size):
             if ("torchvision", n) in self.seconds:  # torchvision's seconds over ours: ours' speed over its
-                out |= _stats(f"b{n}_ratio_vs_torchvision", round_ratios(self.seconds["ours", n], self.seconds["torchvision", n]))
+                out |= summary(f"b{n}_ratio_vs_torchvision", round_ratios(self.seconds["ours", n], self.seconds["torchvision", n]))
         return out
 
     def unsteady(self) -> list[str]:
@@ -84,18 +83,10 @@ class InferRow:
                 for (source, n), s in self.seconds.items() if spread(s) > SPREAD_LIMIT]  # fmt: skip
 
 
-def _stats(key: str, values: Sequence[float]) -> dict[str, float]:
-    return {key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)}
-
-
 def build(source: str, name: str, size: int) -> nn.Module | None:
-    """``name`` from ``source`` (ours or torchvision, ``None`` where it has none) for ``size``-pixel
-    images, 1000 classes, seeded, in eval mode."""
-    builder = (lambda **kw: MODELS.build(name, **kw)) if source == "ours" else torchvision_builder(name)
-    if builder is None:
-        return None
-    torch.manual_seed(0)
-    return builder(num_classes=1000, **size_options(name, size)).eval()
+    """``zoo.bench.models.build_model``'s model (1000 classes, seeded) in eval mode."""
+    model = build_model(source, name, size)
+    return None if model is None else model.eval()
 
 
 def predictor(model: nn.Module, backend: str, example: torch.Tensor, folder: Path, label: str) -> Callable[[torch.Tensor], Callable[[], object]]:

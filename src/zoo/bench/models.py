@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import statistics
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from zoo.bench.profiling import count_macs, count_params
 from zoo.bench.timing import (
-    CLEAR_REFS, SPREAD_LIMIT, Setting, TrainStep, cuda_peak_mib, peak_rss_mib, round_ratios, spread,
+    CLEAR_REFS, SPREAD_LIMIT, Setting, TrainStep, cuda_peak_mib, peak_rss_mib, round_ratios, spread, summary,
     synthetic_batch, time_interleaved,
 )  # fmt: skip
 from zoo.errors import ZooError
@@ -123,6 +123,16 @@ def size_options(name: str, size: int) -> dict[str, int]:
     return {"image_size": size} if fixed is not None and fixed != size else {}
 
 
+def build_model(source: str, name: str, size: int, num_classes: int = 1000) -> nn.Module | None:
+    """``name`` from ``source`` (ours or torchvision; ``None`` where torchvision has none) for
+    ``size``-pixel images, built after ``torch.manual_seed(0)``."""
+    builder = partial(MODELS.build, name) if source == "ours" else torchvision_builder(name)
+    if builder is None:
+        return None
+    torch.manual_seed(0)
+    return builder(num_classes=num_classes, **size_options(name, size))
+
+
 def build_step(
     source: str, name: str, batch_size: int, size: int, setting: Setting = Setting(),
     device: str = "cpu", num_classes: int = 1000,
@@ -130,14 +140,9 @@ def build_step(
     """A training step of ``name`` (``source``: ours or torchvision) on a synthetic batch,
     set up as zoo-train would run it (bf16 on a CPU: ``zoo.perf.speed_up``). Module-level,
     so that a fresh process can build it for the memory measurement."""
-    torch.manual_seed(0)
-    options = size_options(name, size)
-    if source == "ours":
-        model = MODELS.build(name, num_classes=num_classes, **options)
-        if setting.precision == "bf16" and torch.device(device).type == "cpu":
-            speed_up(model, "bf16-mixed", setting.channels_last, accelerator="cpu")
-    else:
-        model = torchvision_builder(name)(num_classes=num_classes, **options)
+    model = build_model(source, name, size, num_classes)
+    if source == "ours" and setting.precision == "bf16" and torch.device(device).type == "cpu":
+        speed_up(model, "bf16-mixed", setting.channels_last, accelerator="cpu")
     inputs, targets = synthetic_batch(batch_size, getattr(model, "in_channels", 3), size, num_classes)
     return TrainStep(model, inputs, targets, setting, device)
 
@@ -156,16 +161,13 @@ def measure(row: Row, args: argparse.Namespace) -> None:
     for label, per_round in seconds.items():
         rates = [args.batch_size / s for s in per_round]
         key = label.replace(" ", "_")
-        row.measured |= {f"{key}_img_s": statistics.median(rates), f"{key}_img_s_min": min(rates),
-                         f"{key}_img_s_max": max(rates)}  # fmt: skip
+        row.measured |= summary(f"{key}_img_s", rates)
         if spread(per_round) > SPREAD_LIMIT:
             row.unsteady.append(f"{label} rounds {spread(per_round):.0%} apart")
     if "torchvision train" in seconds:
         for kind in ("train", "infer"):
             ratios = round_ratios(seconds[f"ours {kind}"], seconds[f"torchvision {kind}"])  # pair by pair
-            row.measured |= {f"{kind}_ratio_vs_torchvision": statistics.median(ratios),
-                             f"{kind}_ratio_vs_torchvision_min": min(ratios),
-                             f"{kind}_ratio_vs_torchvision_max": max(ratios)}  # fmt: skip
+            row.measured |= summary(f"{kind}_ratio_vs_torchvision", ratios)
     if args.memory:
         for source, step in steps.items():
             if torch.device(args.device).type == "cuda":

@@ -151,6 +151,11 @@ def round_ratios(fast: list[float], slow: list[float]) -> list[float]:
 SPREAD_LIMIT = 0.10  # rounds further apart than this (max - min over the median) make a figure unreliable
 
 
+def summary(key: str, values: Sequence[float]) -> dict[str, float]:
+    """``{key: median, key_min: min, key_max: max}`` of per-round figures, as the tables report them."""
+    return {key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)}
+
+
 def spread(values: Sequence[float]) -> float:
     """``(max - min) / median`` of per-round figures: 0 for a steady machine."""
     return (max(values) - min(values)) / statistics.median(values)

@@ -60,6 +60,21 @@ from zoo.errors import ZooError
 from zoo.files import atomic_write
 from zoo.models import MODELS
 
+def matched_models(patterns: list[str]) -> list[str]:
+    """The registered models the patterns match, each once, in the patterns' order."""
+    names = list(dict.fromkeys(n for pattern in patterns for n in MODELS.names(pattern)))
+    if not names:
+        raise ZooError(f"no registered model matches {patterns}; available: {', '.join(MODELS.names())}")
+    return names
+
+
+def output_folder(out: str | None) -> Path:
+    """``--out``, or a new ``outputs/bench/<date>/<time>``, created."""
+    folder = Path(out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def write_records(path: Path, records: list[dict]) -> None:
     """``records`` as a CSV file with a column for every key any of them has, written whole."""
     text = io.StringIO(newline="")
@@ -71,17 +86,14 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 def bench_inference(args: argparse.Namespace) -> list[InferRow]:
     """``zoo-bench --infer``: time the models' inference per backend, write the CSV, the table and the page."""
-    names = list(dict.fromkeys(n for pattern in args.patterns for n in MODELS.names(pattern)))
-    if not names:
-        raise ZooError(f"no registered model matches {args.patterns}; available: {', '.join(MODELS.names())}")
+    names = matched_models(args.patterns)
     if unknown := [b for b in args.backends if b not in BACKENDS]:
         raise ZooError(f"--backends takes {', '.join(BACKENDS)}; got {', '.join(unknown)}")
     if args.threads is not None and args.threads < 1:
         raise ZooError(f"--threads must be at least 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     warnings = [busy] if (busy := busy_warning()) else []
     rows: list[InferRow] = []
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -95,7 +107,7 @@ def bench_inference(args: argparse.Namespace) -> list[InferRow]:
         warnings.append(f"figures unreliable: rounds spread beyond {SPREAD_LIMIT:.0%} ({'; '.join(unsteady)})")
     write_records(out / "inference.csv", [row.record() for row in rows])
     lines = inference_table(rows)
-    (out / "inference.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "inference.md", "\n".join(lines) + "\n")
     if args.page:
         write_inference_page(Path(args.page), args.command, rows, warnings)
     print("\n".join(lines))
@@ -106,13 +118,9 @@ def bench_inference(args: argparse.Namespace) -> list[InferRow]:
 
 def bench(args: argparse.Namespace) -> list[Row]:
     reference = load_reference(args.reference)
-    names = list(dict.fromkeys(n for pattern in args.patterns for n in MODELS.names(pattern)))
-    if not names:
-        raise ZooError(f"no registered model matches {args.patterns}; available: {', '.join(MODELS.names())}")
-    rows = [static_row(name, reference.get(name, {})) for name in names]
+    rows = [static_row(name, reference.get(name, {})) for name in matched_models(args.patterns)]
     check_options(rows, args)
-    out = Path(args.out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     warnings = []
     if args.throughput:
         if args.threads:
