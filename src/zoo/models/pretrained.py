@@ -89,8 +89,8 @@ def _checkpoint_preprocessing(ckpt: Mapping[str, Any]) -> Preprocessing:
     (:data:`zoo.checkpoint.INPUTS_KEY`), else, in older checkpoints, the state of its
     :class:`~zoo.data.ImageDataModule` (``image_size``, ``mean``, ``std``), else its hyper-parameters."""
     hparams = ckpt.get("datamodule_hyper_parameters") or {}
-    states = [v for k, v in ckpt.items() if k != "datamodule_hyper_parameters" and isinstance(v, Mapping)]
-    states.sort(key=lambda state: state is not ckpt.get(INPUTS_KEY))  # the record first
+    record = [ckpt[INPUTS_KEY]] if isinstance(ckpt.get(INPUTS_KEY), Mapping) else []
+    states = record + [v for k, v in ckpt.items() if k not in (INPUTS_KEY, "datamodule_hyper_parameters") and isinstance(v, Mapping)]
     sources = [v for v in states if {"image_size", "mean", "std"} <= set(v)] + [hparams]
 
     def fact(key: str) -> Any:

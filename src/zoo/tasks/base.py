@@ -104,7 +104,7 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if getattr(self, "_schedule", None):
             checkpoint["zoo_schedule"] = dict(self._schedule)
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self._trainer, "datamodule", None)  # None without a Trainer or a data module
         inputs = datamodule.inputs() if datamodule is not None else None
         if inputs is not None:
             checkpoint[INPUTS_KEY] = inputs.state()
