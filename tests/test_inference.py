@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def _imported(importtime_report: str) -> set[str]:
     return {name.partition(".")[0] for name in rows[1:]}  # the first row is the report's header
 
 
-@pytest.mark.parametrize("use", ["zoo.load", "zoo-predict", "zoo-translate", "zoo-export"])
+@pytest.mark.parametrize("use", ["zoo.load", "zoo-predict", "zoo-translate", "zoo-export", "zoo-eval"])
 def test_using_a_trained_model_imports_no_lightning(use, digits_ckpt, seq2seq_ckpt, tmp_path):
     """Each way of using a checkpoint, in a fresh interpreter: torch and torchvision, no Lightning."""
     Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
@@ -56,6 +57,7 @@ def test_using_a_trained_model_imports_no_lightning(use, digits_ckpt, seq2seq_ck
         "zoo-predict": [scripts / "zoo-predict", f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}"],
         "zoo-translate": [scripts / "zoo-translate", f"ckpt_path={seq2seq_ckpt}", "text=abc"],
         "zoo-export": [scripts / "zoo-export", f"ckpt_path={digits_ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}"],
+        "zoo-eval": [scripts / "zoo-eval", f"ckpt_path={digits_ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"],
     }[use]
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -63,6 +65,8 @@ def test_using_a_trained_model_imports_no_lightning(use, digits_ckpt, seq2seq_ck
     imported = _imported(result.stderr)
     assert {"zoo", "torch"} <= imported  # the report was read
     assert not imported & {"lightning", "pytorch_lightning"}, sorted(imported)
+    if use == "zoo-eval":  # the test ran: its metrics were written
+        assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]["test/acc"] > 0.5
     if use == "zoo-translate":  # text needs no image transforms: torchvision's second is saved too
         assert "torchvision" not in imported
 

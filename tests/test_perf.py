@@ -175,12 +175,13 @@ def first_step_weights(tmp_path, *overrides: str) -> torch.Tensor:
     ])  # fmt: skip
     from zoo.cli.build import build_task, build_trainer
     from zoo.data import build_datamodule
+    from zoo.data.lightning import for_lightning
 
     torch.manual_seed(0)  # the same initial weights and shuffling order in every call
     datamodule = build_datamodule(**cfg.data)
     datamodule.setup("fit")
     module = build_task(cfg, datamodule)
-    build_trainer(cfg, tmp_path, module).fit(module, datamodule=datamodule)
+    build_trainer(cfg, tmp_path, module).fit(module, datamodule=for_lightning(datamodule))
     return torch.cat([p.detach().flatten() for p in module.net.parameters()])
 
 

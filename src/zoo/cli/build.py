@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.callbacks import EpochLog, ExactResume, ModelSummaryWithMACs, StopOnNonFiniteLoss
 from zoo.checkpoint_io import AtomicCheckpointIO
-from zoo.cli.config import plain
+from zoo.cli.config import fit_model_to_data, plain
 from zoo.cli.entry import rank_zero
 from zoo.data import DataModule
 from zoo.errors import ConfigError, config_errors
@@ -65,25 +65,6 @@ class _NoProductTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(("💡 Tip", "Trainer already configured with model summary"))
-
-
-def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_name: str) -> dict[str, Any]:
-    """Fill the model's ``null`` data-dependent options from ``facts``; refuse contradictions.
-
-    Only options the model config has are filled (an MLP has ``image_size``, a ResNet not).
-    """
-    model_cfg = dict(model_cfg)
-    for key, value in facts.items():
-        if key not in model_cfg:
-            continue
-        if model_cfg[key] is None:
-            model_cfg[key] = value
-        elif model_cfg[key] != value:
-            raise ConfigError(
-                f"model.{key}={model_cfg[key]} but the data '{data_name}' has {key}={value}; "
-                f"set model.{key}=null to take it from the data"
-            )
-    return model_cfg
 
 
 def fit_data_to_model(data_cfg: dict[str, Any], model_name: str) -> dict[str, Any]:

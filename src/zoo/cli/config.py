@@ -13,6 +13,7 @@ place for every check that can refuse a run in well under a second.
 - :func:`check_train_config`: values that cannot train (a zero batch size or epoch count,
   a seed out of range), refused before anything is built or written.
 - :func:`plain`: a config node as the plain Python containers the builders take.
+- :func:`fit_model_to_data`: a model config's data-dependent options filled from the data.
 
 Standard library, PyYAML, Hydra and OmegaConf only.
 """
@@ -228,3 +229,22 @@ def plain(node: Any) -> Any:
     if isinstance(node, DictConfig) or OmegaConf.is_list(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def fit_model_to_data(model_cfg: dict[str, Any], facts: dict[str, Any], data_name: str) -> dict[str, Any]:
+    """Fill the model's ``null`` data-dependent options from ``facts``; refuse contradictions.
+
+    Only options the model config has are filled (an MLP has ``image_size``, a ResNet not).
+    """
+    model_cfg = dict(model_cfg)
+    for key, value in facts.items():
+        if key not in model_cfg:
+            continue
+        if model_cfg[key] is None:
+            model_cfg[key] = value
+        elif model_cfg[key] != value:
+            raise ConfigError(
+                f"model.{key}={model_cfg[key]} but the data '{data_name}' has {key}={value}; "
+                f"set model.{key}=null to take it from the data"
+            )
+    return model_cfg

@@ -127,6 +127,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
     from zoo.cli.config import plain
     from zoo.cli.outputs import ran_summary, what_ran, write_metrics
     from zoo.data import build_datamodule
+    from zoo.data.lightning import for_lightning
     from zoo.errors import config_errors
     from zoo.finetune import FinetuneConfig, adapt_data_config, apply_finetuning, data_options_used
     from zoo.loggers import finish_trackers, log_run_artifacts
@@ -146,6 +147,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         datamodule = build_datamodule(**data_cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    lightning_data = for_lightning(datamodule)  # what the Trainer takes
 
     module = build_task(cfg, datamodule, **finetune.task_options())
     apply_finetuning(module.net, finetune, pretrained)
@@ -168,7 +170,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
                 logger.log_hyperparams(ran)
         with stop.handling():
             try:
-                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+                trainer.fit(module, datamodule=lightning_data, ckpt_path=ckpt_path, weights_only=True)
             except SIGTERMException:  # Lightning's own stop, raised between our checks
                 raise Interrupted(signal.SIGTERM, None) from None
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # after any unfreezing
@@ -179,7 +181,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         tested = tested_checkpoint(cfg.test_weights, trainer)
         with stop.handling():
             # verbose=False: Lightning's results table would repeat the test line logged below
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True, verbose=False)[0]
+            results = trainer.test(module, datamodule=lightning_data, ckpt_path=tested, weights_only=True, verbose=False)[0]
         if trainer.is_global_zero:
             write_metrics(
                 run_dir / "metrics.json", results, model=cfg.model.name, data=data_cfg["name"], ran=ran_summary(ran),

@@ -1,8 +1,9 @@
-"""Datasets as LightningDataModules, found by name through :data:`DATASETS`.
+"""Datasets as data modules, found by name through :data:`DATASETS`.
 
-The data modules, and with them Lightning, are imported on first use of a name below
-(:mod:`zoo.data.modules` imports every module of the package, so a new dataset is one new
-file that registers its builder). The parts that using a trained model needs import
+The data modules are plain objects with Lightning's data-module hooks; training hands them to
+Lightning through :func:`zoo.data.lightning.for_lightning`. They are imported on first use of
+a name below (:mod:`zoo.data.modules` imports every module of the package, so a new dataset
+is one new file that registers its builder). The parts that using a trained model needs import
 without them: :mod:`zoo.data.inputs` (the preprocessing and vocabularies a checkpoint
 records), :mod:`zoo.data.images`, :mod:`zoo.data.vocab`.
 """

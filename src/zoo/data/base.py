@@ -12,13 +12,16 @@ Rules every data module follows:
   one cannot train a network with batch normalisation, which would stop the run at the end
   of the first epoch. Larger remainders are kept (``data.drop_last=true`` drops every
   incomplete batch), and validation and test batches keep every example.
+
+A data module is a plain object: it builds its splits and loaders with torch alone, so
+``zoo-eval`` tests a checkpoint on its data without Lightning. Training hands it to
+Lightning's Trainer through :func:`zoo.data.lightning.for_lightning`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torch import distributed as dist
@@ -142,15 +145,19 @@ def check_split_sizes(sizes: dict[str, int], settings: dict[str, str], total: st
             raise ConfigError(f"{settings[split]} leaves the {split} split {problem}: {total} would split into {shown}")
 
 
-class DataModule(L.LightningDataModule):
-    """A LightningDataModule that knows its task and what a model needs to fit it.
+class DataModule:
+    """A data module that knows its task and what a model needs to fit it.
 
-    Subclasses set ``task`` (a name in :data:`zoo.tasks.TASKS`), fill
-    ``train_set``/``val_set``/``test_set`` in :meth:`setup`, and implement
-    :meth:`model_facts`.
+    It has the hooks of Lightning's ``LightningDataModule`` that zoo uses (``prepare_data``,
+    ``setup``, the three loaders, ``state_dict``/``load_state_dict``,
+    ``on_after_batch_transfer``), called by Lightning through :mod:`zoo.data.lightning` while
+    training, and by hand otherwise. Subclasses set ``task`` (a name in
+    :data:`zoo.tasks.TASKS`), fill ``train_set``/``val_set``/``test_set`` in :meth:`setup`,
+    and implement :meth:`model_facts`.
     """
 
     task: str
+    trainer: Any = None  # the Lightning Trainer while one runs this data (set through zoo.data.lightning)
 
     def __init__(
         self,
@@ -160,7 +167,7 @@ class DataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ):
-        super().__init__()
+        self.hparams: dict[str, Any] = {}  # the settings it was built with (build_datamodule), saved in checkpoints
         self.batch_size, self.num_workers, self.drop_last = batch_size, num_workers, drop_last
         # With workers: page-locked batches (faster, asynchronous copies to a GPU) and
         # workers kept alive between epochs (no start-up cost per epoch). In-memory data
@@ -173,6 +180,32 @@ class DataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    def save_hyperparameters(self, settings: dict[str, Any]) -> None:
+        """Record the settings that rebuild this data module (``name`` and its options)."""
+        self.hparams = dict(settings)
+
+    def prepare_data(self) -> None:
+        """Fetch or check what :meth:`setup` reads (once per machine)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits ``stage`` needs (``"fit"``, ``"test"``; ``None``: all)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What checkpoints record of the data beyond its settings (see subclasses)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` recorded."""
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A batch once on its device; training-time batch augmentation goes here."""
+        return batch
+
+    @property
+    def training(self) -> bool:
+        """Whether a Trainer is running a training epoch over this data (not validation or test)."""
+        return self.trainer is not None and self.trainer.training
 
     def model_facts(self) -> dict[str, Any]:
         """Model constructor arguments fixed by the data (``num_classes``, vocabulary sizes, ...)."""

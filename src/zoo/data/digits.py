@@ -225,7 +225,7 @@ class DigitsDataModule(ImageDataModule):
         self.train_set, self.val_set, self.test_set = split(train), split(val), split(test)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is not None and self.trainer.training:
+        if self.training:
             images, labels = batch
             images = random_rotate_scale(images, self.max_rotation, self.max_scale)
             batch = random_shift(images, self.max_shift), labels

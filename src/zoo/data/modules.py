@@ -1,7 +1,7 @@
 """Every data module of :mod:`zoo.data`, registered in :data:`DATASETS`, and :func:`build_datamodule`.
 
-Importing this module imports every module of the package (and so Lightning, which the data
-modules are built on).
+Importing this module imports every module of the package but :mod:`zoo.data.lightning`
+(the data modules need no Lightning; training wraps them for it).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import zoo.data
 from zoo.data.base import DATASETS, DataModule, ImageDataModule
 
 for _module in pkgutil.iter_modules(zoo.data.__path__):
-    importlib.import_module(f"zoo.data.{_module.name}")
+    if _module.name != "lightning":
+        importlib.import_module(f"zoo.data.{_module.name}")
 
 
 def build_datamodule(name: str, **kwargs: Any) -> DataModule:
     """Build the registered dataset ``name``; its settings are saved in every checkpoint."""
     datamodule = DATASETS.build(name, **kwargs)
-    datamodule.save_hyperparameters({"name": name, **kwargs}, logger=False)  # the loggers get the run config
+    datamodule.save_hyperparameters({"name": name, **kwargs})
     return datamodule
 
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from zoo.errors import ConfigError
 from zoo.optim.groups import parameter_lrs, stage_groups
+from zoo.tasks.evaluation import classification_loss, classification_metrics
 from zoo.tasks.losses import LOSSES
 from zoo.reference.regularization import l1_penalty
 from zoo.models import get_model
-from zoo.tasks import TASKS
+from zoo.tasks.registry import TASKS
 from zoo.tasks.base import TaskModule
 
 
@@ -84,12 +84,7 @@ class ImageClassifier(TaskModule):
         self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
         self.mix = batch_mixing(mixup_alpha, cutmix_alpha, self.net.num_classes, loss)
         self.aux_loss_weight = aux_loss_weight
-        n = self.net.num_classes
-        # No argument checks per update: out-of-range labels already fail in the loss.
-        metrics = {"acc": MulticlassAccuracy(n, top_k=1, average="micro", validate_args=False)}
-        if n > 5:
-            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro", validate_args=False)
-        metrics = MetricCollection(metrics)
+        metrics = classification_metrics(self.net.num_classes)  # zoo-eval computes the same (zoo.tasks.evaluation)
         # Training tracks top-1 only: it is updated every step, where each metric costs time.
         self.train_metrics = MetricCollection({"acc": metrics["acc"].clone()}).clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -99,11 +94,7 @@ class ImageClassifier(TaskModule):
         return self.net(x)
 
     def _loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor):
-        if isinstance(outputs, tuple):
-            logits, *aux = outputs
-            loss = self.criterion(logits, y) + self.aux_loss_weight * sum(self.criterion(a, y) for a in aux)
-            return loss, logits
-        return self.criterion(outputs, y), outputs
+        return classification_loss(outputs, y, self.criterion, self.aux_loss_weight)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -23,23 +23,17 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import MeanMetric
-from torchmetrics.text import BLEUScore
 
 from zoo.errors import ConfigError
 from zoo.models.base import Seq2SeqModel
 from zoo.models.factory import build_on_meta
 from zoo.models import MODELS, get_model
-from zoo.tasks import TASKS
+from zoo.tasks.evaluation import Decoding, correct_tokens, seq2seq_loss, seq2seq_metrics, seq2seq_update, token_strings
+from zoo.tasks.registry import TASKS
 from zoo.tasks.base import TaskModule
 
 log = logging.getLogger("zoo")
-
-
-def _bleu_text(tokens: list[str]) -> str:
-    """Tokens joined by spaces for BLEU's whitespace tokenizer; a whitespace token becomes ``▁``."""
-    return " ".join(t if t.strip() else "▁" for t in tokens)
 
 
 @TASKS.register("seq2seq")
@@ -84,8 +78,9 @@ class Seq2SeqModule(TaskModule):
         if beam_size < 1:
             raise ConfigError(f"task.beam_size must be at least 1, got {beam_size}")
         self.train_metrics = torch.nn.ModuleDict({"acc": MeanMetric()})
-        self.val_metrics = torch.nn.ModuleDict({"acc": MeanMetric(), "exact_match": MeanMetric(), "bleu": BLEUScore(4)})
-        self.test_metrics = torch.nn.ModuleDict({"acc": MeanMetric(), "exact_match": MeanMetric(), "bleu": BLEUScore(4)})
+        self.val_metrics = torch.nn.ModuleDict(seq2seq_metrics())  # zoo-eval computes the same (zoo.tasks.evaluation)
+        self.test_metrics = torch.nn.ModuleDict(seq2seq_metrics())
+        self.decoding = Decoding(max_decode_len, beam_size, length_penalty)
         self.metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         self._samples: list[tuple[str, str, str]] = []
 
@@ -94,19 +89,12 @@ class Seq2SeqModule(TaskModule):
 
     def loss(self, logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the non-padding target tokens."""
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=self.net.pad_idx,
-            label_smoothing=self.hparams.label_smoothing,
-        )  # fmt: skip
-
-    def _token_accuracy(self, logits: torch.Tensor, tgt_out: torch.Tensor, stage: str) -> None:
-        real = tgt_out != self.net.pad_idx
-        self.metrics[stage]["acc"].update((logits.argmax(-1) == tgt_out)[real].float())
+        return seq2seq_loss(logits, tgt_out, self.net.pad_idx, self.hparams.label_smoothing)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.net(batch["src"], batch["src_mask"], batch["tgt_in"])
         loss = self.loss(logits, batch["tgt_out"])
-        self._token_accuracy(logits.detach(), batch["tgt_out"], "train")
+        self.train_metrics["acc"].update(correct_tokens(logits.detach(), batch["tgt_out"], self.net.pad_idx))
         self.log_train_loss(loss, len(logits))
         return loss
 
@@ -126,46 +114,24 @@ class Seq2SeqModule(TaskModule):
 
     def generate(self, src: torch.Tensor, src_mask: torch.Tensor):
         """Decoded sequences for a batch, with the task's decoding settings."""
-        max_len = self.hparams.max_decode_len or 2 * src.shape[1] + 10
-        return self.net.generate(src, src_mask, max_len, self.hparams.beam_size, self.hparams.length_penalty)
+        return self.decoding.generate(self.net, src, src_mask)
 
     def _eval_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
-        src, src_mask, tgt_out = batch["src"], batch["src_mask"], batch["tgt_out"]
-        logits = self.net(src, src_mask, batch["tgt_in"])
-        self._token_accuracy(logits, tgt_out, stage)
-        self.log(f"{stage}/loss", self.loss(logits, tgt_out), prog_bar=stage == "val", batch_size=len(src))
-
-        pred = self.generate(src, src_mask).tokens  # (B, L): <eos> then <pad>, like tgt_out
-        width = max(pred.shape[1], tgt_out.shape[1])
-
-        def widen(t: torch.Tensor) -> torch.Tensor:
-            return F.pad(t, (0, width - t.shape[1]), value=self.net.pad_idx)
-
-        self.metrics[stage]["exact_match"].update((widen(pred) == widen(tgt_out)).all(dim=1).float())
-
         src_vocab, tgt_vocab = self._vocabs()
-        pred_tokens, tgt_tokens = self._tokens(pred, tgt_vocab), self._tokens(tgt_out, tgt_vocab)
-        self.metrics[stage]["bleu"].update(
-            [_bleu_text(p) for p in pred_tokens], [[_bleu_text(t)] for t in tgt_tokens]
+        loss, pred_tokens, tgt_tokens = seq2seq_update(
+            self.net, batch, self.metrics[stage], self.decoding, self.hparams.label_smoothing, tgt_vocab
         )  # fmt: skip
+        src = batch["src"]
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(src))
         metrics = {f"{stage}/{k}": m for k, m in self.metrics[stage].items()}
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(src))
         if batch_idx == 0 and stage == "val":
             join = "" if tgt_vocab is None or tgt_vocab.level == "char" else " "
             src_join = "" if src_vocab is None or src_vocab.level == "char" else " "
-            rows = zip(self._tokens(src, src_vocab), pred_tokens, tgt_tokens)
+            rows = zip(token_strings(src, self.net, src_vocab), pred_tokens, tgt_tokens)
             self._samples = [
                 (src_join.join(s), join.join(p), join.join(t)) for s, p, t in list(rows)[: self.hparams.num_samples]
             ]
-
-    def _tokens(self, ids: torch.Tensor, vocab) -> list[list[str]]:
-        """Token strings up to ``<eos>`` (the ids as strings without a vocabulary)."""
-        eos, skip = self.net.eos_idx, {self.net.pad_idx, self.net.bos_idx}
-        out = []
-        for row in ids.tolist():
-            row = [i for i in (row[: row.index(eos)] if eos in row else row) if i not in skip]
-            out.append(vocab.tokens(row) if vocab is not None else [str(i) for i in row])
-        return out
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
