@@ -135,19 +135,20 @@ PRECISION_TYPES: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
 def batches_to_test(limit: int | float | None, available: int) -> int:
     """How many of ``available`` batches ``trainer.limit_test_batches`` tests, as Lightning
     counts them: all for ``None``, at most ``limit`` for a whole number, the fraction
-    ``int(limit * available)`` for a float in ``[0, 1]``."""
+    ``int(limit * available)`` for a float in ``[0, 1]``. A limit that tests no batch is
+    refused (Lightning would skip the test and report nothing)."""
     if limit is None:
         return available
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
         raise ConfigError(f"trainer.limit_test_batches must be a batch count or a fraction in [0, 1]; got {limit!r}")
-    if isinstance(limit, float):
-        if limit > 1:
-            raise ConfigError(f"trainer.limit_test_batches={limit} is a fraction above 1; give a batch count as a whole number")
-        count = int(limit * available)
-        if count == 0 and limit > 0:
-            raise ConfigError(f"trainer.limit_test_batches={limit} of {available} test batches is no batch; raise it")
-        return count
-    return min(limit, available)
+    if isinstance(limit, float) and limit > 1:
+        raise ConfigError(f"trainer.limit_test_batches={limit} is a fraction above 1; give a batch count as a whole number")
+    if limit == 0:
+        raise ConfigError(f"trainer.limit_test_batches={limit} tests no batch; leave it out to test them all")
+    count = int(limit * available) if isinstance(limit, float) else min(limit, available)
+    if count == 0:
+        raise ConfigError(f"trainer.limit_test_batches={limit} of {available} test batches is no batch; raise it")
+    return count
 
 
 def _to(batch: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
