@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import v2
 
-from zoo.cli.eval import evaluate
+from zoo.cli.eval import eval_device, evaluate
 from zoo.errors import ConfigError
 from zoo.models.weights import WeightsError
 
@@ -63,3 +63,24 @@ def test_weights_for_another_class_count_or_no_source_are_refused(tmp_path):
         evaluate(cfg)
     with pytest.raises(ConfigError, match="either ckpt_path"):
         evaluate(compose_config("eval", tmp_path / "run2", []))
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [({"devices": 2}, "tests on one device; trainer.devices=2"), ({"devices": -1}, "tests on one device"),
+     ({"devices": [0, 1]}, "tests on one device"), ({"num_nodes": 2}, "trainer.num_nodes=2 ask for more"),
+     ({"accelerator": "mps"}, "accelerator must be auto, cpu, gpu or cuda; got mps")],
+)  # fmt: skip
+def test_trainer_settings_the_test_loop_cannot_honour_are_refused(trainer, message):
+    with pytest.raises(ConfigError, match=message):
+        eval_device({"accelerator": "cpu", **trainer})
+
+
+def test_the_test_runs_on_the_device_the_trainer_names(monkeypatch):
+    assert eval_device({"accelerator": "cpu", "devices": 1, "num_nodes": 1}) == torch.device("cpu")
+    assert eval_device({"accelerator": "auto", "devices": "auto"}) == torch.device("cpu")  # no CUDA here
+    with pytest.raises(ConfigError, match="trainer.accelerator=gpu needs a CUDA GPU"):
+        eval_device({"accelerator": "gpu"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert eval_device({"accelerator": "gpu", "devices": [1]}) == torch.device("cuda", 1)
+    assert eval_device({"accelerator": "auto", "devices": 1}) == torch.device("cuda", 0)
