@@ -437,10 +437,54 @@ def test_an_onnx_file_that_is_not_the_checkpoints_export_is_refused(digits_ckpt,
     assert refusal(ckpt, f"onnx={tmp_path / 'm.onnx'}", "precision=bf16").startswith("Error: precision= and channels_last= choose")
 
 
+def test_backend_auto_follows_the_inference_pages_rule(digits_ckpt, tmp_path, monkeypatch):
+    """bf16 torch where training's rule picks bf16; else ONNX Runtime on a CPU where the
+    export exists and onnxruntime is installed; else torch. Each branch with its reason."""
+    import importlib.util
+
+    from zoo import perf
+    from zoo.export import choose_backend
+    from zoo.inference import Trained
+    from zoo.models import get_model
+
+    lenet = load_trained(digits_ckpt)  # not a fast-path family: never bf16
+    lenet.path = tmp_path / "lenet.ckpt"
+    assert choose_backend(lenet) == ("torch", f"auto: no ONNX export at {tmp_path / 'lenet.onnx'} (zoo-export writes it)")
+    (tmp_path / "lenet.onnx").write_bytes(b"")  # only its presence counts here; onnx_runner checks it
+    assert choose_backend(lenet) == ("onnxruntime", "auto: this CPU has no native bf16 and lenet.onnx is exported")
+    assert choose_backend(lenet, tmp_path / "elsewhere.onnx")[0] == "torch"  # onnx= names the file
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    assert choose_backend(lenet) == ("torch", 'auto: onnxruntime is not installed (pip install -e ".[export]")')
+    monkeypatch.undo()
+
+    resnet = Trained(get_model("resnet18", num_classes=3), lenet.inputs, tmp_path / "lenet.ckpt", {"model": {"name": "resnet18"}})
+    for native in (True, False):
+        monkeypatch.setattr(perf, "fast_bf16", lambda device_type, native=native: native)
+        chosen = choose_backend(resnet)
+        assert chosen == (("torch", "auto: resnet18 runs bf16 + channels_last on this CPU") if native else
+                          ("onnxruntime", "auto: this CPU has no native bf16 and lenet.onnx is exported"))  # fmt: skip
+    resnet.net.to("meta")  # another device than the CPU ONNX Runtime runs on
+    assert choose_backend(resnet) == ("torch", "auto: ONNX Runtime runs on the CPU, the network on meta")
+
+
+def test_zoo_predict_backend_auto_says_what_it_chose_and_runs_it(digits_ckpt, digits_test_images, tmp_path, one_thread):
+    ckpt = tmp_path / "lenet.ckpt"
+    ckpt.write_bytes(digits_ckpt.read_bytes())
+    torch_rows, said = _predicted(ckpt, digits_test_images, tmp_path, "backend=auto")
+    assert f"backend torch (auto: no ONNX export at {tmp_path / 'lenet.onnx'}" in said and "running: torch eager" in said
+    assert run_main("zoo-export", f"ckpt_path={ckpt}").returncode == 0  # beside the checkpoint, where auto looks
+    ort_rows, said = _predicted(ckpt, digits_test_images, tmp_path, "backend=auto")
+    assert "backend onnxruntime (auto: " in said and f"running: onnxruntime" in said
+    assert [top[0][0] for top in ort_rows.values()] == [top[0][0] for top in torch_rows.values()]
+    _, said = _predicted(ckpt, digits_test_images, tmp_path, "backend=auto", "precision=bf16")
+    assert "backend torch (auto: precision= and channels_last= are torch's settings)" in said and "bf16 autocast" in said
+
+
 @pytest.mark.parametrize(("args", "line"), [
     (("precision=fp16",), "precision must be one of auto, fp32, bf16; got 'fp16'"),
     (("channels_last=maybe",), "channels_last must be true, false or auto; got 'maybe'"),
-    (("backend=tensorrt",), "backend must be one of torch, onnxruntime; got 'tensorrt'"),
+    (("backend=tensorrt",), "backend must be one of torch, onnxruntime, auto; got 'tensorrt'"),
     (("num_workers=-1",), "num_workers must be a whole number of at least 0, got -1"),
     (("batch_size=0",), "batch_size must be a whole number of at least 1, got 0"),
 ])  # fmt: skip

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
@@ -103,6 +104,7 @@ from zoo.data.inputs import ImageInputs
 from zoo.errors import UnknownNameError, ZooError
 from zoo.inference import Runner, Trained, cannot_write, check_output
 from zoo.models.base import Seq2SeqModel
+from zoo.perf import choose_precision
 
 FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}  # format -> file suffix
 DEFAULT_ATOL = 1e-4
@@ -480,6 +482,32 @@ def onnx_session(path: str | Path) -> Any:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])  # checked bytes
     except Exception as err:  # onnxruntime's own error types are not exported
         raise ExportError(f"cannot read {path} with onnxruntime: {_first_line(err)}") from None
+
+
+def choose_backend(trained: Trained, onnx: str | Path | None = None) -> tuple[str, str]:
+    """``zoo-predict backend=auto``: ``"torch"`` or ``"onnxruntime"`` for an image checkpoint,
+    and why, by the rule docs/benchmarks/inference.md states from its measurements:
+
+    1. torch, where training's precision rule picks bfloat16 for the network on its device (a
+       fast-path CNN on hardware with native bfloat16; ``precision=auto`` then runs bf16 +
+       channels-last, the fastest backend at batch 32 for most CNNs measured);
+    2. else ONNX Runtime, on a CPU where the checkpoint's ONNX file exists (``onnx``, or
+       ``<checkpoint>.onnx`` where ``zoo-export`` writes) and onnxruntime is installed (faster
+       than eager fp32 at batch 32 for every CNN measured);
+    3. else torch (fp32).
+    """
+    device = next(trained.net.parameters()).device
+    chosen, _ = choose_precision("auto", device.type, trained.net)
+    if str(chosen).startswith("bf16"):
+        return "torch", f"auto: {trained.model_name} runs bf16 + channels_last on this {device.type.upper()}"
+    path = Path(onnx) if onnx else default_path(trained.path, "onnx")
+    if device.type != "cpu":
+        return "torch", f"auto: ONNX Runtime runs on the CPU, the network on {device}"
+    if not path.is_file():
+        return "torch", f"auto: no ONNX export at {path} (zoo-export writes it)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch", f"auto: onnxruntime is not installed ({INSTALL_HINT})"
+    return "onnxruntime", f"auto: this CPU has no native bf16 and {path.name} is exported"
 
 
 def onnx_runner(trained: Trained, path: str | Path | None = None) -> Runner:

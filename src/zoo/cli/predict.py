@@ -9,7 +9,8 @@ reported by name and skipped; the exit code is 1 if there were any. Images are r
 (``backend=torch``: ``precision=auto|fp32|bf16`` and ``channels_last=auto|true|false`` as
 training chooses them, :func:`zoo.inference.torch_runner`) or by ONNX Runtime on the
 checkpoint's ``zoo-export`` file (``backend=onnxruntime``, ``onnx=<file>``;
-:func:`zoo.export.onnx_runner`); stderr says which.
+:func:`zoo.export.onnx_runner`), or by whichever of the two the rule of
+:func:`zoo.export.choose_backend` picks (``backend=auto``); stderr says which and why.
 
 Seq2seq checkpoints translate each line of the text files in ``inputs`` (or each string
 in ``text``) with :func:`zoo.inference.translate`, which ``zoo-translate`` uses too.
@@ -38,7 +39,7 @@ from zoo.sanitize import printable
 
 log = logging.getLogger("zoo")
 
-BACKENDS = ("torch", "onnxruntime")  # what runs the network on images (backend=)
+BACKENDS = ("torch", "onnxruntime", "auto")  # what runs the network on images (backend=)
 
 
 def _listed(value) -> list:
@@ -64,7 +65,14 @@ def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {cfg.backend!r}")
     paths = inference.image_files(_listed(cfg.inputs))
-    if cfg.backend == "onnxruntime":
+    backend = cfg.backend
+    if backend == "auto":
+        if (cfg.precision, cfg.channels_last) != ("auto", "auto"):
+            backend, why = "torch", "auto: precision= and channels_last= are torch's settings"
+        else:
+            backend, why = exporting.choose_backend(trained, cfg.onnx)
+        log.info("backend %s (%s)", backend, why)
+    if backend == "onnxruntime":
         if (cfg.precision, cfg.channels_last) != ("auto", "auto"):
             raise ConfigError("precision= and channels_last= choose how torch runs the network; backend=onnxruntime runs the ONNX file as exported")
         runner = exporting.onnx_runner(trained, cfg.onnx)
@@ -120,7 +128,7 @@ def predict(cfg: DictConfig) -> int:
         if cfg.inputs is None:
             raise ConfigError("inputs=<image file or folder> is required for an image checkpoint")
         return predict_images(cfg, trained)
-    if cfg.backend != "torch":  # decoding is a loop over the network's steps: torch runs it
+    if cfg.backend == "onnxruntime":  # decoding is a loop over the network's steps: torch runs it
         raise ConfigError(f"backend={cfg.backend} runs image classifiers; {trained.path} decodes text, which torch runs")
     return predict_texts(cfg, trained)
 
