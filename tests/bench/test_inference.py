@@ -69,6 +69,30 @@ def test_the_fastest_backend_is_chosen_per_batch_size(monkeypatch):
     assert line == "| `lenet5` | ONNX Runtime fp32 | 20 (20-20) | - | 32 (32-32) | - |"
 
 
+def test_the_auto_rule_is_stated_with_what_the_rows_measured_of_it(monkeypatch):
+    """Per model, batch-8 seconds per backend (eager, bf16, onnxruntime): bf16 is fastest for
+    resnet18, ONNX Runtime for efficientnet_b0 (bf16 at 0.8 of its speed); ONNX Runtime is
+    1.25x and 2.5x eager's speed, and for alexnet slower (0.5x)."""
+    seconds = {"resnet18": (1.0, 0.25, 0.8), "efficientnet_b0": (1.0, 0.5, 0.4), "alexnet": (0.5, 0.2, 1.0)}
+    planted = []
+    for per_backend in seconds.values():
+        for batch_seconds in per_backend:
+            planted += [{"ours": [0.01] * 2, "torchvision": [0.01] * 2}, {"ours": [batch_seconds] * 2, "torchvision": [1.0] * 2}]
+    monkeypatch.setattr(inference, "time_interleaved", _planted(planted))
+    monkeypatch.setattr(inference, "predictor", lambda *a: lambda x: lambda: None)
+    rows = [row for name in seconds for row in inference.measure(name, ["eager", "bf16", "onnxruntime"], 8, size=32, rounds=2)]
+    lines = inference.auto_rule(rows)
+    assert lines[0].startswith("`zoo-predict backend=auto` (`zoo.export.choose_backend`) runs torch in bf16")
+    assert lines[0].endswith("at batch 8:") and lines[1] == ""
+    assert lines[2:] == [
+        "- bf16 + channels_last was the fastest backend for 2 of 3 models: not for `efficientnet_b0` "
+        "(ONNX Runtime fp32; bf16 at 0.80 of its speed)",
+        "- ONNX Runtime was faster than eager fp32 for 2 of 3 models (0.50x to 2.50x its speed)",
+    ]  # fmt: skip
+    only_eager = [row for row in rows if row.backend == "eager"]
+    assert inference.auto_rule(only_eager)[2:] == []  # nothing measured of either branch
+
+
 def test_zoo_bench_infer_writes_the_csv_the_table_and_the_page(tmp_path, capsys, one_thread):
     page = tmp_path / "inference.md"
     main(["--infer", "lenet5", "resnet18", "--image-size", "32", "--batch-size", "4", "--rounds", "2",
@@ -88,6 +112,8 @@ def test_zoo_bench_infer_writes_the_csv_the_table_and_the_page(tmp_path, capsys,
     assert text.startswith("# Inference speed\n") and "zoo-bench --infer lenet5 resnet18" in text
     assert "| `resnet18` | ONNX Runtime fp32 |" in text and "- `lenet5`: batch 1 " in text
     assert "1 threads" in text and "onnxruntime " in text
+    assert "## How `zoo-predict backend=auto` chooses" in text and "[inference.csv](inference.csv)" in text
+    assert (tmp_path / "inference.csv").read_text() == page.with_suffix(".csv").read_text()  # the page's own CSV
     assert "| `resnet18` | eager fp32 |" in capsys.readouterr().out
 
 

@@ -157,6 +157,36 @@ def fastest(rows: Sequence[InferRow]) -> dict[str, tuple[str, str]]:
     return best
 
 
+def auto_rule(rows: Sequence[InferRow]) -> list[str]:
+    """The page's statement of ``zoo-predict backend=auto``'s rule (:func:`zoo.export.choose_backend`)
+    and what these rows measured of it at the batch size, per backend it weighs."""
+    n = rows[0].batch_size if rows else 1
+    key = f"ours_b{n}_img_s"
+    by_model: dict[str, dict[str, float]] = {}
+    for row in rows:
+        by_model.setdefault(row.model, {})[row.backend] = row.record()[key]
+    lines = [
+        "`zoo-predict backend=auto` (`zoo.export.choose_backend`) runs torch in bf16 + channels_last where training's"
+        " precision rule picks bf16 (the ImageNet CNNs, on a CPU or GPU with native bfloat16); otherwise ONNX Runtime,"
+        " on a CPU where the checkpoint's `zoo-export` file exists; otherwise torch in fp32. What this run measured of"
+        f" it, at batch {n}:",
+        "",
+    ]
+    with_bf16 = {m: b for m, b in by_model.items() if "bf16" in b}
+    if with_bf16:
+        best = {m: max(b, key=b.get) for m, b in with_bf16.items()}
+        behind = [f"`{m}` ({BACKENDS[best[m]]}; bf16 at {b['bf16'] / b[best[m]]:.2f} of its speed)"
+                  for m, b in with_bf16.items() if best[m] != "bf16"]  # fmt: skip
+        lines.append(f"- bf16 + channels_last was the fastest backend for {len(with_bf16) - len(behind)} of {len(with_bf16)}"
+                     f" models{': not for ' + ', '.join(behind) if behind else ''}")  # fmt: skip
+    with_ort = {m: b["onnxruntime"] / b["eager"] for m, b in by_model.items() if {"eager", "onnxruntime"} <= b.keys()}
+    if with_ort:
+        faster = sum(r > 1 for r in with_ort.values())
+        lines.append(f"- ONNX Runtime was faster than eager fp32 for {faster} of {len(with_ort)} models"
+                     f" ({min(with_ort.values()):.2f}x to {max(with_ort.values()):.2f}x its speed)")  # fmt: skip
+    return lines
+
+
 def _cell(record: dict[str, Any], key: str, digits: int = 3) -> str:
     if key not in record:
         return "-"

@@ -8,7 +8,9 @@ has one home."""
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import io
 import importlib.metadata
 import re
 import os
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench.inference import BACKENDS, InferRow, fastest
+from zoo.bench.inference import BACKENDS, InferRow, auto_rule, fastest
 from zoo.bench.inference import table as inference_table
 from zoo.bench.models import Row
 from zoo.errors import ZooError
@@ -47,9 +49,20 @@ def write_results_page(
     print(f"wrote {page}")
 
 
+def write_records(path: Path, records: list[dict]) -> None:
+    """``records`` as a CSV file with a column for every key any of them has, written whole."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write(path, text.getvalue())
+
+
 def write_inference_page(page: Path, command: str, rows: Sequence[InferRow], warnings: Sequence[str] = ()) -> None:
     """``docs/benchmarks/inference.md``: ``zoo-bench --infer``'s table, the fastest backend of
-    each model on this machine, and the warnings of the run."""
+    each model on this machine, ``backend=auto``'s rule with what the run measured of it, and
+    the warnings of the run; its CSV (timm's benchmark-infer columns, per round summary) beside
+    it, ``inference.csv``."""
     intro = [
         "How fast each model answers, on each backend, beside torchvision's same architecture in the same process:"
         " batch-1 latency and batch throughput, medians over rounds with (min-max); the ratio is ours' speed over"
@@ -61,6 +74,9 @@ def write_inference_page(page: Path, command: str, rows: Sequence[InferRow], war
     best = fastest(rows)
     body = [*(f"**Warning:** {w}" for w in warnings), "", *inference_table(rows), "", "Fastest on this machine, ours:", ""]
     body += [f"- `{name}`: batch 1 {BACKENDS[b1]}, batch {rows[0].batch_size} {BACKENDS[bn]}" for name, (b1, bn) in best.items()]
+    body += ["", "## How `zoo-predict backend=auto` chooses", "", *auto_rule(rows), "",
+             f"Every figure of the table, with torchvision's side: [{page.with_suffix('.csv').name}]({page.with_suffix('.csv').name})."]
+    write_records(page.with_suffix(".csv"), [row.record() for row in rows])
     versions = ", ".join(f"{p} {_version(p)}" for p in ("torchvision", "onnxruntime"))
     machine = f"{machine_description()}, {versions}, {torch.get_num_threads()} threads"
     write_results_page(page, "Inference speed", intro, command, body, machine=machine)

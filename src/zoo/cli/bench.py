@@ -37,8 +37,6 @@ pair by pair; writes ``inference.csv`` and ``inference.md`` into ``--out``, and 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import shlex
 import sys
 from datetime import datetime
@@ -52,7 +50,7 @@ from zoo.bench.inference import BACKENDS, InferRow
 from zoo.bench.inference import measure as measure_inference
 from zoo.bench.inference import table as inference_table
 from zoo.bench.models import Row, load_reference, measure, static_row
-from zoo.bench.pages import markdown, plot, summary_markdown, write_inference_page, write_page
+from zoo.bench.pages import markdown, plot, summary_markdown, write_inference_page, write_page, write_records
 from zoo.bench.timing import SPREAD_LIMIT, busy_warning
 from zoo.cli import tables
 from zoo.cli.tables import Column, TextTable
@@ -73,15 +71,6 @@ def output_folder(out: str | None) -> Path:
     folder = Path(out or f"outputs/bench/{datetime.now():%Y-%m-%d/%H-%M-%S}")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def write_records(path: Path, records: list[dict]) -> None:
-    """``records`` as a CSV file with a column for every key any of them has, written whole."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
-    writer.writeheader()
-    writer.writerows(records)
-    atomic_write(path, text.getvalue())
 
 
 def bench_inference(args: argparse.Namespace) -> list[InferRow]:
