@@ -124,6 +124,30 @@ def test_a_failing_compilation_warns_and_falls_back_to_eager():
         torch.testing.assert_close(net(x), expected)
 
 
+def test_compile_auto_compiles_on_a_cuda_gpu_and_not_on_a_cpu(monkeypatch):
+    assert perf.resolve_compile("auto", "cpu") == (None, "auto: measured no faster on a CPU")
+    assert perf.resolve_compile("auto", "auto") == (None, "auto: measured no faster on a CPU")  # no CUDA here
+    assert perf.resolve_compile(None, "gpu") == (None, "perf.compile=null")
+    assert perf.resolve_compile("max-autotune", "cpu") == ("max-autotune", "perf.compile=max-autotune, as set")
+    with pytest.raises(ValueError, match="perf.compile must be null, auto or one of default"):
+        perf.resolve_compile("fastest", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert perf.resolve_compile("auto", "auto") == ("default", "auto: measured faster on a CUDA GPU")
+    assert perf.resolve_compile("auto", "gpu") == ("default", "auto: measured faster on a CUDA GPU")
+    assert perf.resolve_compile("auto", "cpu") == (None, "auto: measured no faster on a CPU")  # asked for the CPU
+
+
+def test_speed_up_compiles_what_perf_compile_resolves_to(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(perf, "compile_network", lambda net, mode, device_type: compiled.append((mode, device_type)) or True)
+    net = zoo.get_model("lenet5")
+    assert perf.speed_up(net, "32-true", "auto", "auto", "cpu")["compile"] is None and compiled == []
+    assert perf.speed_up(net, "32-true", "auto", "default", "cpu")["compile"] == "default"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert perf.speed_up(net, "32-true", "auto", "auto", "gpu")["compile"] == "default"
+    assert compiled == [("default", "cpu"), ("default", "cuda")]
+
+
 def test_compile_where_the_platform_cannot_warns_and_stays_eager(monkeypatch):
     monkeypatch.setattr(perf.shutil, "which", lambda name: None)
     net = zoo.get_model("lenet5")
