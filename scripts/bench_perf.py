@@ -10,8 +10,13 @@ or for memory rows, ours uses more). Suites (default: every CPU suite):
   parity  training step, ours vs torchvision's same architecture, float32 NCHW eager, same
           batch and input: throughput and peak process memory (each in a fresh process)
           for resnet18, resnet50, vgg16, densenet121, efficientnet_b0, vit_b_16.
-  fast    the fast path (bf16 autocast + channels_last, eager) of ResNet-50, DenseNet-121 and
-          EfficientNet-B0 vs torchvision's fp32 NCHW eager step.
+  fast    the fast path (bf16 autocast + channels_last) of ResNet-50, DenseNet-121 and
+          EfficientNet-B0, eager and under torch.compile (--compile-mode), each vs
+          torchvision's fp32 NCHW eager step and compiled vs eager, the three interleaved;
+          the seconds compilation took (the first step, less a compiled step) apart.
+  profile where the fast path's step spends its time, eager and compiled: the share of
+          the profiler's CPU self time per kind of operator (convolutions, batch norm,
+          compiled kernels, ...), for the same models. Explains what compile can gain.
   accuracy  digits test accuracy of those three models trained by zoo-train in fp32 and
           in bf16-mixed + channels_last (same seed, same recipe), side by side.
   rnn     fused nn.LSTM/nn.GRU vs the reference cells (training steps/s).
@@ -40,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -188,15 +194,67 @@ def parity_suite(args: argparse.Namespace) -> None:
 
 
 def fast_suite(args: argparse.Namespace) -> None:
-    fast = Setting("bf16", channels_last=True)
-    pairs = {
-        f"{name} {fast.label} vs torchvision fp32 NCHW": (
-            partial(build_step, "ours", name, args.cpu_batch, args.fast_size, fast, num_classes=10),
-            partial(build_step, "torchvision", name, args.cpu_batch, args.fast_size, num_classes=10),
-        )
-        for name in args.fast_models
-    }
-    cpu_pairs(args, "the fast path (target: ratio >= 1.5)", pairs, memory=False, size=args.fast_size)
+    eager, compiled = Setting("bf16", channels_last=True), Setting("bf16", channels_last=True, compile=args.compile_mode)
+    print(f"\n## the fast path, eager and compiled (target: ratio >= 1.5 vs torchvision); batch {args.cpu_batch}, "
+          f"{args.fast_size} px, {torch.get_num_threads()} threads")  # fmt: skip
+    row("row", "ours", "reference", "ratio")
+    for name in args.fast_models:
+        steps = {
+            "torchvision": build_step("torchvision", name, args.cpu_batch, args.fast_size, num_classes=10),
+            "eager": build_step("ours", name, args.cpu_batch, args.fast_size, eager, num_classes=10),
+            "compiled": build_step("ours", name, args.cpu_batch, args.fast_size, compiled, num_classes=10),
+        }
+        started = time.perf_counter()
+        steps["compiled"]()  # compiles
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        steps["compiled"]()
+        compile_seconds = first - (time.perf_counter() - started)
+        seconds = time_interleaved(steps, rounds=args.cpu_rounds, steps_per_round=args.cpu_steps, warmup=2)
+        rate = {k: args.cpu_batch / statistics.median(v) for k, v in seconds.items()}
+        for label, setting in (("eager", eager), ("compiled", compiled)):
+            row(f"{name} {setting.label} vs torchvision fp32 NCHW img/s", f"{rate[label]:.2f}", f"{rate['torchvision']:.2f}",
+                f"{median_ratio(seconds[label], seconds['torchvision']):.3f}")  # fmt: skip
+        spread = {k: f"{min(v) / statistics.median(v):.2f}-{max(v) / statistics.median(v):.2f}" for k, v in seconds.items()}
+        row(f"{name} compiled vs eager (rounds: {spread['compiled']} / {spread['eager']} of median)",
+            f"{rate['compiled']:.2f}", f"{rate['eager']:.2f}", f"{median_ratio(seconds['compiled'], seconds['eager']):.3f}")  # fmt: skip
+        row(f"{name} compilation seconds (first step less a compiled one)", f"{compile_seconds:.0f}", "", "")
+
+
+# The profile suite's kinds of operator, by the first pattern in an event's name.
+OPERATOR_KINDS = (
+    ("convolution (oneDNN)", ("convolution",)), ("batch norm (ATen)", ("batch_norm",)),
+    ("compiled kernels (inductor)", ("CompiledFxGraph", "cpp_fused", "CompiledFunction")),
+    ("optimizer and gradient sums", ("_foreach", "add_", "mul_", "SGD")), ("casts and copies", ("_to_copy", "copy_")),
+    ("activations", ("relu", "threshold", "clamp", "silu", "sigmoid")),
+)  # fmt: skip
+
+
+def operator_shares(step: TrainStep, steps: int = 3) -> dict[str, float]:
+    """The share of the profiler's CPU self time each kind of operator takes over ``steps`` steps."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    shares: dict[str, float] = {kind: 0.0 for kind, _ in OPERATOR_KINDS} | {"other": 0.0}
+    for event in prof.key_averages():
+        kind = next((k for k, patterns in OPERATOR_KINDS if any(p in event.key for p in patterns)), "other")
+        shares[kind] += event.self_cpu_time_total
+    total = sum(shares.values())
+    return {kind: value / total for kind, value in shares.items()}
+
+
+def profile_suite(args: argparse.Namespace) -> None:
+    print(f"\n## where the fast path's step spends its time; batch {args.cpu_batch}, {args.fast_size} px, "
+          f"{torch.get_num_threads()} threads (share of CPU self time over 3 steps)")  # fmt: skip
+    for name in args.fast_models:
+        shares = {}
+        for label, setting in (("eager", Setting("bf16", True)), ("compiled", Setting("bf16", True, args.compile_mode))):
+            step = build_step("ours", name, args.cpu_batch, args.fast_size, setting, num_classes=10)
+            step(), step()  # compiled, warm
+            shares[label] = operator_shares(step)
+        row(f"{name}: kind of operator", "eager", "compiled", "")
+        for kind in shares["eager"]:
+            row(f"  {kind}", f"{100 * shares['eager'][kind]:.1f}%", f"{100 * shares['compiled'][kind]:.1f}%", "")
 
 
 # 32 px through the ImageNet stems (one shared recipe, not the per-family ones of bench_tables.py), except
@@ -272,7 +330,7 @@ def sdpa_suite(args: argparse.Namespace) -> None:
 
 
 SUITES = {
-    "parity": parity_suite, "fast": fast_suite, "accuracy": accuracy_suite,
+    "parity": parity_suite, "fast": fast_suite, "profile": profile_suite, "accuracy": accuracy_suite,
     "rnn": rnn_suite, "sdpa": sdpa_suite, "gpu": gpu_suite, "cifar": cifar_suite,
 }  # fmt: skip
 CPU_SUITES = ["parity", "fast", "rnn", "sdpa", "accuracy"]
