@@ -451,7 +451,9 @@ def test_backend_auto_follows_the_inference_pages_rule(digits_ckpt, tmp_path, mo
     lenet.path = tmp_path / "lenet.ckpt"
     assert choose_backend(lenet) == ("torch", f"auto: no ONNX export at {tmp_path / 'lenet.onnx'} (zoo-export writes it)")
     (tmp_path / "lenet.onnx").write_bytes(b"")  # only its presence counts here; onnx_runner checks it
-    assert choose_backend(lenet) == ("onnxruntime", "auto: this CPU has no native bf16 and lenet.onnx is exported")
+    assert choose_backend(lenet) == (
+        "onnxruntime", "auto: torch would run fp32 (bf16-mixed was not measured faster for LeNet5) and lenet.onnx is exported"
+    )  # fmt: skip
     assert choose_backend(lenet, tmp_path / "elsewhere.onnx")[0] == "torch"  # onnx= names the file
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
@@ -463,7 +465,7 @@ def test_backend_auto_follows_the_inference_pages_rule(digits_ckpt, tmp_path, mo
         monkeypatch.setattr(perf, "fast_bf16", lambda device_type, native=native: native)
         chosen = choose_backend(resnet)
         assert chosen == (("torch", "auto: resnet18 runs bf16 + channels_last on this CPU") if native else
-                          ("onnxruntime", "auto: this CPU has no native bf16 and lenet.onnx is exported"))  # fmt: skip
+                          ("onnxruntime", "auto: torch would run fp32 (this CPU has no native bf16) and lenet.onnx is exported"))  # fmt: skip
     resnet.net.to("meta")  # another device than the CPU ONNX Runtime runs on
     assert choose_backend(resnet) == ("torch", "auto: ONNX Runtime runs on the CPU, the network on meta")
 

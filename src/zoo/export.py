@@ -497,7 +497,7 @@ def choose_backend(trained: Trained, onnx: str | Path | None = None) -> tuple[st
     3. else torch (fp32).
     """
     device = next(trained.net.parameters()).device
-    chosen, _ = choose_precision("auto", device.type, trained.net)
+    chosen, why = choose_precision("auto", device.type, trained.net)
     if str(chosen).startswith("bf16"):
         return "torch", f"auto: {trained.model_name} runs bf16 + channels_last on this {device.type.upper()}"
     path = Path(onnx) if onnx else default_path(trained.path, "onnx")
@@ -507,7 +507,7 @@ def choose_backend(trained: Trained, onnx: str | Path | None = None) -> tuple[st
         return "torch", f"auto: no ONNX export at {path} (zoo-export writes it)"
     if importlib.util.find_spec("onnxruntime") is None:
         return "torch", f"auto: onnxruntime is not installed ({INSTALL_HINT})"
-    return "onnxruntime", f"auto: this CPU has no native bf16 and {path.name} is exported"
+    return "onnxruntime", f"auto: torch would run fp32 ({why.removeprefix('auto: ')}) and {path.name} is exported"
 
 
 def onnx_runner(trained: Trained, path: str | Path | None = None) -> Runner:

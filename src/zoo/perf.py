@@ -24,10 +24,11 @@ training goes on eagerly. The module's parameters and state_dict keys are untouc
 checkpoints do not depend on the switch. ``perf.compile=auto`` compiles (``default`` mode)
 where it measured faster, on a CUDA GPU (ResNet-50 in bf16 + channels-last 1.29x its eager
 step, ViT-B/16 in bf16 1.11x, on an H100), and trains eagerly on a CPU, where it measured
-no faster (``scripts/bench_perf.py --suite fast``: within the rounds' spread of the eager
-fast path for ResNet-50, DenseNet-121 and EfficientNet-B0, after about a minute of
-compilation; ``--suite profile`` shows why: three quarters of the step are oneDNN
-convolutions, which run the same kernels compiled or not). docs/performance.md has the figures.
+slower (``scripts/bench_perf.py --suite fast``: 0.90-0.96x the eager fast path for
+ResNet-50, DenseNet-121 and EfficientNet-B0, after 2-3 minutes of compilation;
+``--suite profile`` shows why: half to three quarters of the step are oneDNN convolutions,
+the same calls compiled or not, and inductor's fused batch-norm and activation kernels are
+slower than ATen's). docs/performance.md has the figures.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def resolve_compile(setting: Any, accelerator: str) -> tuple[str | None, str]:
     if setting == "auto":
         if accelerator_type(accelerator) == "cuda":
             return "default", "auto: measured faster on a CUDA GPU"
-        return None, "auto: measured no faster on a CPU"
+        return None, "auto: measured slower than eager on a CPU"
     if setting not in COMPILE_MODES:
         raise ValueError(f"perf.compile must be null, auto or one of {', '.join(COMPILE_MODES)}; got {setting!r}")
     return setting, f"perf.compile={setting}, as set"
