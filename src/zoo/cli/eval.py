@@ -50,7 +50,7 @@ log = logging.getLogger("zoo")
 
 
 @dataclass
-class TestSet:
+class EvalSet:
     """A network and the batches to test it on, as the task that trained it takes them."""
 
     net: torch.nn.Module
@@ -61,7 +61,7 @@ class TestSet:
     tgt_vocab: Any = None
 
 
-def checkpoint_test(cfg: DictConfig) -> TestSet:
+def checkpoint_test(cfg: DictConfig) -> EvalSet:
     """The network of a checkpoint and its data's test split (with ``data`` overrides)."""
     ckpt = load_lightning_checkpoint(cfg.ckpt_path)
     model, _ = check_checkpoint(ckpt, cfg.ckpt_path)
@@ -72,11 +72,11 @@ def checkpoint_test(cfg: DictConfig) -> TestSet:
     net.load_state_dict({k[len(NET) :]: v for k, v in ckpt["state_dict"].items()})
     datamodule.setup("test")
     hparams = dict(ckpt["hyper_parameters"])
-    return TestSet(net, datamodule.task, datamodule.test_dataloader(), hparams, datamodule.hparams["name"],
+    return EvalSet(net, datamodule.task, datamodule.test_dataloader(), hparams, datamodule.hparams["name"],
                    getattr(datamodule, "tgt_vocab", None))  # fmt: skip
 
 
-def weights_test(cfg: DictConfig) -> TestSet:
+def weights_test(cfg: DictConfig) -> EvalSet:
     if not cfg.model or not cfg.folder:
         raise ConfigError("weights= needs model=<a configs/model/ name> and folder=<folder>/<class>/<image>")
     pretrained = load_pretrained(cfg.weights, download=cfg.download, model=cfg.model.name)
@@ -103,7 +103,7 @@ def weights_test(cfg: DictConfig) -> TestSet:
     log.info("%s on %d images of %d classes: resize %d, centre crop %d", name, len(folder), len(folder.classes),
              prep.resize_size, size)  # fmt: skip
     loader = DataLoader(folder, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    return TestSet(net, "classification", loader, {}, str(Path(cfg.folder).resolve()))
+    return EvalSet(net, "classification", loader, {}, str(Path(cfg.folder).resolve()))
 
 
 def eval_device(trainer: dict[str, Any]) -> torch.device:
@@ -125,9 +125,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if bool(cfg.ckpt_path) == bool(cfg.weights):
         raise ConfigError("give either ckpt_path=<training checkpoint> or weights=<file or torchvision name> (with model= and folder=)")
-    test = checkpoint_test(cfg) if cfg.ckpt_path else weights_test(cfg)
     trainer = plain(cfg.trainer)
-    device = eval_device(trainer)
+    device = eval_device(trainer)  # before anything is read
+    test = checkpoint_test(cfg) if cfg.ckpt_path else weights_test(cfg)
     with config_errors("trainer"):  # precision auto: the training run's rule, so its test metrics are reproduced
         precision, why = choose_precision(trainer.get("precision", "auto"), device.type, test.net)
     fast_dev_run = trainer.get("fast_dev_run") or 0
