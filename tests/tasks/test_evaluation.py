@@ -1,5 +1,7 @@
 """zoo-eval's test loop without Lightning gives what Lightning's ``trainer.test`` gives for the same module and data."""
 
+import types
+
 import lightning as L
 import pytest
 import torch
@@ -8,7 +10,9 @@ from zoo.data import build_datamodule
 from zoo.data.lightning import for_lightning
 from zoo.errors import ConfigError
 from zoo.tasks import ImageClassifier
-from zoo.tasks.evaluation import batches_to_test, evaluate_network
+from zoo.tasks.evaluation import (
+    Decoding, batches_to_test, bleu_text, evaluate_network, seq2seq_metrics, seq2seq_update, token_strings,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +79,44 @@ def test_limit_test_batches_counts_as_lightning_does(limit, available, count):
 def test_limits_that_test_nothing_or_make_no_sense_are_refused(limit, message):
     with pytest.raises(ConfigError, match=message):
         batches_to_test(limit, 6)
+
+
+class _StubSeq2Seq:
+    """A sequence model whose logits and decoded tokens are given: pad 0, bos 1, eos 2."""
+
+    pad_idx, bos_idx, eos_idx = 0, 1, 2
+
+    def __init__(self, logits, decoded):
+        self.logits, self.decoded, self.generate_args = logits, decoded, None
+
+    def __call__(self, src, src_mask, tgt_in):
+        return self.logits
+
+    def generate(self, src, src_mask, max_len, beam_size, length_penalty):
+        self.generate_args = (max_len, beam_size, length_penalty)
+        return types.SimpleNamespace(tokens=self.decoded)
+
+
+def test_seq2seq_metrics_count_tokens_up_to_eos_and_widen_to_compare_whole_sequences():
+    tgt_out = torch.tensor([[5, 6, 2, 0], [7, 2, 0, 0], [5, 5, 5, 2]])  # padding after <eos>
+    predicted = torch.tensor([[5, 6, 2, 0], [7, 3, 0, 0], [5, 5, 5, 5]])  # teacher-forced argmax
+    logits = torch.nn.functional.one_hot(predicted, 9).float() * 3
+    decoded = torch.tensor([[5, 6, 2], [7, 2, 0], [5, 5, 6]])  # shorter than tgt_out: widened with padding
+    net = _StubSeq2Seq(logits, decoded)
+    metrics = seq2seq_metrics()
+    vocab = types.SimpleNamespace(tokens=lambda ids: [{5: "a", 6: " ", 7: "c"}.get(i, "?") for i in ids])
+    src = torch.zeros(3, 4, dtype=torch.long)
+    batch = {"src": src, "src_mask": None, "tgt_in": tgt_out, "tgt_out": tgt_out}
+    loss, pred_tokens, tgt_tokens = seq2seq_update(net, batch, metrics, Decoding(), 0.1, vocab)
+
+    real = tgt_out != 0
+    expected_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=0, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected_loss)
+    assert metrics["acc"].compute().item() == pytest.approx(7 / real.sum().item())  # 3 + 1 + 3 of 9 real tokens
+    assert metrics["exact_match"].compute().item() == pytest.approx(2 / 3)  # the third differs before <eos>
+    assert pred_tokens == [["a", " "], ["c"], ["a", "a", " "]] and tgt_tokens == [["a", " "], ["c"], ["a", "a", "a"]]
+    assert net.generate_args == (2 * 4 + 10, 1, 1.0)  # the default decoding length: 2 x source + 10
+    assert token_strings(torch.tensor([[1, 7, 0, 2, 5]]), net, None) == [["7"]]  # <bos> and padding dropped, cut at <eos>
+    assert bleu_text(["a", " ", "b"]) == "a ▁ b"  # a space token stays a token for BLEU's whitespace split
+    Decoding(max_decode_len=5, beam_size=3, length_penalty=0.6).generate(net, src, None)
+    assert net.generate_args == (5, 3, 0.6)
