@@ -11,7 +11,8 @@ from zoo.data.lightning import for_lightning
 from zoo.errors import ConfigError
 from zoo.tasks import ImageClassifier
 from zoo.tasks.evaluation import (
-    Decoding, batches_to_test, bleu_text, evaluate_network, seq2seq_metrics, seq2seq_update, token_strings,
+    Decoding, batches_to_test, bleu_text, classification_metrics, evaluate_network, seq2seq_metrics, seq2seq_update,
+    token_strings,
 )  # fmt: skip
 
 
@@ -90,10 +91,11 @@ class _StubSeq2Seq:
         self.logits, self.decoded, self.generate_args = logits, decoded, None
 
     def __call__(self, src, src_mask, tgt_in):
+        self.call_args = (src, src_mask, tgt_in)
         return self.logits
 
     def generate(self, src, src_mask, max_len, beam_size, length_penalty):
-        self.generate_args = (max_len, beam_size, length_penalty)
+        self.generate_args = (src, src_mask, max_len, beam_size, length_penalty)
         return types.SimpleNamespace(tokens=self.decoded)
 
 
@@ -105,8 +107,8 @@ def test_seq2seq_metrics_count_tokens_up_to_eos_and_widen_to_compare_whole_seque
     net = _StubSeq2Seq(logits, decoded)
     metrics = seq2seq_metrics()
     vocab = types.SimpleNamespace(tokens=lambda ids: [{5: "a", 6: " ", 7: "c"}.get(i, "?") for i in ids])
-    src = torch.zeros(3, 4, dtype=torch.long)
-    batch = {"src": src, "src_mask": None, "tgt_in": tgt_out, "tgt_out": tgt_out}
+    src, src_mask, tgt_in = torch.zeros(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool), tgt_out.roll(1, 1)
+    batch = {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out}
     loss, pred_tokens, tgt_tokens = seq2seq_update(net, batch, metrics, Decoding(), 0.1, vocab)
 
     real = tgt_out != 0
@@ -115,8 +117,35 @@ def test_seq2seq_metrics_count_tokens_up_to_eos_and_widen_to_compare_whole_seque
     assert metrics["acc"].compute().item() == pytest.approx(7 / real.sum().item())  # 3 + 1 + 3 of 9 real tokens
     assert metrics["exact_match"].compute().item() == pytest.approx(2 / 3)  # the third differs before <eos>
     assert pred_tokens == [["a", " "], ["c"], ["a", "a", " "]] and tgt_tokens == [["a", " "], ["c"], ["a", "a", "a"]]
-    assert net.generate_args == (2 * 4 + 10, 1, 1.0)  # the default decoding length: 2 x source + 10
+    assert all(a is b for a, b in zip(net.call_args, (src, src_mask, tgt_in)))  # teacher forcing on tgt_in
+    assert net.generate_args[0] is src and net.generate_args[1] is src_mask
+    assert net.generate_args[2:] == (2 * 4 + 10, 1, 1.0)  # the default decoding length: 2 x source + 10
     assert token_strings(torch.tensor([[1, 7, 0, 2, 5]]), net, None) == [["7"]]  # <bos> and padding dropped, cut at <eos>
     assert bleu_text(["a", " ", "b"]) == "a ▁ b"  # a space token stays a token for BLEU's whitespace split
-    Decoding(max_decode_len=5, beam_size=3, length_penalty=0.6).generate(net, src, None)
-    assert net.generate_args == (5, 3, 0.6)
+    Decoding(max_decode_len=5, beam_size=3, length_penalty=0.6).generate(net, src, src_mask)
+    assert net.generate_args[2:] == (5, 3, 0.6)
+
+
+def test_bleu_is_corpus_bleu_4():
+    """Four identical tokens: BLEU-4 is 1 (BLEU-5 would be 0: no 5-gram); three: 0."""
+    for tokens, score in ((["a", "b", "c", "d"], 1.0), (["a", "b", "c"], 0.0)):
+        bleu = seq2seq_metrics()["bleu"]
+        bleu.update([bleu_text(tokens)], [[bleu_text(tokens)]])
+        assert bleu.compute().item() == pytest.approx(score)
+
+
+def test_classification_metrics_are_the_top1_and_top5_shares_of_all_examples():
+    """Over all examples (micro), not the mean of per-class accuracies: class 0 holds four of
+    the six examples, all right; classes 1 and 2 one each, wrong (macro would give 1/3)."""
+    logits = torch.tensor([
+        [9, 1, 2, 3, 4, 5, 6], [9, 1, 2, 3, 4, 5, 6], [9, 1, 2, 3, 4, 5, 6], [9, 1, 2, 3, 4, 5, 6],
+        [9, 8, 2, 3, 4, 5, 6],  # label 1: second highest, in the top 5
+        [9, 8, 0, 3, 4, 5, 6],  # label 2: lowest, outside the top 5
+    ], dtype=torch.float)  # fmt: skip
+    labels = torch.tensor([0, 0, 0, 0, 1, 2])
+    metrics = classification_metrics(7)
+    metrics.update(logits[:4], labels[:4])
+    metrics.update(logits[4:], labels[4:])  # batches of another size
+    got = {k: v.item() for k, v in metrics.compute().items()}
+    assert got == pytest.approx({"acc": 4 / 6, "acc_top5": 5 / 6})
+    assert set(classification_metrics(5)) == {"acc"} and set(classification_metrics(6)) == {"acc", "acc_top5"}
