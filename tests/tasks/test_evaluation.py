@@ -10,6 +10,7 @@ from zoo.data import build_datamodule
 from zoo.data.lightning import for_lightning
 from zoo.errors import ConfigError
 from zoo.tasks import ImageClassifier
+from zoo.tasks.seq2seq import Seq2SeqModule
 from zoo.tasks.evaluation import (
     Decoding, batches_to_test, bleu_text, classification_metrics, evaluate_network, seq2seq_metrics, seq2seq_update,
     token_strings,
@@ -45,6 +46,34 @@ def test_the_plain_loop_gives_lightnings_test_metrics(digits, precision, limit, 
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
     assert module.net.training is False  # dropout off: the test is deterministic
+
+
+def test_the_plain_loop_gives_lightnings_seq2seq_test_metrics(one_thread):
+    """A GRU trained for a second on reversing strings (so that accuracy, exact match and BLEU
+    are neither 0 nor 1), tested with beam search, the checkpoint's decoding settings and
+    label smoothing, each of which changes a metric, on uneven batches (20 pairs by 16)."""
+    torch.manual_seed(0)
+    data = build_datamodule("reverse", batch_size=16, num_symbols=4, min_len=2, max_len=4, train_size=256, val_size=8,
+                            test_size=20)  # fmt: skip
+    data.setup("fit")
+    data.setup("test")
+    module = Seq2SeqModule(model={"name": "seq2seq_gru", "hidden": 32, "emb_dim": 8, **data.model_facts()},
+                           optim={"name": "adam", "lr": 0.01}, label_smoothing=0.1, beam_size=2, max_decode_len=6,
+                           length_penalty=0.6)  # fmt: skip
+    optimizer = torch.optim.Adam(module.net.parameters(), lr=0.01)
+    for _ in range(6):
+        for batch in data.train_dataloader():
+            loss = module.loss(module.net(batch["src"], batch["src_mask"], batch["tgt_in"]), batch["tgt_out"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    expected = lightning_test(module, data, "32-true", None)
+    assert expected.keys() == {"test/loss", "test/acc", "test/exact_match", "test/bleu"}
+    assert all(0 < expected[k] < 1 for k in ("test/acc", "test/exact_match", "test/bleu"))  # metrics that can differ
+    got = evaluate_network(module.net, "seq2seq", data.test_dataloader(), dict(module.hparams), torch.device("cpu"),
+                           tgt_vocab=data.tgt_vocab)  # fmt: skip
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
 def test_each_precision_computes_in_its_own_numbers(digits, one_thread):
