@@ -477,7 +477,7 @@ def test_zoo_predict_backend_auto_says_what_it_chose_and_runs_it(digits_ckpt, di
     assert f"backend torch (auto: no ONNX export at {tmp_path / 'lenet.onnx'}" in said and "running: torch eager" in said
     assert run_main("zoo-export", f"ckpt_path={ckpt}").returncode == 0  # beside the checkpoint, where auto looks
     ort_rows, said = _predicted(ckpt, digits_test_images, tmp_path, "backend=auto")
-    assert "backend onnxruntime (auto: " in said and f"running: onnxruntime" in said
+    assert "backend onnxruntime (auto: " in said and "running: onnxruntime" in said
     assert [top[0][0] for top in ort_rows.values()] == [top[0][0] for top in torch_rows.values()]
     _, said = _predicted(ckpt, digits_test_images, tmp_path, "backend=auto", "precision=bf16")
     assert "backend torch (auto: precision= and channels_last= are torch's settings)" in said and "bf16 autocast" in said

@@ -58,6 +58,7 @@ from zoo.errors import ZooError
 from zoo.files import atomic_write
 from zoo.models import MODELS
 
+
 def matched_models(patterns: list[str]) -> list[str]:
     """The registered models the patterns match, each once, in the patterns' order."""
     names = list(dict.fromkeys(n for pattern in patterns for n in MODELS.names(pattern)))

@@ -65,15 +65,15 @@ def predict_images(cfg: DictConfig, trained: inference.Trained) -> int:
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {cfg.backend!r}")
     paths = inference.image_files(_listed(cfg.inputs))
-    backend = cfg.backend
+    backend, torch_settings = cfg.backend, (cfg.precision, cfg.channels_last) != ("auto", "auto")
     if backend == "auto":
-        if (cfg.precision, cfg.channels_last) != ("auto", "auto"):
+        if torch_settings:
             backend, why = "torch", "auto: precision= and channels_last= are torch's settings"
         else:
             backend, why = exporting.choose_backend(trained, cfg.onnx)
         log.info("backend %s (%s)", backend, why)
     if backend == "onnxruntime":
-        if (cfg.precision, cfg.channels_last) != ("auto", "auto"):
+        if torch_settings:
             raise ConfigError("precision= and channels_last= choose how torch runs the network; backend=onnxruntime runs the ONNX file as exported")
         runner = exporting.onnx_runner(trained, cfg.onnx)
     else:
