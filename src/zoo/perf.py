@@ -28,7 +28,7 @@ slower (``scripts/bench_perf.py --suite fast``: 0.90-0.96x the eager fast path f
 ResNet-50, DenseNet-121 and EfficientNet-B0, after 2-3 minutes of compilation;
 ``--suite profile`` shows why: half to three quarters of the step are oneDNN convolutions,
 the same calls compiled or not, and inductor's fused batch-norm and activation kernels are
-slower than ATen's). docs/performance.md has the figures.
+no faster than ATen's). docs/performance.md has the figures.
 """
 
 from __future__ import annotations
