@@ -71,6 +71,18 @@ def test_using_a_trained_model_imports_no_lightning(use, digits_ckpt, seq2seq_ck
         assert "torchvision" not in imported
 
 
+@pytest.mark.parametrize("mode", ["-m", "hydra.mode=MULTIRUN"])
+def test_a_multirun_of_zoo_predict_runs_each_job(digits_ckpt, tmp_path, monkeypatch, mode):
+    """The mode comes from the command line (zoo.cli.launch composes the config once): both
+    of Hydra's ways of asking for a sweep still launch one job per value."""
+    Image.fromarray(_digit_png_pixels(0), mode="L").save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)  # Hydra's sweep folder
+    result = run_main("zoo-predict", mode, f"ckpt_path={digits_ckpt}", f"inputs={tmp_path / 'a.png'}", "top_k=1,2")
+    assert result.returncode == 0, result.stderr
+    answers = [line for line in result.stdout.splitlines() if line.startswith(f"{tmp_path / 'a.png'}: ")]
+    assert [line.count(",") for line in answers] == [0, 1]  # top 1, then top 2
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
 

@@ -335,3 +335,44 @@ def test_errors_from_outside_are_one_line_naming_their_file_or_library():
     assert outside_message(YAMLError("mapping values are not allowed here")) == "YAML: mapping values are not allowed here"
     assert outside_message(RuntimeError("shape mismatch")) is None
     assert outside_message(KeyError("a")) is None
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "compositions"),
+    [
+        ("zoo-predict", [], 1),  # refused after composing: ckpt_path is required
+        ("zoo-translate", ["ckpt_path=missing.ckpt"], 1),
+        ("zoo-export", [], 1),
+        ("zoo-eval", ["ckpt_path=missing.ckpt"], 1),
+        ("zoo-predict", ["hydra.job.name=p"], 2),  # Hydra's own settings: Hydra's rule
+        ("zoo-predict", ["--config-name", "predict"], 2),
+        ("zoo-train", ["data.batch_size=0"], 2),  # a config group may ask for a multirun
+    ],
+)
+def test_the_inference_commands_compose_their_config_once(monkeypatch, tmp_path, command, args, compositions):
+    """Hydra composes twice, first only to read ``hydra.mode``; the inference commands, whose
+    configs never set it, take their mode from the command line and compose once."""
+    from hydra._internal.hydra import Hydra
+
+    calls = []
+    compose = Hydra.compose_config
+    monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **k: calls.append(1) or compose(self, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    result = run_main(command, *args, *(["hydra.run.dir=."] if command == "zoo-train" else []))
+    assert result.returncode == 1 and "Error:" in result.stderr  # refused by the command, after Hydra composed
+    assert len(calls) == compositions
+
+
+def test_no_config_file_of_the_inference_commands_sets_the_run_mode():
+    """What :data:`zoo.cli.launch.COMPOSED_ONCE` rests on: the commands' own files and every
+    option of the groups they compose leave ``hydra.mode`` unset."""
+    from zoo.cli.launch import COMPOSED_ONCE
+
+    files = []
+    for command in COMPOSED_ONCE:
+        primary = CONFIGS / f"{command}.yaml"
+        groups = [next(iter(d)) for d in yaml.safe_load(primary.read_text())["defaults"] if isinstance(d, dict)]
+        files += [primary, *(f for g in groups if (CONFIGS / g).is_dir() for f in (CONFIGS / g).glob("*.yaml"))]
+    assert len(files) > 30  # eval's trainer, paths and model groups were read
+    assert [f for f in files if "mode" in ((yaml.safe_load(f.read_text()) or {}).get("hydra") or {})] == []
+    assert "mode" in yaml.safe_load((CONFIGS / "hparams_search" / "digits_optuna.yaml").read_text())["hydra"]  # the check reads a mode
