@@ -150,3 +150,16 @@ def test_each_backend_runs_the_network_as_it_says(tmp_path):
     vit = inference.build("torchvision", "vit_b_16", 32)
     assert vit.image_size == 32 and vit.heads.head.out_features == 1000  # sized for the timed images
     assert inference.build("torchvision", "lenet5", 32) is None
+
+
+def test_each_model_is_compiled_from_an_empty_cache(monkeypatch, one_thread):
+    """Our models share one forward, of which dynamo keeps `recompile_limit` compiled versions
+    per process before it runs the rest eagerly: a table of eight models timed eager code as
+    "compile" from the fifth on. Here the limit is 1 and reaching it is an error; the second
+    model (LeNet-5, then the MLP: both ImageModel.forward) compiles all the same."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, backend="eager"))  # dynamo's cache without inductor's code generation
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        for name in ("lenet5", "mlp"):
+            (row,) = inference.measure(name, ["compile"], batch_size=1, rounds=1, steps=1, warmup=1)
+            assert len(row.seconds["ours", 1]) == 1

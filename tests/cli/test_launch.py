@@ -376,3 +376,24 @@ def test_no_config_file_of_the_inference_commands_sets_the_run_mode():
     assert len(files) > 30  # eval's trainer, paths and model groups were read
     assert [f for f in files if "mode" in ((yaml.safe_load(f.read_text()) or {}).get("hydra") or {})] == []
     assert "mode" in yaml.safe_load((CONFIGS / "hparams_search" / "digits_optuna.yaml").read_text())["hydra"]  # the check reads a mode
+
+
+@pytest.mark.parametrize(("command", "page", "listings"), [
+    ("zoo-predict", "--help", 0), ("zoo-train", "--help", 1), ("zoo-eval", "--help", 1), ("zoo-export", "--hydra-help", 1),
+])  # fmt: skip
+def test_help_pages_are_hydras_with_only_the_config_groups_they_show_listed(monkeypatch, command, page, listings):
+    """The page is the one Hydra writes, letter for letter; the config groups (a copy of Hydra's
+    config store per group) are listed only where the template shows them."""
+    from hydra._internal.hydra import Hydra
+
+    from zoo.cli import launch
+
+    listed = []
+    format_groups = Hydra.format_config_groups
+    monkeypatch.setattr(Hydra, "format_config_groups", lambda self, *a, **k: listed.append(1) or format_groups(self, *a, **k))
+    ours = run_main(command, page)
+    assert ours.returncode == 0 and len(listed) == listings
+    monkeypatch.setattr(Hydra, "get_help", launch._hydra_get_help)  # Hydra's own: every field filled
+    hydras = run_main(command, page)
+    assert len(listed) == listings + 2
+    assert ours.stdout == hydras.stdout and ours.stdout.count("\n") > 10

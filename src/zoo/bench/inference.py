@@ -14,8 +14,8 @@ Backends:
 - ``eager``: fp32, NCHW, the network as it is;
 - ``bf16``: bfloat16 autocast and channels-last memory, as ``zoo-predict precision=bf16
   channels_last=true`` runs it;
-- ``compile``: ``torch.compile`` (default mode) of the fp32 network; compilation happens in
-  the untimed warm-up;
+- ``compile``: ``torch.compile`` (default mode) of the fp32 network, from an empty compile
+  cache for each model; compilation happens in the untimed warm-up;
 - ``onnxruntime``: the network exported to ONNX (``zoo.export.export_onnx``, checked
   against the eager network) and run by ONNX Runtime's CPU provider with torch's thread count.
 
@@ -132,6 +132,12 @@ def measure(name: str, backends: Sequence[str], batch_size: int, size: int | Non
     rows = []
     with tempfile.TemporaryDirectory(prefix="zoo-bench-infer-") as folder:
         for backend in backends:
+            if backend == "compile":
+                # Our models share one forward (ImageModel.forward), and dynamo keeps at most
+                # `recompile_limit` (8) compiled versions of a function per process, then runs
+                # it eagerly: from the fifth model on, "compile" would time eager code. Each
+                # model is compiled from an empty cache instead.
+                torch._dynamo.reset()
             row = InferRow(name, backend, size, batch_size)
             models = {s: m for s in SOURCES if (m := build(s, name, size)) is not None}
             calls = {s: predictor(m, backend, inputs[batch_size][:2], Path(folder), s) for s, m in models.items()}

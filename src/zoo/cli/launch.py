@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import string
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,28 @@ def reported(func: Callable[[], Any]) -> Any:
 # Hydra reports its own errors through this module-level function (hydra-core 1.3; the
 # version range in pyproject.toml keeps it): ours folds them to one line first.
 hydra_utils.run_and_report = reported
+
+
+def _help_page(self: Hydra, help_cfg: DictConfig, cfg: DictConfig, args_parser: Any, resolve: bool) -> str:
+    """Hydra's ``--help`` and ``--hydra-help`` page, with only the fields its template names
+    computed. Hydra fills all four, and listing the config groups copies its config store once
+    per group: over a second, also for a page that shows no group (``zoo-predict --help``)."""
+    template = string.Template(help_cfg.template)
+    fields = {
+        "FLAGS_HELP": lambda: self.format_args_help(args_parser),
+        "HYDRA_CONFIG_GROUPS": lambda: self.format_config_groups(_is_hydra_group),
+        "APP_CONFIG_GROUPS": lambda: self.format_config_groups(lambda group: not _is_hydra_group(group)),
+        "CONFIG": lambda: OmegaConf.to_yaml(cfg, resolve=resolve),
+    }
+    return template.substitute({key: field() for key, field in fields.items() if key in template.get_identifiers()})
+
+
+def _is_hydra_group(group: str) -> bool:
+    return group == "hydra" or group.startswith("hydra/")
+
+
+_hydra_get_help = Hydra.get_help
+Hydra.get_help = _help_page  # (hydra-core 1.3, as above)
 
 
 # Hydra composes a command's whole config twice: once only to read ``hydra.mode`` (a config
